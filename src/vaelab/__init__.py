@@ -1,0 +1,13 @@
+"""vaelab: Variational Autoencoders for images: train, evaluate, look, classify, study."""
+
+__version__ = "0.1.0"
+
+
+def load_run(path):
+    """Rebuild a trained run from its directory: model (with weights), config and data spec, no flags."""
+    from .run import load_run as _load_run
+
+    return _load_run(path)
+
+
+__all__ = ["__version__", "load_run"]

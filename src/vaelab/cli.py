@@ -1,0 +1,147 @@
+"""The `vaelab` command line: thin typed commands that call the library and print a summary.
+
+Every command builds a config or spec, calls one library function, and prints what it did. A
+`VaelabError` becomes one line on stderr and exit code 2 (a traceback only with ``VAELAB_DEBUG=1``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .errors import VaelabError
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    name="vaelab",
+    help="Variational Autoencoders for images: train, evaluate, look, classify, study.\n\n"
+    "Examples:\n\n"
+    "  vaelab data info mnist-sample\n\n"
+    "  vaelab train configs/mnist-148-z2.yaml train.epochs=5\n\n"
+    "  vaelab sample runs/demo -n 64 --out grid.png",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+data_app = typer.Typer(help="Look at data sources.", no_args_is_help=True)
+config_app = typer.Typer(help="Show and check configs.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(config_app, name="config")
+
+
+def _version(value: bool):
+    if value:
+        console.print(f"vaelab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+):
+    """Variational Autoencoders for images."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# data
+
+DataOpt = Annotated[Optional[int], typer.Option(help="Resize to SIZE x SIZE (center crop for photos).")]
+
+
+@data_app.command("info")
+def data_info(
+    spec: Annotated[str, typer.Argument(help="mnist, fashion-mnist, mnist-sample, npz:FILE, folder:DIR, ...")],
+    image_size: DataOpt = None,
+    channels: Annotated[Optional[int], typer.Option(help="1 (gray) or 3 (RGB).")] = None,
+    classes: Annotated[Optional[str], typer.Option(help="Keep these classes, e.g. 1,4,8.")] = None,
+    val_fraction: Annotated[float, typer.Option(help="Validation share when the source has none.")] = 0.1,
+    limit: Annotated[Optional[int], typer.Option(help="At most this many images per split.")] = None,
+    seed: int = 0,
+):
+    """Print samples per split and class, image shape, pixel mean/std and the source.
+
+    Example: vaelab data info mnist-sample --classes 1,4,8
+    """
+    from .data import load
+    from .data.info import summarize
+
+    ds = load(
+        spec,
+        image_size=image_size,
+        channels=channels,
+        classes=classes.split(",") if classes else None,
+        val_fraction=val_fraction,
+        limit=limit,
+        seed=seed,
+    )
+    info = summarize(ds)
+    table = Table(title=f"{spec}: {info['samples']} images, {' x '.join(map(str, info['shape']))} (C x H x W)")
+    table.add_column("split")
+    table.add_column("samples", justify="right")
+    names = info["class_names"]
+    for name in names:
+        table.add_column(name, justify="right")
+    for split, entry in info["splits"].items():
+        table.add_row(split, str(entry["samples"]), *[str(c) for c in entry.get("per_class", [])])
+    console.print(table)
+    console.print(f"pixel mean {info['pixel_mean']:.4f}, std {info['pixel_std']:.4f} (on 0..1)")
+    console.print(f"source: {info['source']}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# config
+
+
+@config_app.command("show")
+def config_show(
+    config: Annotated[Optional[Path], typer.Argument(help="A YAML config (default: the built-in defaults).")] = None,
+    overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value overrides.")] = None,
+):
+    """Print the full resolved config.
+
+    Example: vaelab config show configs/fashion-mlp-z2.yaml model.latent_dim=10
+    """
+    from .config import dump_config, load_config
+
+    config, overrides = _split_config_args(config, overrides)
+    console.print(dump_config(load_config(config, overrides)), markup=False, highlight=False)
+
+
+def _split_config_args(config: Optional[Path], overrides: Optional[list[str]]) -> tuple[Optional[Path], list[str]]:
+    """Allow `vaelab train key=value` with no config file: a first argument with '=' is an override."""
+    overrides = list(overrides or [])
+    if config is not None and "=" in str(config) and not Path(config).exists():
+        overrides.insert(0, str(config))
+        config = None
+    return config, overrides
+
+
+# ---------------------------------------------------------------------------------------------------------
+# entry point
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry: run the app, turning user errors into one line and exit code 2."""
+    debug = os.environ.get("VAELAB_DEBUG", "") not in ("", "0")
+    try:
+        app(args=argv, prog_name="vaelab")
+    except VaelabError as e:
+        if debug:
+            raise
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)

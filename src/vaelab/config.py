@@ -1,0 +1,382 @@
+"""Typed configs: dataclasses, YAML load/save, and ``key=value`` overrides with clear errors.
+
+A run's whole behaviour is one `Config`. It is written to ``RUN_DIR/config.yaml`` and into every
+checkpoint, so `vaelab.load_run(path)` rebuilds the model without flags. Overrides address fields by
+dotted path (``model.latent_dim=2``); an unknown key fails with the closest valid key suggested.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import VaelabError
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are prepared (see `vaelab.data.load`)."""
+
+    source: str = "mnist-sample"  # data spec: mnist, fashion-mnist, npz:PATH, folder:PATH, ...
+    val: str | None = None  # optional spec whose images form the validation split
+    test: str | None = None  # optional spec whose images form the test split
+    image_size: int | None = None  # resize (center crop for non-square photos); None keeps the native size
+    channels: int | None = None  # 1 or 3; None keeps the source's
+    classes: list[str] | None = None  # keep only these classes (names or indices), relabelled 0..k-1
+    val_fraction: float = 0.1  # held out of train (stratified) when the source has no validation split
+    limit: int | None = None  # at most this many images per split (for quick runs)
+    seed: int = 0  # seed of the validation split and of `limit`'s subsample
+    images_key: str | None = None  # npz/npy: array name of the images (guessed when None)
+    labels_key: str | None = None  # npz/npy: array name of the labels (guessed when None)
+
+
+@dataclass
+class ModelConfig:
+    """The VAE. ``image_size``, ``channels`` and ``num_classes`` are filled in from the data."""
+
+    arch: str = "mlp"  # mlp | conv
+    conditional: bool = False  # condition encoder and decoder on the one-hot class label
+    latent_dim: int = 16
+    likelihood: str = "bernoulli"  # bernoulli | gaussian
+    gaussian_scale: str = "learned"  # fixed | learned (per channel), for the gaussian likelihood
+    gaussian_sigma: float = 0.1  # the fixed scale, or the learned scale's start value
+    beta: float = 1.0  # weight of the KL term; beta-VAE is this number
+    free_bits: float = 0.0  # nats per latent dimension below which the KL is not penalised
+    # mlp
+    hidden: list[int] = field(default_factory=lambda: [512, 256])
+    # conv
+    conv_channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    kernel: int = 4  # stride-2 conv kernel of the encoder
+    norm: str = "batch"  # encoder norm: batch | instance | none
+    decoder_norm: str | None = None  # decoder norm; None means the same as `norm`
+    activation: str = "leaky_relu"  # relu | leaky_relu
+    decoder: str = "transpose"  # transpose | upsample (nearest upsample + conv)
+    dropout: float = 0.0
+    # filled from the data when the model is built
+    image_size: int | None = None
+    channels: int | None = None
+    num_classes: int | None = None
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation loop."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    optimizer: str = "adam"  # adam | adamw
+    weight_decay: float = 0.0
+    schedule: str = "none"  # none | cosine | plateau
+    grad_clip: float | None = None  # max gradient norm
+    warmup_epochs: float = 0.0  # KL weight rises linearly from 0 to beta over this many epochs
+    warmup_steps: int = 0  # ...or over this many optimizer steps (takes precedence when > 0)
+    early_stop: int | None = None  # stop after this many epochs without a better validation loss
+    seed: int = 0
+    log_every: int = 50  # steps between host syncs for the progress bar and TensorBoard
+    on_nan: str = "stop"  # stop | skip_batch
+    compile: bool = False  # torch.compile the model
+    binarize: bool = False  # dynamic binarisation (Bernoulli draw of each pixel per batch)
+    images_every: int = 1  # write recon/sample grids every N epochs (0: never)
+    save_latents: bool = True  # keep the validation latents of each epoch (for the scatter animation)
+    eval_batch_size: int = 1000
+
+
+@dataclass
+class TrainerConfig:
+    """What Lightning Fabric gets: devices, precision and distribution."""
+
+    accelerator: str = "auto"  # auto | cpu | cuda | mps
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"  # auto | ddp
+    precision: str = "32"  # 32 | bf16-mixed | 16-mixed
+
+
+@dataclass
+class Config:
+    """A run: data + model + training + devices, and where it is written."""
+
+    name: str = "run"
+    out_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+# Allowed values of the string choices; `validate` checks them so a typo fails before training starts.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.arch": ("mlp", "conv"),
+    "model.likelihood": ("bernoulli", "gaussian"),
+    "model.gaussian_scale": ("fixed", "learned"),
+    "model.norm": ("batch", "instance", "none"),
+    "model.decoder_norm": ("batch", "instance", "none"),
+    "model.activation": ("relu", "leaky_relu"),
+    "model.decoder": ("transpose", "upsample"),
+    "train.optimizer": ("adam", "adamw"),
+    "train.schedule": ("none", "cosine", "plateau"),
+    "train.on_nan": ("stop", "skip_batch"),
+    "trainer.strategy": ("auto", "ddp"),
+    "trainer.precision": ("32", "bf16-mixed", "16-mixed"),
+    "trainer.accelerator": ("auto", "cpu", "cuda", "gpu", "mps"),
+}
+
+# (lower bound, inclusive?) for numbers a user can get wrong; checked by `validate`.
+BOUNDS: dict[str, tuple[float, bool]] = {
+    "model.latent_dim": (1, True),
+    "model.beta": (0, True),
+    "model.free_bits": (0, True),
+    "model.gaussian_sigma": (0, False),
+    "model.kernel": (1, True),
+    "model.dropout": (0, True),
+    "train.epochs": (0, True),
+    "train.batch_size": (1, True),
+    "train.eval_batch_size": (1, True),
+    "train.lr": (0, False),
+    "train.weight_decay": (0, True),
+    "train.grad_clip": (0, False),
+    "train.warmup_epochs": (0, True),
+    "train.warmup_steps": (0, True),
+    "train.early_stop": (1, True),
+    "train.log_every": (1, True),
+    "train.images_every": (0, True),
+    "trainer.devices": (1, True),
+    "trainer.num_nodes": (1, True),
+    "data.val_fraction": (0, True),
+    "data.limit": (1, True),
+    "data.image_size": (8, True),
+}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# dict <-> dataclass
+
+
+def to_dict(cfg: Any) -> dict:
+    """A plain, YAML-safe dict of a config dataclass."""
+    return dataclasses.asdict(cfg)
+
+
+def all_keys(cls: type = Config, prefix: str = "") -> list[str]:
+    """Every dotted key of a config class, e.g. ``model.latent_dim``."""
+    keys = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key = prefix + f.name
+        sub = hints[f.name]
+        if dataclasses.is_dataclass(sub):
+            keys.extend(all_keys(sub, key + "."))
+        else:
+            keys.append(key)
+    return keys
+
+
+def _unknown_key(key: str, where: str = "") -> VaelabError:
+    close = difflib.get_close_matches(key, all_keys(), n=1, cutoff=0.5)
+    if not close:  # a last-component match helps with 'latent_dim' -> 'model.latent_dim'
+        tail = key.split(".")[-1]
+        close = [k for k in all_keys() if k.split(".")[-1] == tail][:1]
+    hint = f"did you mean '{close[0]}'?" if close else "run 'vaelab config show' to list the keys"
+    return VaelabError(f"unknown config key '{key}'{where}", hint)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check/convert one YAML value to the field's annotated type."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except VaelabError as e:
+                errors.append(e)
+        raise errors[0]
+    if origin is list:
+        (item,) = args
+        if isinstance(value, str):  # a,b,c on the command line
+            value = [yaml.safe_load(v) for v in value.split(",") if v.strip() != ""]
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        return [_coerce(v, item, key) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off", "1", "0"):
+            return value.lower() in ("true", "yes", "on", "1")
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise VaelabError(f"'{key}' must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise VaelabError(f"'{key}' must be an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise VaelabError(f"'{key}' must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise VaelabError(f"'{key}' must be a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise VaelabError(f"'{key}' must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise VaelabError(f"'{key}' must be a string, got {value!r}")
+    return value
+
+
+def from_dict(data: dict | None, cls: type = Config, prefix: str = "", where: str = "") -> Any:
+    """Build a config dataclass from a (possibly partial) nested dict, checking keys and types."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise VaelabError(f"'{prefix.rstrip('.') or 'config'}'{where} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in data.items():
+        key = prefix + str(k)
+        if k not in names:
+            raise _unknown_key(key, where)
+        tp = hints[k]
+        if dataclasses.is_dataclass(tp):
+            kwargs[k] = from_dict(v, tp, key + ".", where)
+        else:
+            kwargs[k] = _coerce(v, tp, key)
+    return cls(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# YAML files and overrides
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping with `yaml.safe_load` (plain data only, never objects)."""
+    p = Path(path)
+    if not p.is_file():
+        raise VaelabError(f"config file not found: {p}", "check the path, or start from one in configs/")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise VaelabError(f"{p}{line} is not valid YAML", "fix the syntax (indentation, colons)") from None
+    except UnicodeDecodeError:
+        raise VaelabError(f"{p} is not a text file", "pass a YAML config") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise VaelabError(f"{p} must hold a mapping of keys (data:, model:, train:...)")
+    return data
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``'model.latent_dim=2'`` -> ``('model.latent_dim', 2)``; the value is read as YAML."""
+    if "=" not in text:
+        raise VaelabError(f"override '{text}' is not key=value", "write it like model.latent_dim=2")
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    if not key or any(not part.isidentifier() for part in key.split(".")):
+        raise VaelabError(f"override '{text}' has no valid key", "write it like model.latent_dim=2")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, (dict, set)) or (value is not None and not isinstance(value, (str, int, float, bool, list))):
+        value = raw
+    return key, value
+
+
+def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
+    """Set dotted keys in a nested dict (a copy); keys are checked against the config classes."""
+    import copy
+
+    data = copy.deepcopy(data)
+    valid = set(all_keys())
+    for text in overrides or []:
+        key, value = parse_override(text)
+        if key not in valid:
+            raise _unknown_key(key, " (command line)")
+        node = data
+        *parents, last = key.split(".")
+        for p in parents:
+            if not isinstance(node.get(p), dict):
+                node[p] = {}
+            node = node[p]
+        node[last] = value
+    return data
+
+
+def validate(cfg: Config) -> Config:
+    """Check choices and numeric ranges; return the config unchanged or raise one clear error."""
+    flat = flatten(to_dict(cfg))
+    for key, allowed in CHOICES.items():
+        value = flat.get(key)
+        if value is not None and str(value) not in allowed:
+            raise VaelabError(f"'{key}' is {value!r}", f"choose one of: {', '.join(allowed)}")
+    for key, (low, inclusive) in BOUNDS.items():
+        value = flat.get(key)
+        if value is None:
+            continue
+        if value < low or (not inclusive and value == low):
+            op = ">=" if inclusive else ">"
+            raise VaelabError(f"'{key}' is {value}, it must be {op} {low:g}", f"set {key} to a valid value")
+    if cfg.data.val_fraction >= 1:
+        raise VaelabError(f"'data.val_fraction' is {cfg.data.val_fraction}, it must be below 1")
+    if cfg.data.channels not in (None, 1, 3):
+        raise VaelabError(f"'data.channels' is {cfg.data.channels}", "use 1 (gray) or 3 (RGB)")
+    if cfg.model.arch == "mlp" and not cfg.model.hidden:
+        raise VaelabError("'model.hidden' is empty", "give the MLP at least one hidden size, e.g. [512, 256]")
+    if cfg.model.arch == "conv" and not cfg.model.conv_channels:
+        raise VaelabError("'model.conv_channels' is empty", "give at least one conv layer, e.g. [32, 64, 128]")
+    for key in ("model.hidden", "model.conv_channels"):
+        if any(int(v) < 1 for v in flat[key]):
+            raise VaelabError(f"'{key}' has a size below 1: {flat[key]}")
+    return cfg
+
+
+def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """The config of a YAML file (or the defaults) with ``key=value`` overrides, validated."""
+    data = load_yaml(path) if path is not None else {}
+    where = f" in {path}" if path is not None else ""
+    from_dict(data, Config, where=where)  # file errors name the file
+    data = apply_overrides(data, overrides)
+    return validate(from_dict(data, Config))
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(dump_config(cfg), encoding="utf-8")
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

