@@ -129,6 +129,134 @@ def _split_config_args(config: Optional[Path], overrides: Optional[list[str]]) -
 
 
 # ---------------------------------------------------------------------------------------------------------
+# train / sample / demo
+
+Overrides = Annotated[Optional[list[str]], typer.Argument(help="key=value overrides, e.g. model.latent_dim=2.", show_default=False)]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or per-epoch lines.")]
+
+
+@app.command()
+def train(
+    config: Annotated[Optional[Path], typer.Argument(help="A YAML config (see configs/).", show_default=False)] = None,
+    overrides: Overrides = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue this run exactly where it stopped.")] = None,
+    run_dir: Annotated[Optional[Path], typer.Option(help="Write the run here (default: out_dir/name).")] = None,
+    quiet: Quiet = False,
+):
+    """Train a VAE; writes a run directory (config, checkpoints, metrics, TensorBoard, images).
+
+    Examples:
+
+      vaelab train configs/mnist-148-z2.yaml train.epochs=20
+
+      vaelab train data.source=fashion-mnist model.arch=conv model.latent_dim=10
+
+      vaelab train --resume runs/mnist-148-z2
+    """
+    from .config import from_dict, load_yaml, apply_overrides, validate
+    from .train import fit
+
+    config, overrides = _split_config_args(config, overrides)
+    if resume is not None:
+        from .run import CONFIG_FILE, require_run_dir
+
+        if config is not None:
+            raise VaelabError("give either a config or --resume RUN_DIR, not both", "overrides such as train.epochs=20 work with --resume")
+        data = load_yaml(require_run_dir(resume) / CONFIG_FILE)
+        cfg = validate(from_dict(apply_overrides(data, overrides)))
+        target = resume
+    else:
+        from .config import load_config
+
+        cfg = load_config(config, overrides)
+        target = run_dir
+    console.print(f"training [bold]{cfg.model.arch}[/] VAE (latent {cfg.model.latent_dim}, {cfg.model.likelihood}) on {cfg.data.source}", highlight=False)
+    result = fit(cfg, run_dir=target, resume=resume is not None, quiet=quiet)
+    _print_fit_summary(result)
+
+
+def _print_fit_summary(result: dict) -> None:
+    last = result["last"]
+    table = Table(title="training summary", show_header=False)
+    table.add_row("run directory", result["run_dir"])
+    table.add_row("epochs / steps", f"{result['epochs']} / {result['steps']}  ({result['stop_reason']})")
+    if last:
+        split = "val" if "val/loss" in last else "train"
+        table.add_row(f"{split} loss per image (nats)", f"{last[split + '/loss']:.2f} = recon {last[split + '/recon']:.2f} + kl {last[split + '/kl']:.2f}")
+    table.add_row("best epoch", f"{result['best_epoch']} ({result['best_val']:.2f})")
+    table.add_row("time", f"{result['train_time']:.1f} s")
+    console.print(table)
+
+
+@app.command()
+def sample(
+    run: Annotated[Path, typer.Argument(help="A run directory.")],
+    n: Annotated[int, typer.Option("-n", help="How many images.")] = 64,
+    label: Annotated[Optional[str], typer.Option(help="Class index or name (conditional models).")] = None,
+    out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("samples.png"),
+    seed: int = 0,
+    nrow: Annotated[Optional[int], typer.Option(help="Images per row.")] = None,
+):
+    """Draw images from the prior of a trained run into one PNG grid.
+
+    Example: vaelab sample runs/fashion-cvae -n 64 --label Sneaker --out sneakers.png
+    """
+    import torch
+
+    from . import load_run
+    from .visualize.grid import make_grid, png_bytes
+
+    if n < 1:
+        raise VaelabError(f"-n is {n}", "ask for at least one image")
+    r = load_run(run)
+    labels = None
+    if label is not None:
+        if not r.model.conditional:
+            raise VaelabError(f"{run} is not a conditional model, so --label does not apply", "train with model.conditional=true")
+        labels = torch.full((n,), _class_index(r, label))
+    g = torch.Generator().manual_seed(seed)
+    images = r.model.sample(n, labels=labels, generator=g)
+    grid = make_grid(images, nrow=nrow)
+    _write_bytes(out, png_bytes(grid, 2 if grid.shape[0] < 400 else 1))
+    console.print(f"wrote {out} ({n} samples from {r.checkpoint})")
+
+
+def _class_index(run, label: str) -> int:
+    names = list(run.data_class_names()) if hasattr(run, "data_class_names") else []
+    k = run.model.num_classes
+    if label.isdigit() and int(label) < k:
+        return int(label)
+    if label in names:
+        return names.index(label)
+    raise VaelabError(f"class '{label}' is not one of the model's {k} classes", f"use an index 0..{k - 1}" + (f" or a name: {', '.join(names)}" if names else ""))
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    from .train.checkpoint import atomic_write
+
+    try:
+        atomic_write(path, lambda f: f.write(data))
+    except OSError as e:
+        raise VaelabError(f"cannot write {path}: {e.strerror}", "choose a writable path") from None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# evaluate / features (issue: honest numbers)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# classify / predict (issue: latent classifiers)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# plot / report (issue: figures and report)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# sweep (issue: studies)
+
+
+# ---------------------------------------------------------------------------------------------------------
 # entry point
 
 
@@ -138,6 +266,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="vaelab")
     except VaelabError as e:
+        from .train.loop import TrainingInterrupted
+
+        if isinstance(e, TrainingInterrupted):
+            err_console.print(f"[bold yellow]stopped:[/] {e.message}\n{e.hint}", highlight=False, soft_wrap=True)
+            sys.exit(128 + e.signum)
         if debug:
             raise
         err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)

@@ -1,0 +1,28 @@
+"""Models: the VAE, its architectures (`ARCHS`), likelihoods (`LIKELIHOODS`), and the objective."""
+
+from __future__ import annotations
+
+import copy
+
+from .blocks import ARCHS
+from .likelihoods import LIKELIHOODS
+from .objective import LossTerms, vae_loss
+from .posterior import DiagonalGaussian
+from .vae import VAE
+
+
+def resolve(cfg, data) -> object:
+    """A copy of a ModelConfig with image_size, channels and num_classes taken from the data."""
+    cfg = copy.deepcopy(cfg)
+    cfg.image_size = data.image_size
+    cfg.channels = data.channels
+    cfg.num_classes = data.num_classes if data.labelled else 0
+    return cfg
+
+
+def build(cfg, data=None) -> VAE:
+    """A VAE from a ModelConfig; with `data`, the image shape and classes are filled in from it first."""
+    return VAE(resolve(cfg, data) if data is not None else cfg)
+
+
+__all__ = ["ARCHS", "LIKELIHOODS", "VAE", "DiagonalGaussian", "LossTerms", "build", "resolve", "vae_loss"]

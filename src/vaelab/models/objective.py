@@ -1,0 +1,44 @@
+"""The training objective: the negative ELBO, with beta, KL warm-up and free bits.
+
+    -ELBO(x) = E_q(z|x)[-log p(x|z)] + KL(q(z|x) || N(0, I))           (Kingma & Welling 2014, eq. 3)
+    loss     = recon + w * KL_fb,   w = beta * warm-up factor            (Higgins et al. 2017, beta-VAE)
+    KL_fb    = sum_d max(lambda, mean_batch KL_d)                        (Kingma et al. 2016, free bits)
+
+Every term is per image, in nats. The reconstruction uses one reparameterised sample of z.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class LossTerms:
+    loss: torch.Tensor  # what is minimised: mean over the batch of recon + weight * KL (with free bits)
+    recon: torch.Tensor  # mean over the batch of -log p(x|z), nats per image
+    kl: torch.Tensor  # mean over the batch of KL(q(z|x) || p(z)), nats per image
+    elbo_loss: torch.Tensor  # recon + kl: the -ELBO with beta = 1
+
+
+def vae_loss(
+    model,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    *,
+    kl_weight: float = 1.0,
+    free_bits: float = 0.0,
+    target: torch.Tensor | None = None,
+) -> LossTerms:
+    """Loss terms of one batch. `x` is the input in [0, 1]; `target` (default `x`) is what is scored,
+    e.g. a binarised copy."""
+    posterior, _, params = model(x, y)
+    recon = -model.likelihood.log_prob(params, x if target is None else target).mean()
+    kl_dims = posterior.kl_per_dim()  # (B, D)
+    kl = kl_dims.sum(1).mean()
+    if free_bits > 0:
+        penalised = kl_dims.mean(0).clamp(min=free_bits).sum()
+    else:
+        penalised = kl
+    return LossTerms(loss=recon + kl_weight * penalised, recon=recon, kl=kl, elbo_loss=recon + kl)

@@ -1,0 +1,102 @@
+"""The VAE: an encoder to q(z|x), a decoder to p(x|z), and a likelihood. No optimizer, loss, I/O or plots.
+
+The constructor's `ModelConfig` *is* the model's description: it is saved beside the weights, so
+`build(cfg)` + `load_state_dict` rebuilds any checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import VaelabError
+from .blocks import ARCHS
+from .likelihoods import build_likelihood
+from .posterior import DiagonalGaussian
+
+
+class VAE(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        if cfg.image_size is None or cfg.channels is None:
+            raise VaelabError("model.image_size and model.channels are not set", "build the model with models.build(cfg, data)")
+        if cfg.conditional and not cfg.num_classes:
+            raise VaelabError("a conditional VAE needs labelled data", "use a labelled source or set model.conditional=false")
+        self.cfg = copy.deepcopy(cfg)
+        self.encoder, self.decoder = ARCHS[cfg.arch](cfg)
+        self.likelihood = build_likelihood(cfg)
+
+    # -- properties --------------------------------------------------------------------------------------
+    @property
+    def latent_dim(self) -> int:
+        return self.cfg.latent_dim
+
+    @property
+    def conditional(self) -> bool:
+        return bool(self.cfg.conditional)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.cfg.num_classes or 0)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.cfg.channels, self.cfg.image_size, self.cfg.image_size)
+
+    def _onehot(self, y: torch.Tensor | None) -> torch.Tensor | None:
+        if not self.conditional:
+            return None
+        if y is None:
+            raise VaelabError("this conditional VAE needs class labels", "pass labels (e.g. --label k)")
+        return F.one_hot(y.long(), self.num_classes).float()
+
+    # -- the two halves ----------------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> DiagonalGaussian:
+        """x: (B, C, H, W) in [0, 1] -> q(z|x), a diagonal Gaussian over (B, D)."""
+        h = self.encoder(x * 2.0 - 1.0, self._onehot(y))  # centred input; (B, 2D)
+        mean, logvar = h.float().chunk(2, dim=1)
+        return DiagonalGaussian(mean, logvar)
+
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """z: (B, D) -> the likelihood's parameters (B, C, H, W) (logits for Bernoulli)."""
+        return self.decoder(z, self._onehot(y))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
+        """One pass for training: (posterior, z, decoder output)."""
+        posterior = self.encode(x, y)
+        z = posterior.rsample()
+        return posterior, z, self.decode(z, y)
+
+    # -- conveniences (no gradient) ----------------------------------------------------------------------
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The decoded posterior mean, as images in [0, 1]."""
+        return self.likelihood.mean(self.decode(self.encode(x, y).mean, y))
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Decode latent points to images in [0, 1] (the likelihood's mean)."""
+        return self.likelihood.mean(self.decode(z, y))
+
+    @torch.no_grad()
+    def sample(
+        self, n: int | None = None, labels: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Images from the prior N(0, I); a conditional model draws class `labels[i]` for image i."""
+        device = next(self.parameters()).device
+        if labels is not None:
+            labels = torch.as_tensor(labels, device=device).long().flatten()
+            n = len(labels) if n is None else n
+            if len(labels) != n:
+                raise VaelabError(f"{len(labels)} labels for {n} samples", "give one label per sample")
+            if self.num_classes and (labels.min() < 0 or labels.max() >= self.num_classes):
+                raise VaelabError(f"labels must be in 0..{self.num_classes - 1}", "pick an existing class")
+        elif self.conditional:
+            n = 64 if n is None else n
+            labels = torch.arange(n, device=device) % self.num_classes
+        n = 64 if n is None else n
+        z = torch.randn(n, self.latent_dim, generator=generator, device="cpu" if generator is not None else device)
+        return self.generate(z.to(device), labels if self.conditional else None)

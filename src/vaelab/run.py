@@ -1,0 +1,133 @@
+"""Run directories: what a training run writes, and `load_run` to rebuild it with no flags.
+
+    RUN_DIR/
+      config.yaml          the full resolved config (model sizes filled in from the data)
+      metrics.jsonl        one line per epoch: train/val loss terms, lr, grad norm, time
+      checkpoints/         last.ckpt (every epoch), best.ckpt (best validation loss)
+      tensorboard/         scalars and image grids
+      images/              recon_epoch_N.png, samples_epoch_N.png
+      latents/             validation latent means per epoch (for the scatter animation)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import Config, from_dict, load_yaml
+from .errors import VaelabError
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINTS = "checkpoints"
+
+
+def is_run_dir(path: str | Path) -> bool:
+    return (Path(path) / CONFIG_FILE).is_file()
+
+
+def require_run_dir(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise VaelabError(f"run directory not found: {path}", "give the folder 'vaelab train' printed")
+    if not is_run_dir(path):
+        raise VaelabError(f"{path} is not a vaelab run (no {CONFIG_FILE})", "give the folder 'vaelab train' printed")
+    return path
+
+
+def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
+    """best.ckpt (falls back to last.ckpt), last.ckpt, or a path to a .ckpt file."""
+    run_dir = Path(run_dir)
+    if which.endswith(".ckpt"):
+        return Path(which)
+    folder = run_dir / CHECKPOINTS
+    order = ["best", "last"] if which == "best" else [which]
+    for name in order:
+        p = folder / f"{name}.ckpt"
+        if p.is_file():
+            return p
+    raise VaelabError(f"{run_dir} has no checkpoint yet", "train it first (vaelab train), or resume it with --resume")
+
+
+def read_config(run_dir: str | Path) -> Config:
+    path = require_run_dir(run_dir) / CONFIG_FILE
+    return from_dict(load_yaml(path), Config, where=f" in {path}")
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The epochs of metrics.jsonl (a torn last line, from a crash mid-write, is ignored)."""
+    path = Path(run_dir) / METRICS_FILE
+    rows = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+@dataclass
+class Run:
+    """A trained run: its folder, config, model (weights loaded, eval mode) and training position."""
+
+    path: Path
+    config: Config
+    model: torch.nn.Module
+    checkpoint: Path
+    epoch: int
+    step: int
+
+    @property
+    def data_spec(self) -> str:
+        return self.config.data.source
+
+    def data(self, **overrides):
+        """The run's data, loaded as in training (overrides: DataConfig fields)."""
+        import dataclasses
+
+        from .data import from_config
+
+        return from_config(dataclasses.replace(self.config.data, **overrides))
+
+    def metrics(self) -> list[dict]:
+        return read_metrics(self.path)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def model_from_checkpoint(state: dict, path: Path):
+    """Rebuild the model a checkpoint describes and load its weights (errors name the file)."""
+    from .models import build
+
+    cfg = from_dict(state.get("config"), Config, where=f" in {path}")
+    model = build(cfg.model)
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as e:
+        raise VaelabError(
+            f"{path} does not fit the model its config describes ({str(e).splitlines()[0][:100]})",
+            "the checkpoint comes from another model; use the run directory it was trained in",
+        ) from None
+    return cfg, model
+
+
+def load_run(path: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> Run:
+    """Rebuild a run from its directory (or a .ckpt file inside one): model with weights, config, data spec."""
+    from .train.checkpoint import load_checkpoint
+
+    path = Path(path)
+    if path.is_file() and path.suffix == ".ckpt":
+        ckpt, run_dir = path, path.parent.parent
+    else:
+        run_dir = require_run_dir(path)
+        ckpt = checkpoint_path(run_dir, checkpoint)
+    state = load_checkpoint(ckpt)
+    cfg, model = model_from_checkpoint(state, ckpt)
+    model.to(device).eval()
+    return Run(run_dir, cfg, model, ckpt, int(state.get("epoch", 0)), int(state.get("step", 0)))

@@ -1,0 +1,222 @@
+"""Callbacks: everything the loop does besides optimising (metrics file, TensorBoard, image grids, latent
+snapshots, progress). Each sees the loop's `Context`; they run on rank 0 only and never touch the global
+RNG, so a resumed run stays identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import numpy as np
+import torch
+
+from ..data import to_float
+from ..run import METRICS_FILE
+from .checkpoint import atomic_write
+
+
+class Callback:
+    def on_fit_start(self, ctx) -> None: ...
+
+    def on_train_batch_end(self, ctx, batch: int, n_batches: int, loss: float, kl_weight: float) -> None: ...
+
+    def on_epoch_end(self, ctx, row: dict) -> None: ...
+
+    def on_fit_end(self, ctx) -> None: ...
+
+
+class MetricsFile(Callback):
+    """metrics.jsonl: one JSON line per epoch. On resume the file is rewritten to the checkpoint's epochs."""
+
+    def on_fit_start(self, ctx):
+        path = ctx.run_dir / METRICS_FILE
+        text = "".join(json.dumps(r) + "\n" for r in ctx.history)
+        atomic_write(path, lambda f: f.write(text.encode()))
+
+    def on_epoch_end(self, ctx, row):
+        with open(ctx.run_dir / METRICS_FILE, "a", encoding="utf-8") as f:
+            f.write(json.dumps(_jsonable(row)) + "\n")
+
+
+def _jsonable(row: dict) -> dict:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+
+
+class TensorBoard(Callback):
+    """Scalars per log step and per epoch, and the image grids, under RUN_DIR/tensorboard."""
+
+    def __init__(self):
+        self.writer = None
+
+    def on_fit_start(self, ctx):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(ctx.run_dir / "tensorboard"), purge_step=ctx.state.step or None)
+
+    def on_train_batch_end(self, ctx, batch, n_batches, loss, kl_weight):
+        self.writer.add_scalar("step/loss", loss, ctx.state.step)
+        self.writer.add_scalar("step/kl_weight", kl_weight, ctx.state.step)
+
+    def on_epoch_end(self, ctx, row):
+        for k, v in row.items():
+            if "/" in k or k in ("lr", "grad_norm", "kl_weight"):
+                if isinstance(v, (int, float)) and math.isfinite(v):
+                    self.writer.add_scalar(k if "/" in k else f"epoch/{k}", v, row["epoch"])
+        for name, grid in getattr(ctx, "latest_grids", {}).items():
+            self.writer.add_image(name, grid, row["epoch"], dataformats="HWC")
+        self.writer.flush()
+
+    def on_fit_end(self, ctx):
+        if self.writer is not None:
+            self.writer.close()
+
+
+class ImageSnapshots(Callback):
+    """images/recon_epoch_N.png (fixed validation images above their reconstructions) and
+    samples_epoch_N.png (fixed prior draws), every `train.images_every` epochs."""
+
+    def __init__(self, n_recon: int = 16, n_samples: int = 64, scale: int = 2):
+        self.n_recon, self.n_samples, self.scale = n_recon, n_samples, scale
+
+    def on_fit_start(self, ctx):
+        split = "val" if ctx.data.has_split("val") else "train"
+        part = ctx.data.split(split)
+        self.x = to_float(part.images[: self.n_recon].to(ctx.device))
+        self.y = part.labels[: self.n_recon].to(ctx.device) if part.labels is not None else None
+        g = torch.Generator().manual_seed(1234)  # fixed z: the same points every epoch
+        self.z = torch.randn(self.n_samples, ctx.model.latent_dim, generator=g).to(ctx.device)
+        k = ctx.model.num_classes
+        self.labels = (torch.arange(self.n_samples) % k).to(ctx.device) if ctx.model.conditional else None
+        ctx.latest_grids = {}
+
+    @torch.no_grad()
+    def on_epoch_end(self, ctx, row):
+        every = ctx.cfg.train.images_every
+        if not every or row["epoch"] % every:
+            return
+        from ..visualize.grid import make_grid, png_bytes
+
+        model = ctx.model
+        was = model.training
+        model.eval()
+        y = self.y if model.conditional else None
+        recon = model.reconstruct(self.x, y)
+        n = len(self.x)
+        cols = min(n, 8)
+        pairs = []
+        for s in range(0, n, cols):  # a row of originals, then the row of their reconstructions
+            pairs += [self.x[s : s + cols], recon[s : s + cols]]
+        recon_grid = make_grid(torch.cat(pairs), nrow=cols)
+        samples = model.generate(self.z, self.labels)
+        nrow = model.num_classes if model.conditional and model.num_classes <= 16 else 8
+        sample_grid = make_grid(samples, nrow=nrow)
+        model.train(was)
+        out = ctx.run_dir / "images"
+        out.mkdir(exist_ok=True)
+        for name, grid in (("recon", recon_grid), ("samples", sample_grid)):
+            data = png_bytes(grid, self.scale if grid.shape[0] < 400 else 1)
+            atomic_write(out / f"{name}_epoch_{row['epoch']}.png", lambda f, d=data: f.write(d))
+        ctx.latest_grids = {"recon": recon_grid, "samples": sample_grid}
+
+
+class LatentSnapshots(Callback):
+    """latents/epoch_N.npz: the validation latent means (up to `limit` images) and labels each epoch,
+    for the scatter animation over epochs."""
+
+    def __init__(self, limit: int = 2000):
+        self.limit = limit
+
+    def on_fit_start(self, ctx):
+        split = "val" if ctx.data.has_split("val") else "train"
+        part = ctx.data.split(split)
+        self.images = part.images[: self.limit].to(ctx.device)
+        self.labels = part.labels[: self.limit] if part.labels is not None else None
+
+    @torch.no_grad()
+    def on_epoch_end(self, ctx, row):
+        if not ctx.cfg.train.save_latents:
+            return
+        model = ctx.model
+        was = model.training
+        model.eval()
+        means = []
+        y_all = self.labels.to(ctx.device) if self.labels is not None and model.conditional else None
+        for s in range(0, len(self.images), 500):
+            y = y_all[s : s + 500] if y_all is not None else None
+            means.append(model.encode(to_float(self.images[s : s + 500]), y).mean.float().cpu())
+        model.train(was)
+        arrays = {"z": torch.cat(means).numpy().astype(np.float32)}
+        if self.labels is not None:
+            arrays["labels"] = self.labels.numpy()
+        out = ctx.run_dir / "latents"
+        out.mkdir(exist_ok=True)
+
+        def write(f):
+            np.savez_compressed(f, **arrays)
+
+        atomic_write(out / f"epoch_{row['epoch']}.npz", write)
+
+
+class Progress(Callback):
+    """A rich progress bar per epoch with the live loss (only on a terminal), and one line per epoch."""
+
+    def __init__(self, quiet: bool = False, stream=None):
+        self.quiet = quiet
+        self.stream = stream or sys.stdout
+        self.bar = None
+        self.task = None
+
+    def on_fit_start(self, ctx):
+        if self.quiet:
+            return
+        from rich.console import Console
+
+        self.console = Console(file=self.stream)
+        if self.console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(
+                TextColumn("epoch {task.fields[epoch]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}"),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self.bar.start()
+
+    def on_train_batch_end(self, ctx, batch, n_batches, loss, kl_weight):
+        if self.bar is None:
+            return
+        epoch = f"{ctx.state.epoch + 1}/{ctx.cfg.train.epochs}"
+        if self.task is None:
+            self.task = self.bar.add_task("train", total=n_batches, epoch=epoch, loss=f"{loss:.2f}")
+        self.bar.update(self.task, completed=batch, total=n_batches, epoch=epoch, loss=f"{loss:.2f}")
+
+    def on_epoch_end(self, ctx, row):
+        if self.quiet:
+            return
+        if self.bar is not None and self.task is not None:
+            self.bar.remove_task(self.task)
+            self.task = None
+        val = (
+            f"  val {row['val/loss']:.2f} (recon {row['val/recon']:.2f} + kl {row['val/kl']:.2f})"
+            if "val/loss" in row
+            else ""
+        )
+        self.console.print(
+            f"epoch {row['epoch']}/{ctx.cfg.train.epochs}  train {row['train/loss']:.2f}{val}  "
+            f"lr {row['lr']:.2g}  {row['epoch_time']:.1f}s",
+            highlight=False,
+        )
+
+    def on_fit_end(self, ctx):
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def default_callbacks(cfg, quiet: bool = False) -> list[Callback]:
+    return [MetricsFile(), ImageSnapshots(), LatentSnapshots(), TensorBoard(), Progress(quiet=quiet)]
+

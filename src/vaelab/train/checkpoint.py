@@ -1,0 +1,110 @@
+"""Checkpoints: atomic writes, and loads that never unpickle code.
+
+A checkpoint is a dict of tensors and plain Python values (model, optimizer, scheduler and scaler states,
+RNG states, epoch, step, position in the epoch, the loop's state and the full config). It is written to a
+temp file in the same folder, fsync'ed, then renamed over the old one, so a crash at any moment leaves
+the previous checkpoint whole. It is read with ``torch.load(weights_only=True)``: a file carrying a
+pickled object (code) is refused, not run.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import VaelabError
+
+FORMAT = "vaelab-checkpoint-1"
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Call ``write(file_object)`` on a temp file beside `path`, fsync it, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    state = {"format": FORMAT, **state}
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint safely (weights_only); errors say what is wrong with the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise VaelabError(f"checkpoint not found: {path}", "train the run first, or give the run directory")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise VaelabError(
+            f"{path} holds pickled objects that could run code, so it was refused ({str(e).splitlines()[0][:120]})",
+            "only load checkpoints written by vaelab; never unpickle files you were sent",
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise VaelabError(f"{path} is not a readable checkpoint ({str(e).splitlines()[0][:120]})", "it may be truncated; use the other checkpoint of the run") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise VaelabError(f"{path} is not a vaelab checkpoint", "give a checkpoint written by 'vaelab train'")
+    return state
+
+
+# ---------------------------------------------------------------------------------------------------------
+# random number generators: everything the loop draws from, so a resumed run continues bit for bit
+
+
+def rng_state() -> dict[str, Any]:
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": _numpy_state(),
+        "python": _python_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "numpy" in state:
+        kind, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(cached)))
+    if "python" in state:
+        version, internal, gauss = state["python"]
+        random.setstate((int(version), tuple(int(v) for v in internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _numpy_state():
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]
+
+
+def _python_state():
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]

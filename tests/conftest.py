@@ -1,0 +1,69 @@
+"""Shared fixtures: tiny data and tiny trained runs, so every test stays fast on 2 CPU cores."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Tests never write into the user's cache dir."""
+    monkeypatch.setenv("VAELAB_CACHE", str(tmp_path_factory.getbasetemp() / "vaelab-cache"))
+
+
+def shared_data() -> Path | None:
+    """$VAELAB_DATA when it points at a folder (CI: ../shared/datasets), else None."""
+    root = os.environ.get("VAELAB_DATA")
+    return Path(root) if root and Path(root).is_dir() else None
+
+
+def needs_data(name: str):
+    """Skip a test cleanly when $VAELAB_DATA/<name> is absent."""
+    root = shared_data()
+    return pytest.mark.skipif(root is None or not (root / name).is_dir(), reason=f"$VAELAB_DATA/{name} not present")
+
+
+def tiny_config(tmp_path: Path, *overrides: str):
+    """A config that trains in about a second: 300 MNIST-sample digits of 3 classes, a small MLP."""
+    from vaelab.config import load_config
+
+    base = [
+        "data.source=mnist-sample",
+        "data.classes=[1,4,8]",
+        "data.limit=300",
+        "model.hidden=[64]",
+        "model.latent_dim=2",
+        "train.epochs=2",
+        "train.batch_size=64",
+        "train.log_every=5",
+        f"out_dir={tmp_path}",
+        "name=tiny",
+    ]
+    return load_config(None, base + list(overrides))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A trained tiny run directory (MLP, 2-D latent, 3 classes), shared by the tests that only read it."""
+    from vaelab.train import fit
+
+    root = tmp_path_factory.mktemp("tiny-run")
+    cfg = tiny_config(root, "train.epochs=3")
+    return Path(fit(cfg, quiet=True)["run_dir"])
+
+
+@pytest.fixture(scope="session")
+def tiny_conditional_run(tmp_path_factory) -> Path:
+    """A trained tiny conditional conv run (3 classes)."""
+    from vaelab.train import fit
+
+    root = tmp_path_factory.mktemp("tiny-cond-run")
+    cfg = tiny_config(root, "model.arch=conv", "model.conv_channels=[4,8]", "model.conditional=true", "name=tiny-cond")
+    return Path(fit(cfg, quiet=True)["run_dir"])
