@@ -163,7 +163,7 @@ class Progress(Callback):
 
     def __init__(self, quiet: bool = False, stream=None):
         self.quiet = quiet
-        self.stream = stream or sys.stdout
+        self.stream = stream  # resolved in on_fit_start: callbacks are pickled into DDP workers
         self.bar = None
         self.task = None
 
@@ -172,7 +172,7 @@ class Progress(Callback):
             return
         from rich.console import Console
 
-        self.console = Console(file=self.stream)
+        self.console = Console(file=self.stream or sys.stdout)
         if self.console.is_terminal:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 

@@ -358,6 +358,8 @@ def _fit(fabric, cfg: Config, run_dir: Path, data: ImageSet | None, resume: bool
         optimizer.load_state_dict(ckpt["optimizer"])
         if scheduler is not None and ckpt.get("scheduler") is not None:
             scheduler.load_state_dict(ckpt["scheduler"])
+            if cfg.train.schedule == "cosine":  # a resume may extend train.epochs: stretch the schedule
+                scheduler.T_max = max(1, cfg.train.epochs * steps_per_epoch)
     raw_model = model
     if cfg.train.compile:
         model = torch.compile(model)

@@ -1,0 +1,1 @@
+"""Evaluation: ELBO terms, importance-sampled NLL, reconstruction quality, FID with a domain feature network."""
