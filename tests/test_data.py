@@ -7,8 +7,8 @@ import gzip
 import numpy as np
 import pytest
 import torch
-from conftest import needs_data, shared_data, write_idx, write_mnist_like
 
+from conftest import needs_data, shared_data, write_idx, write_mnist_like
 from vaelab.cli import main
 from vaelab.data import load
 from vaelab.data.load import split_validation

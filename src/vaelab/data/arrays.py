@@ -72,9 +72,13 @@ def _existing(arg: str, spec: str, kind: str) -> Path:
 
 def _load_npy(path: Path) -> np.ndarray:
     try:
-        return np.load(path, allow_pickle=False)
+        arr = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise _open_error(path, e) from None
+    if not isinstance(arr, np.ndarray):
+        arr.close()
+        raise VaelabError(f"{path} is an .npz archive, not a single .npy array", f"use npz:{path}")
+    return arr
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -95,9 +99,10 @@ def read_npz(
     """
     path = _existing(arg, spec, "npz")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if not isinstance(z, np.lib.npyio.NpzFile):
-                raise VaelabError(f"{path} is a single .npy array, not an .npz archive", f"use npy:{arg}")
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise VaelabError(f"{path} is a single .npy array, not an .npz archive", f"use npy:{arg}")
+        with z:
             groups = _pick_keys(list(z.files), images_key, labels_key, path)
             parts = [(split, z[ik], z[lk] if lk else None) for split, ik, lk in groups]
             names = _class_names_in(z)

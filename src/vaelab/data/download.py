@@ -94,14 +94,14 @@ def _download(ds: IdxDataset, fname: str, target: Path) -> Path:
             return _download_one(url, target / fname, ds.md5.get(fname, ""))
         except _ChecksumError as e:
             errors.append(str(e))
-        except (OSError, http.client.HTTPException, ValueError) as e:  # URLError/HTTPError are OSErrors
-            reason = getattr(e, "reason", None) or e
-            errors.append(f"{url}: {reason}")
-    local = [str(r / ds.folder) for r in data_roots()]
+        except urllib.error.HTTPError as e:
+            errors.append(f"{url}: HTTP {e.code} {e.reason}")
+        except (OSError, http.client.HTTPException, ValueError) as e:  # URLError is an OSError
+            errors.append(f"{url}: {getattr(e, 'reason', None) or e}")
     raise VaelabError(
         f"could not download {fname} of {ds.name}: {'; '.join(errors) or 'no mirror is known'}",
         f"put the files ({', '.join([ds.archive] if ds.archive else ds.needed_files())}) under "
-        f"$VAELAB_DATA/{ds.folder}/ or {' or '.join(local)}, or set {MIRROR_ENV} to a mirror that has them",
+        f"$VAELAB_DATA/{ds.folder}/ or {target}/, or set {MIRROR_ENV} to a mirror that has them",
     )
 
 

@@ -330,7 +330,7 @@ def _decode_folder(
         kept = drop_failed(entries, _map(_header, [e.path for e in entries]), "read")
         entries = [e for e, _ in kept]
         if not entries:
-            raise _nothing_left(root)
+            raise _nothing_left(root, notes)
         heads = [h for _, h in kept]
         if channels is None:
             channels = 3 if any(c for _, _, c in heads) else 1
@@ -345,7 +345,7 @@ def _decode_folder(
     paths = [e.path for e in entries]
     kept = drop_failed(entries, _map(lambda p: decode_image(p, image_size, channels), paths), "decode")
     if not kept:
-        raise _nothing_left(root)
+        raise _nothing_left(root, notes)
     images = np.stack([a for _, a in kept])
     labelled = bool(class_names)
     labels = torch.tensor([class_names.index(e.label) for e, _ in kept]) if labelled else None
@@ -354,8 +354,13 @@ def _decode_folder(
     return ds, notes
 
 
-def _nothing_left(root: Path) -> VaelabError:
-    return VaelabError(f"no image in {root} could be read", "see the warnings above for each file; replace the files")
+def _nothing_left(root: Path, notes: list[str]) -> VaelabError:
+    """The error when every file failed; the per-file reasons go out as warnings first."""
+    _warn_skipped(notes)
+    return VaelabError(
+        f"no image in {root} could be read ({sum(m.startswith('skipped') for m in notes)} files failed)",
+        "the warnings name each file and why; replace or remove them",
+    )
 
 
 def read_image_file(arg: str, spec: str = "", image_size: int | None = None, channels: int | None = None, **_) -> ImageSet:
