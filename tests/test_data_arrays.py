@@ -84,7 +84,9 @@ def test_bad_pixels_are_one_line_errors(tmp_path, bad, match):
     assert str(path) in str(e.value) and "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize(("xk", "yk"), [("X", "Y"), ("images", "labels"), ("data", "targets"), ("arr_0", "arr_1")])
+@pytest.mark.parametrize(
+    ("xk", "yk"), [("X", "Y"), ("images", "labels"), ("data", "targets"), ("arr_0", "arr_1")]
+)
 def test_common_key_names(tmp_path, xk, yk):
     ds = load(f"npz:{_npz(tmp_path, **{xk: GRAY, yk: LABELS})}", val_fraction=0)
     assert len(ds) == 6 and ds.labels.tolist() == LABELS.tolist()
@@ -165,7 +167,11 @@ def test_pickles_are_never_loaded(tmp_path):
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     (tmp_path / "raw.npy").write_bytes(pickle.dumps({"x": GRAY}))
     np.savez(tmp_path / "obj.npz", x=np.array([GRAY, None], dtype=object))
-    for spec in ("npy:" + str(tmp_path / "obj.npy"), "npy:" + str(tmp_path / "raw.npy"), "npz:" + str(tmp_path / "obj.npz")):
+    for spec in (
+        "npy:" + str(tmp_path / "obj.npy"),
+        "npy:" + str(tmp_path / "raw.npy"),
+        "npz:" + str(tmp_path / "obj.npz"),
+    ):
         with pytest.raises(VaelabError, match="holds pickled Python objects, which vaelab never loads"):
             load(spec)
 

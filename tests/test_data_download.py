@@ -65,7 +65,9 @@ def _md5(path: Path) -> str:
 def _fake(folder: Path, **changes) -> IdxDataset:
     """A dataset whose published MD5s are those of the files the test wrote."""
     md5 = {f: _md5(folder / f) for pair in FILES.values() for f in pair}
-    return dataclasses.replace(IdxDataset("fakeset", FILES, ("a", "b", "c"), md5, ("http://127.0.0.1:9/",)), **changes)
+    return dataclasses.replace(
+        IdxDataset("fakeset", FILES, ("a", "b", "c"), md5, ("http://127.0.0.1:9/",)), **changes
+    )
 
 
 def test_download_verifies_and_caches(server, empty_data, monkeypatch):
@@ -75,7 +77,9 @@ def test_download_verifies_and_caches(server, empty_data, monkeypatch):
     ds = read_named(_fake(root / "fakeset"))
     assert ds.split_counts() == {"train": 9, "test": 3} and ds.class_names == ["a", "b", "c"]
     assert f"downloaded to {empty_data / 'fakeset'}" in ds.source
-    assert sorted(p.name for p in (empty_data / "fakeset").iterdir()) == sorted(f for p in FILES.values() for f in p)
+    assert sorted(p.name for p in (empty_data / "fakeset").iterdir()) == sorted(
+        f for p in FILES.values() for f in p
+    )
     assert len(requests) == 4
     again = read_named(_fake(root / "fakeset"))  # found in the cache: no second download
     assert len(requests) == 4 and "cached in" in again.source
@@ -87,7 +91,9 @@ def test_checksum_mismatch_is_an_error_and_removes_the_file(server, empty_data, 
     monkeypatch.setenv("VAELAB_MIRROR", base)
     ds = _fake(root)
     ds = dataclasses.replace(ds, md5={**ds.md5, "train-images-idx3-ubyte.gz": "0" * 32})
-    with pytest.raises(VaelabError, match="train-images-idx3-ubyte.gz has MD5 [0-9a-f]{32}, not the published 0{32}"):
+    with pytest.raises(
+        VaelabError, match="train-images-idx3-ubyte.gz has MD5 [0-9a-f]{32}, not the published 0{32}"
+    ):
         fetch_named(ds)
     assert not [p.name for p in (empty_data / "fakeset").iterdir() if "train-images" in p.name]
 

@@ -61,11 +61,17 @@ def test_class_folders(tmp_path):
 
 @pytest.mark.parametrize(
     "names",
-    [("train", "valid", "test"), ("Training Data", "Validation Data", "Testing Data"), ("TRAINING", "val", "testing")],
+    [
+        ("train", "valid", "test"),
+        ("Training Data", "Validation Data", "Testing Data"),
+        ("TRAINING", "val", "testing"),
+    ],
 )
 def test_split_folders(tmp_path, names):
     tr, va, te = names
-    root = _tree(tmp_path / "d", {f"{tr}/ants": 3, f"{tr}/bees": 2, f"{va}/ants": 1, f"{va}/bees": 1, f"{te}/bees": 2})
+    root = _tree(
+        tmp_path / "d", {f"{tr}/ants": 3, f"{tr}/bees": 2, f"{va}/ants": 1, f"{va}/bees": 1, f"{te}/bees": 2}
+    )
     ds = load(f"folder:{root}")
     assert ds.split_counts() == {"train": 5, "val": 2, "test": 2}
     assert ds.class_names == ["ants", "bees"]
@@ -210,7 +216,10 @@ def test_nothing_readable_is_an_error(tmp_path):
     root = tmp_path / "d"
     root.mkdir()
     (root / "a.jpg").write_bytes(b"garbage")
-    with pytest.warns(UserWarning, match="a.jpg"), pytest.raises(VaelabError, match=f"no image in {root} could be read"):
+    with (
+        pytest.warns(UserWarning, match="a.jpg"),
+        pytest.raises(VaelabError, match=f"no image in {root} could be read"),
+    ):
         load(f"folder:{root}")
 
 
@@ -297,3 +306,28 @@ def test_hymenoptera_at_64_then_from_cache():
     cached = time.perf_counter() - t0
     assert torch.equal(ds.images, again.images)
     assert cached < first / 5, (first, cached)
+
+
+def test_concurrent_loads_share_one_intact_cache_file(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = _tree(tmp_path / "d", {"a": 6, "b": 6}, ext=".jpg")
+    with ThreadPoolExecutor(2) as pool:
+        a, b = pool.map(lambda _: load(f"folder:{root}", image_size=8, val_fraction=0), range(2))
+    assert torch.equal(a.images, b.images)
+    files = list((tmp_path / "cache" / "folders").iterdir())
+    assert len(files) == 1 and files[0].suffix == ".npz"
+    assert "read from cache" in load(f"folder:{root}", image_size=8).source
+
+
+def test_cli_prints_skipped_files_as_warning_lines(tmp_path, capsys):
+    from vaelab.cli import main
+
+    root = _tree(tmp_path / "d", {"a": 2, "b": 1})
+    (root / "b" / "bad.png").write_bytes(b"nope")
+    with pytest.raises(SystemExit) as e:
+        main(["data", "info", f"folder:{root}", "--val-fraction", "0"])
+    assert e.value.code == 0
+    captured = capsys.readouterr()
+    assert f"warning: skipped {root / 'b' / 'bad.png'}: cannot read it" in captured.err
+    assert "3 images of 3 x 12 x 12" in captured.out and f"source: {root}" in captured.out

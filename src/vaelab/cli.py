@@ -76,24 +76,32 @@ def data_info(
 
     Example: vaelab data info mnist-sample --classes 1,4,8
     """
+    import warnings
+
+    from rich.markup import escape
+
     from .data import load
     from .data.info import summarize
 
-    ds = load(
-        spec,
-        image_size=image_size,
-        channels=channels,
-        classes=[c for c in classes.split(",") if c.strip()] if classes else None,
-        val_fraction=val_fraction,
-        limit=limit,
-        seed=seed,
-        images_key=images_key,
-        labels_key=labels_key,
-    )
+    with warnings.catch_warnings(record=True) as caught:  # skipped files etc.: one clean line each
+        warnings.simplefilter("always", UserWarning)
+        ds = load(
+            spec,
+            image_size=image_size,
+            channels=channels,
+            classes=[c for c in classes.split(",") if c.strip()] if classes else None,
+            val_fraction=val_fraction,
+            limit=limit,
+            seed=seed,
+            images_key=images_key,
+            labels_key=labels_key,
+        )
+    for w in caught:
+        err_console.print(f"[yellow]warning:[/] {escape(str(w.message))}", highlight=False, soft_wrap=True)
     info = summarize(ds)
     splits = list(info["splits"])
     # one row per class, one column per split: stays readable for EMNIST's 62 classes
-    console.print(f"{spec}: {info['samples']} images of {' x '.join(map(str, info['shape']))} (C x H x W)", markup=False)
+    console.print(f"{spec}: {info['samples']} images of {' x '.join(map(str, info['shape']))} (C x H x W)", markup=False, soft_wrap=True)
     table = Table()
     table.add_column("class" if info["labelled"] else "")
     for split in splits:
@@ -107,7 +115,7 @@ def data_info(
     if not info["labelled"]:
         console.print("unlabelled")
     console.print(f"pixel mean {info['pixel_mean']:.4f}, std {info['pixel_std']:.4f} (on 0..1)")
-    console.print(f"source: {info['source']}", markup=False, highlight=False)
+    console.print(f"source: {info['source']}", markup=False, highlight=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------------------------------------

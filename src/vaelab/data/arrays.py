@@ -29,7 +29,11 @@ IMAGE_KEYS = ("x", "images", "image", "imgs", "img", "data", "inputs", "features
 LABEL_KEYS = ("y", "labels", "label", "targets", "target", "arr_1")
 CLASS_NAME_KEYS = ("class_names", "classes", "label_names", "names")
 # Keras-style per-split arrays: x_train / y_train, train_images / train_labels, ...
-_SPLIT_WORDS = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test", "testing")}
+_SPLIT_WORDS = {
+    "train": ("train", "training"),
+    "val": ("val", "valid", "validation"),
+    "test": ("test", "testing"),
+}
 _SPLIT_IMAGE_STEMS = ("x", "images", "imgs", "data", "inputs", "features")
 _SPLIT_LABEL_STEMS = ("y", "labels", "targets")
 # .npy siblings: the labels file of X_train.npy is y_train.npy, of images.npy labels.npy, ...
@@ -54,7 +58,9 @@ def _open_error(path: Path, e: Exception) -> VaelabError:
             "save plain arrays: np.savez(path, x=images, y=labels)",
         )
     if "pickled" in text:  # numpy's guess for any file that is neither .npy nor .npz
-        return VaelabError(f"{path} is not a numpy .npy/.npz file", "save the arrays with np.save or np.savez")
+        return VaelabError(
+            f"{path} is not a numpy .npy/.npz file", "save the arrays with np.save or np.savez"
+        )
     return VaelabError(f"cannot read {path}: {text}", "check that it is a complete numpy .npz/.npy file")
 
 
@@ -111,7 +117,9 @@ def read_npz(
     return _build(parts, names, path, image_size, "/".join(f"{ik}" for _, ik, _ in groups))
 
 
-def read_npy(arg: str, spec: str = "", labels_key: str | None = None, image_size: int | None = None, **_) -> ImageSet:
+def read_npy(
+    arg: str, spec: str = "", labels_key: str | None = None, image_size: int | None = None, **_
+) -> ImageSet:
     """``npy:FILE``: one array of images; labels from `labels_key` (a .npy path, relative to the images
     file's folder) or from a sibling named like the images (X_train.npy -> y_train.npy, images.npy ->
     labels.npy)."""
@@ -121,7 +129,9 @@ def read_npy(arg: str, spec: str = "", labels_key: str | None = None, image_size
         lpath = Path(labels_key).expanduser()
         lpath = lpath if lpath.is_absolute() else path.parent / lpath
         if not lpath.is_file():
-            raise VaelabError(f"labels file {lpath} (labels_key) does not exist", "give the .npy file of the labels")
+            raise VaelabError(
+                f"labels file {lpath} (labels_key) does not exist", "give the .npy file of the labels"
+            )
     else:
         lpath = _npy_sibling_labels(path)
     labels = _load_npy(lpath) if lpath is not None else None
@@ -153,11 +163,17 @@ def _pick_keys(
         split_groups = []
         for split, words in _SPLIT_WORDS.items():
             for w in words:
-                ik = guess(tuple(f"{s}_{w}" for s in _SPLIT_IMAGE_STEMS) + tuple(f"{w}_{s}" for s in _SPLIT_IMAGE_STEMS))
+                ik = guess(
+                    tuple(f"{s}_{w}" for s in _SPLIT_IMAGE_STEMS)
+                    + tuple(f"{w}_{s}" for s in _SPLIT_IMAGE_STEMS)
+                )
                 if ik is None:
                     continue
                 lk = named(labels_key, "labels_key") if labels_key else None
-                lk = lk or guess(tuple(f"{s}_{w}" for s in _SPLIT_LABEL_STEMS) + tuple(f"{w}_{s}" for s in _SPLIT_LABEL_STEMS))
+                lk = lk or guess(
+                    tuple(f"{s}_{w}" for s in _SPLIT_LABEL_STEMS)
+                    + tuple(f"{w}_{s}" for s in _SPLIT_LABEL_STEMS)
+                )
                 split_groups.append((split, ik, lk))
                 break
         if split_groups:
@@ -215,7 +231,9 @@ def _build(
     source: str = "",
 ) -> ImageSet:
     where = f"{path}" + (f" ['{keys}']" if keys else "")
-    images = [to_images(x, f"{path} [{split}]" if len(parts) > 1 else where, image_size) for split, x, _ in parts]
+    images = [
+        to_images(x, f"{path} [{split}]" if len(parts) > 1 else where, image_size) for split, x, _ in parts
+    ]
     for img in images[1:]:
         if img.shape[1:] != images[0].shape[1:]:
             raise VaelabError(
@@ -228,7 +246,10 @@ def _build(
         raw = [_label_values(y, len(x), where) for (_, _, y), x in zip(parts, images, strict=True)]
         labels, class_names = relabel(raw, names)
     split_ids = torch.cat(
-        [torch.full((len(x),), SPLITS.index(split), dtype=torch.int8) for (split, _, _), x in zip(parts, images, strict=True)]
+        [
+            torch.full((len(x),), SPLITS.index(split), dtype=torch.int8)
+            for (split, _, _), x in zip(parts, images, strict=True)
+        ]
     )
     return ImageSet(
         torch.from_numpy(np.concatenate(images)) if len(images) > 1 else torch.from_numpy(images[0]),
@@ -250,7 +271,9 @@ def to_images(arr: np.ndarray, where: str, image_size: int | None = None) -> np.
 def _layout(arr: np.ndarray, where: str, image_size: int | None) -> np.ndarray:
     """(N, C, H, W) view of the stored layout."""
     if arr.dtype.kind not in "biuf":
-        raise VaelabError(f"{where} holds {arr.dtype} values, not pixels", "save images as uint8 or float arrays")
+        raise VaelabError(
+            f"{where} holds {arr.dtype} values, not pixels", "save images as uint8 or float arrays"
+        )
     if arr.ndim == 2:
         n, d = arr.shape
         c, s = _flat_shape(d, image_size, where)
@@ -303,11 +326,14 @@ def _pixels(arr: np.ndarray, where: str) -> np.ndarray:
         lo, hi = int(arr.min()), int(arr.max())
         if lo < 0 or hi > 255:
             raise VaelabError(
-                f"{where} has integer pixels from {lo} to {hi}, outside 0..255", "save uint8 0-255 or float 0-1 images"
+                f"{where} has integer pixels from {lo} to {hi}, outside 0..255",
+                "save uint8 0-255 or float 0-1 images",
             )
         return arr.astype(np.uint8)
     if not np.isfinite(arr).all():
-        raise VaelabError(f"{where} has NaN or infinite pixel values", "fix or drop those images before saving")
+        raise VaelabError(
+            f"{where} has NaN or infinite pixel values", "fix or drop those images before saving"
+        )
     lo, hi = float(arr.min()), float(arr.max())
     if lo < -1e-6 or hi > 255.0 + 1e-6:
         raise VaelabError(
@@ -322,10 +348,18 @@ def _label_values(y: np.ndarray, n: int, where: str) -> np.ndarray:
     """A 1-D array of label values (ints or strings) of length n: one-hot rows become indices."""
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
-    elif y.ndim == 2 and y.dtype.kind in "biuf" and y.size and np.isin(y, (0, 1)).all() and (y.sum(1) == 1).all():
+    elif (
+        y.ndim == 2
+        and y.dtype.kind in "biuf"
+        and y.size
+        and np.isin(y, (0, 1)).all()
+        and (y.sum(1) == 1).all()
+    ):
         y = y.argmax(1)
     if y.ndim != 1:
-        raise VaelabError(f"{where}: labels have shape {y.shape}", "save one integer class index per image (N,)")
+        raise VaelabError(
+            f"{where}: labels have shape {y.shape}", "save one integer class index per image (N,)"
+        )
     if len(y) != n:
         raise VaelabError(f"{where}: {len(y)} labels for {n} images", "give exactly one label per image")
     if y.dtype.kind == "f":

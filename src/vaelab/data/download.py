@@ -54,7 +54,9 @@ def fetch_named(ds: IdxDataset) -> Path:
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise VaelabError(f"cannot create the cache folder {target}: {e}", "set VAELAB_CACHE to a writable folder") from None
+        raise VaelabError(
+            f"cannot create the cache folder {target}: {e}", "set VAELAB_CACHE to a writable folder"
+        ) from None
     if ds.archive:
         archive = _local_archive(ds) or _download(ds, ds.archive, target)
         _extract(archive, missing, target)
@@ -130,7 +132,9 @@ def _extract(archive: Path, names: list[str], target: Path) -> None:
             members = {Path(n).name: n for n in zf.namelist()}
             absent = [n for n in names if n not in members]
             if absent:
-                raise VaelabError(f"{archive} lacks {', '.join(absent)}", "delete the archive so it is downloaded again")
+                raise VaelabError(
+                    f"{archive} lacks {', '.join(absent)}", "delete the archive so it is downloaded again"
+                )
             for name in names:
                 with _atomic(target / name) as out, zf.open(members[name]) as src:
                     shutil.copyfileobj(src, out, _CHUNK)

@@ -24,7 +24,7 @@ import json
 import os
 import tempfile
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +39,14 @@ from .imageset import SPLITS, ImageSet
 from .paths import cache_dir
 
 IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".tif", ".tiff"} | ({".webp"} if features.check("webp") else set())
+    {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".tif", ".tiff"}
+    | ({".webp"} if features.check("webp") else set())
 )
 # Folder names (lower case, '_' and '-' read as spaces) that mean a split rather than a class.
 SPLIT_FOLDERS = {
-    **dict.fromkeys(("train", "training", "train data", "training data", "train set", "training set"), "train"),
+    **dict.fromkeys(
+        ("train", "training", "train data", "training data", "train set", "training set"), "train"
+    ),
     **dict.fromkeys(("val", "valid", "validation", "val data", "validation data", "validation set"), "val"),
     **dict.fromkeys(("test", "testing", "test data", "testing data", "test set"), "test"),
 }
@@ -163,7 +166,9 @@ def _to_8bit(im: Image.Image, channels: int) -> Image.Image:
             a = np.rint(a * 255.0)
         im = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "L")
         mode = "L"
-    if mode in ("RGBA", "LA", "La", "RGBa", "PA") or (mode in ("P", "L", "RGB") and "transparency" in im.info):
+    if mode in ("RGBA", "LA", "La", "RGBa", "PA") or (
+        mode in ("P", "L", "RGB") and "transparency" in im.info
+    ):
         rgba = im.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         white.alpha_composite(rgba)
@@ -188,7 +193,9 @@ def decode_image(path: Path, size: int | None, channels: int) -> np.ndarray:
             im = im.resize((target, target), Image.Resampling.BILINEAR, box=box)
         elif w != h:
             im = im.crop(box)
-        if orientation in _EXIF_TRANSPOSE:  # after the square crop: cheaper, and the crop is centred either way
+        if (
+            orientation in _EXIF_TRANSPOSE
+        ):  # after the square crop: cheaper, and the crop is centred either way
             im = im.transpose(_EXIF_TRANSPOSE[orientation])
         a = np.array(im, dtype=np.uint8)
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
@@ -202,13 +209,14 @@ def _try(fn: Callable[[T], R], item: T) -> R | str:
         return f"{type(e).__name__}: {e}"
 
 
-def _map(fn: Callable[[T], R], items: list[T]) -> list[R | str]:
-    """fn over items in a thread pool (in order), inline for a handful."""
+def _imap(fn: Callable[[T], R], items: list[T]) -> Iterator[R | str]:
+    """fn over items in a thread pool, yielded in order as they finish; inline for a handful."""
     if len(items) < 8:
-        return [_try(fn, it) for it in items]
+        yield from (_try(fn, it) for it in items)
+        return
     workers = min(_MAX_WORKERS, (os.cpu_count() or 1) + 1, len(items))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda it: _try(fn, it), items))
+        yield from pool.map(lambda it: _try(fn, it), items)
 
 
 def _warn_skipped(skipped: Iterable[str]) -> None:
@@ -243,7 +251,9 @@ def _cache_read(path: Path) -> tuple[ImageSet, list[str]] | None:
             images = torch.from_numpy(z["images"])
             labels = torch.from_numpy(z["labels"]) if meta["labelled"] else None
             split_ids = torch.from_numpy(z["split_ids"])
-        ds = ImageSet(images, labels, meta["class_names"], split_ids, f"{meta['root']} (read from cache {path})")
+        ds = ImageSet(
+            images, labels, meta["class_names"], split_ids, f"{meta['root']} (read from cache {path})"
+        )
         return ds, meta["notes"]
     except (OSError, ValueError, KeyError, EOFError, VaelabError):
         return None
@@ -283,12 +293,15 @@ def read_folder(
     root = Path(arg).expanduser()
     if not arg or not root.is_dir():
         what = "is a file, not a folder" if root.is_file() else "does not exist"
-        raise VaelabError(f"{spec or arg}: {root} {what}", "give the folder of the images (class subfolders optional)")
+        raise VaelabError(
+            f"{spec or arg}: {root} {what}", "give the folder of the images (class subfolders optional)"
+        )
     root = root.resolve()
     entries, class_names, notes = scan_folder(root)
     if not entries:
         raise VaelabError(
-            f"{root} has no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})", "point it at a folder of images"
+            f"{root} has no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})",
+            "point it at a folder of images",
         )
     if channels is not None and channels not in (1, 3):
         raise VaelabError(f"channels is {channels}", "use 1 (gray) or 3 (RGB)")
@@ -317,41 +330,44 @@ def _decode_folder(
     """Header pass (sizes, colour) when an option must be inferred, then the parallel decode pass."""
     notes = list(notes)
 
-    def drop_failed(entries: list[_Entry], results: list, what: str) -> list:
-        keep = []
-        for e, r in zip(entries, results, strict=True):
-            if isinstance(r, str):
-                notes.append(f"skipped {e.path}: cannot {what} it ({r})")
-            else:
-                keep.append((e, r))
-        return keep
+    def failed(e: _Entry, result: object, what: str) -> bool:
+        if isinstance(result, str):
+            notes.append(f"skipped {e.path}: cannot {what} it ({result})")
+        return isinstance(result, str)
 
     if image_size is None or channels is None:
-        kept = drop_failed(entries, _map(_header, [e.path for e in entries]), "read")
-        entries = [e for e, _ in kept]
-        if not entries:
+        results = list(_imap(_header, [e.path for e in entries]))
+        kept = [(e, r) for e, r in zip(entries, results, strict=True) if not failed(e, r, "read")]
+        if not kept:
             raise _nothing_left(root, notes)
-        heads = [h for _, h in kept]
+        entries = [e for e, _ in kept]
         if channels is None:
-            channels = 3 if any(c for _, _, c in heads) else 1
+            channels = 3 if any(colour for _, (_, _, colour) in kept) else 1
         if image_size is None:
-            sizes = {(w, h) for w, h, _ in heads}
+            sizes = {(w, h) for _, (w, h, _) in kept}
             if len(sizes) > 1:
                 image_size = DEFAULT_SIZE
                 notes.append(
                     f"{root}: images have {len(sizes)} different sizes, resized to {DEFAULT_SIZE} x {DEFAULT_SIZE} "
                     "(set image_size to choose)"
                 )
-    paths = [e.path for e in entries]
-    kept = drop_failed(entries, _map(lambda p: decode_image(p, image_size, channels), paths), "decode")
-    if not kept:
+    # decoded images go straight into one preallocated array: no list of arrays plus a stacked copy
+    images: np.ndarray | None = None
+    done: list[_Entry] = []
+    results = _imap(lambda p: decode_image(p, image_size, channels), [e.path for e in entries])
+    for e, r in zip(entries, results, strict=True):
+        if failed(e, r, "decode"):
+            continue
+        if images is None:
+            images = np.empty((len(entries), *r.shape), dtype=np.uint8)
+        images[len(done)] = r
+        done.append(e)
+    if images is None:
         raise _nothing_left(root, notes)
-    images = np.stack([a for _, a in kept])
-    labelled = bool(class_names)
-    labels = torch.tensor([class_names.index(e.label) for e, _ in kept]) if labelled else None
-    split_ids = torch.tensor([SPLITS.index(e.split) for e, _ in kept], dtype=torch.int8)
-    ds = ImageSet(torch.from_numpy(images), labels, class_names, split_ids, f"{root} (decoded {len(kept)} images)")
-    return ds, notes
+    labels = torch.tensor([class_names.index(e.label) for e in done]) if class_names else None
+    split_ids = torch.tensor([SPLITS.index(e.split) for e in done], dtype=torch.int8)
+    source = f"{root} (decoded {len(done)} images)"
+    return ImageSet(torch.from_numpy(images[: len(done)]), labels, class_names, split_ids, source), notes
 
 
 def _nothing_left(root: Path, notes: list[str]) -> VaelabError:
@@ -363,7 +379,9 @@ def _nothing_left(root: Path, notes: list[str]) -> VaelabError:
     )
 
 
-def read_image_file(arg: str, spec: str = "", image_size: int | None = None, channels: int | None = None, **_) -> ImageSet:
+def read_image_file(
+    arg: str, spec: str = "", image_size: int | None = None, channels: int | None = None, **_
+) -> ImageSet:
     """A single image file as a 1-image, unlabelled set (e.g. to encode one photo)."""
     path = Path(arg).expanduser()
     try:
@@ -371,5 +389,7 @@ def read_image_file(arg: str, spec: str = "", image_size: int | None = None, cha
             channels = 3 if _header(path)[2] else 1
         image = decode_image(path, image_size, channels)
     except Exception as e:  # noqa: BLE001 - see _try
-        raise VaelabError(f"cannot read image {path}: {type(e).__name__}: {e}", "give a readable image file") from None
+        raise VaelabError(
+            f"cannot read image {path}: {type(e).__name__}: {e}", "give a readable image file"
+        ) from None
     return ImageSet(torch.from_numpy(image[None].copy()), None, [], None, str(path))
