@@ -72,7 +72,8 @@ def _starts_like_pickle(path: Path) -> bool:
 def _existing(arg: str, spec: str, kind: str) -> Path:
     path = Path(arg).expanduser()
     if not arg or not path.is_file():
-        raise VaelabError(f"{spec or arg}: file {path} does not exist", f"give the path of a .{kind} file")
+        what = "is a folder" if arg and path.is_dir() else "does not exist"
+        raise VaelabError(f"{spec or arg}: file {path} {what}", f"give the path of a .{kind} file")
     return path
 
 

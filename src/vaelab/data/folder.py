@@ -112,9 +112,11 @@ def scan_folder(root: Path) -> tuple[list[_Entry], list[str], list[str]]:
     split_dirs = [(d, _split_of(d.name)) for d in subs]
     if any(s for _, s in split_dirs):
         groups = [(d, s) for d, s in split_dirs if s]
-        others = [d.name for d, s in split_dirs if not s]
+        others = [d.name for d, s in split_dirs if not s and _images_under(d)]
         if others:
-            notes.append(f"{root}: ignored folders that are not splits ({', '.join(others)})")
+            notes.append(f"{root}: ignored the images in folders that are not splits ({', '.join(others)})")
+        if any(_is_image(f) for f in os.listdir(root)):
+            notes.append(f"{root}: ignored the images next to the split folders")
     else:
         groups = [(root, "train")]
     entries: list[_Entry] = []
