@@ -275,7 +275,9 @@ def test_from_config_separate_test_file_is_resized_and_aligned_by_name(tmp_path)
 
     rgb = np.full((4, 10, 10, 3), 255, np.uint8)
     np.savez(tmp_path / "t.npz", x=rgb, y=np.array([4, 1, 4, 9]))  # class 9 is filtered out by name
-    cfg = DataConfig(source="mnist-sample", test=f"npz:{tmp_path / 't.npz'}", classes=["1", "4"], val_fraction=0.1)
+    cfg = DataConfig(
+        source="mnist-sample", test=f"npz:{tmp_path / 't.npz'}", classes=["1", "4"], val_fraction=0.1
+    )
     ds = from_config(cfg)
     assert ds.class_names == ["1", "4"] and ds.shape == (1, 28, 28)
     assert ds.split_counts() == {"train": 900, "val": 100, "test": 3}

@@ -181,6 +181,8 @@ def test_npy_given_to_npz_and_corrupt_archive(tmp_path):
     with pytest.raises(VaelabError, match="single .npy array.*use npy:"):
         load(f"npz:{tmp_path / 'a.npy'}")
     good = _npz(tmp_path, x=GRAY)
+    with pytest.raises(VaelabError, match="is an .npz archive.*use npz:"):
+        load(f"npy:{good}")
     cut = tmp_path / "cut.npz"
     cut.write_bytes(good.read_bytes()[:300])
     with pytest.raises(VaelabError, match=f"cannot read {cut}"):

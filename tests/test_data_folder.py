@@ -132,7 +132,8 @@ def test_16bit_png_is_scaled_not_clipped(tmp_path):
     path.parent.mkdir()
     values = np.array([[0, 257 * 100, 65535, 32896]] * 4, dtype=np.uint16)
     Image.fromarray(values).save(path)
-    assert Image.open(path).mode == "I;16"
+    with Image.open(path) as im:
+        assert im.mode == "I;16"
     assert _single(tmp_path, path)[0, 0].tolist() == [0, 100, 255, 128]
 
 
@@ -180,7 +181,8 @@ def test_jpeg_draft_decode_matches_full_decode(tmp_path):
     path = tmp_path / "big.jpg"
     Image.fromarray(arr).save(path, quality=95)
     fast = decode_image(path, 32, 3).astype(int)
-    full = Image.open(path).convert("RGB").resize((32, 32), Image.Resampling.BILINEAR, box=(80, 0, 560, 480))
+    with Image.open(path) as im:
+        full = im.convert("RGB").resize((32, 32), Image.Resampling.BILINEAR, box=(80, 0, 560, 480))
     assert np.abs(fast - np.asarray(full).transpose(2, 0, 1).astype(int)).mean() < 2.0
 
 

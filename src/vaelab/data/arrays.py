@@ -79,11 +79,11 @@ def _existing(arg: str, spec: str, kind: str) -> Path:
 
 def _load_npy(path: Path) -> np.ndarray:
     try:
-        arr = np.load(path, allow_pickle=False)
+        with open(path, "rb") as f:
+            arr = np.load(f, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise _open_error(path, e) from None
     if not isinstance(arr, np.ndarray):
-        arr.close()
         raise VaelabError(f"{path} is an .npz archive, not a single .npy array", f"use npz:{path}")
     return arr
 
@@ -106,13 +106,14 @@ def read_npz(
     """
     path = _existing(arg, spec, "npz")
     try:
-        z = np.load(path, allow_pickle=False)
-        if not isinstance(z, np.lib.npyio.NpzFile):
-            raise VaelabError(f"{path} is a single .npy array, not an .npz archive", f"use npy:{arg}")
-        with z:
-            groups = _pick_keys(list(z.files), images_key, labels_key, path)
-            parts = [(split, z[ik], z[lk] if lk else None) for split, ik, lk in groups]
-            names = _class_names_in(z)
+        with open(path, "rb") as f:  # our own handle: np.load leaks its own when the zip is corrupt
+            z = np.load(f, allow_pickle=False)
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise VaelabError(f"{path} is a single .npy array, not an .npz archive", f"use npy:{arg}")
+            with z:
+                groups = _pick_keys(list(z.files), images_key, labels_key, path)
+                parts = [(split, z[ik], z[lk] if lk else None) for split, ik, lk in groups]
+                names = _class_names_in(z)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise _open_error(path, e) from None
     return _build(parts, names, path, image_size, "/".join(f"{ik}" for _, ik, _ in groups))
