@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -28,6 +30,31 @@ def needs_data(name: str):
     """Skip a test cleanly when $VAELAB_DATA/<name> is absent."""
     root = shared_data()
     return pytest.mark.skipif(root is None or not (root / name).is_dir(), reason=f"$VAELAB_DATA/{name} not present")
+
+
+@pytest.fixture(autouse=True)
+def _no_internet(monkeypatch):
+    """A dataset missing from $VAELAB_DATA must never be fetched from the internet by a test: the default
+    mirror is a closed local port (download tests point VAELAB_MIRROR at their own server)."""
+    monkeypatch.setenv("VAELAB_MIRROR", "http://127.0.0.1:9/")
+
+
+def write_idx(path: Path, arr: np.ndarray) -> Path:
+    """Write an IDX file (uint8 data; gzip when the name ends in .gz) the way the MNIST files are laid out."""
+    arr = np.asarray(arr, dtype=np.uint8)
+    raw = bytes([0, 0, 0x08, arr.ndim]) + b"".join(d.to_bytes(4, "big") for d in arr.shape) + arr.tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(raw, mtime=0) if path.suffix == ".gz" else raw)
+    return path
+
+
+def write_mnist_like(folder: Path, n_train: int = 30, n_test: int = 10, classes: int = 3) -> Path:
+    """The four MNIST-named IDX files of a tiny random set (labels cycle 0..classes-1) under `folder`."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(folder / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", np.arange(n) % classes)
+    return folder
 
 
 def tiny_config(tmp_path: Path, *overrides: str):
