@@ -298,17 +298,12 @@ def plot(
         r, kinds, fmt=fmt, dpi=dpi, video=video, dims=_int_list(dims, "--dims"), image_index=_int_list(image_index, "--image-index")
     )
     folder = out if out is not None else Path(run) / "figures"
-    table = Table(title=f"{len(rendered)} files in {folder}")
-    table.add_column("figure")
-    table.add_column("file")
-    table.add_column("size", justify="right")
-    for item in rendered:
+    for item in rendered:  # whole paths, one per line: easy to copy and to pipe
         path = folder / item.filename
         _write_bytes(path, item.data)
-        table.add_row(item.kind, str(path), f"{len(item.data) / 1024:.0f} KiB")
-    console.print(table)
+        console.print(str(path), markup=False, highlight=False, soft_wrap=True)
     for kind, skip in skipped.items():
-        console.print(f"[dim]skipped {kind}: {skip.reason}{f' ({skip.hint})' if skip.hint else ''}[/]", highlight=False)
+        err_console.print(f"skipped {kind}: {skip.reason}" + (f" ({skip.hint})" if skip.hint else ""), markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -328,7 +323,7 @@ def report(
     page = build_report(r, dpi=dpi)
     path = Path(run) / REPORT_FILE
     _write_bytes(path, page.encode("utf-8"))
-    console.print(f"wrote {path} ({len(page) / 1024:.0f} KiB)", highlight=False)
+    console.print(str(path), markup=False, highlight=False, soft_wrap=True)
     if open_:
         import webbrowser
 
