@@ -90,7 +90,7 @@ def test_report_contains_every_figure_and_metric(tiny_run, tmp_path, monkeypatch
     for path, value in list(leaves(EVAL)) + list(leaves(CLASSIFY)):
         assert format_value(value) in page, path
         assert path.split(" / ")[-1] in page
-    assert "budget[2] / accuracy" in page and "0.9534" in page
+    assert "<h4>budget</h4><table><tr><th>labels_per_class</th><th>accuracy</th></tr>" in page and "0.9534" in page
     assert "true \\ predicted" in page and "<td class=\"num\">45</td>" in page  # the confusion matrix as a table
     assert "No evaluation results yet" not in page and "No classification results yet" not in page
     assert "latent_dim: 2" in page  # the config

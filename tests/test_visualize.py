@@ -39,6 +39,7 @@ from vaelab.visualize import (
     scatter_frames,
     ssim_per_image,
     traversal_figure,
+    traversal_images,
     traversal_sweep_frames,
 )
 from vaelab.visualize.latent import dims_plane, ppf_grid
@@ -177,8 +178,11 @@ def test_traversal_one_row_per_dim():
     assert fig.axes[0].get_images()[0].get_array().shape == (3 * H + 2 * 2, 7 * H + 6 * 2)
     rows = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert rows[0].endswith("(KL 1.0)") and len(rows) == 3
-    panels = {"beta 1": (images(6), ["z0", "z1"]), "beta 4": (images(6, 1), ["z0", "z1"])}
-    assert n_images(compare_traversals_figure(panels, np.linspace(-3, 3, 3))) == 2
+    values = np.linspace(-3, 3, 3)
+    grids = {f"beta {b}": traversal_images(build_model(2), values=values)[0] for b in (1, 4)}
+    assert grids["beta 1"].shape == (6, 1, H, H)
+    fig = compare_traversals_figure({t: (g, ["z0", "z1"]) for t, g in grids.items()}, values)
+    assert n_images(fig) == 2 and [ax.get_title() for ax in fig.axes] == ["beta 1", "beta 4"]
 
 
 def test_interpolation_linear_and_spherical():

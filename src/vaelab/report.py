@@ -48,7 +48,6 @@ code { font-size: 0.92em; background: var(--bg-soft); padding: 1px 4px; border-r
 @media print {
   body { max-width: none; padding: 0; font-size: 10pt; }
   nav { display: none; }
-  h2 { break-before: page; } section:first-of-type h2 { break-before: auto; }
   h2, h3, h4 { break-after: avoid; }
   figure, table, pre { break-inside: avoid; }
   figure img { max-height: 240mm; width: auto; max-width: 100%; border: none; }
@@ -104,6 +103,11 @@ def _is_record_table(v) -> bool:
     return isinstance(v, dict) and len(v) > 0 and all(isinstance(r, dict) and r and all(_is_scalar(x) for x in r.values()) for r in v.values())
 
 
+def _is_row_list(v) -> bool:
+    """[{col: scalar}, ...], e.g. a label-budget table: rendered with one column per key."""
+    return isinstance(v, list) and len(v) > 0 and all(isinstance(r, dict) and r and all(_is_scalar(x) for x in r.values()) for r in v)
+
+
 def _num(v) -> str:
     cls = ' class="num"' if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
     return f"<td{cls}>{format_value(v)}</td>"
@@ -123,6 +127,15 @@ def record_table(records: dict, first: str = "") -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def rows_table(rows: list[dict]) -> str:
+    cols: list[str] = []
+    for r in rows:
+        cols += [c for c in r if c not in cols]
+    head = "".join(f"<th>{esc(c)}</th>" for c in cols)
+    body = "".join(f"<tr>{''.join(_num(r.get(c)) for c in cols)}</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
 def matrix_table(matrix: list[list], names: list[str] | None = None, corner: str = "") -> str:
     k = len(matrix)
     square = all(len(r) == k for r in matrix)
@@ -137,8 +150,9 @@ def matrix_table(matrix: list[list], names: list[str] | None = None, corner: str
 
 
 def render_json(data: dict, class_names: list[str] | None = None) -> str:
-    """A JSON result as tables: its scalar leaves as 'a / b' rows, per-class style dicts of dicts as one
-    table each, matrices (e.g. confusion) as grids labelled by class names when they fit."""
+    """A JSON result as tables: its scalar leaves as 'a / b' rows, per-class style dicts of dicts and lists
+    of records (e.g. a label budget) as one table each, matrices (e.g. confusion) as grids labelled by class
+    names when they fit."""
     rows: list[tuple[str, object]] = []
     extra: list[str] = []
     names = data.get("class_names") if isinstance(data.get("class_names"), list) else class_names
@@ -150,6 +164,8 @@ def render_json(data: dict, class_names: list[str] | None = None) -> str:
                 rows.append((path, v))
             elif _is_matrix(v):
                 extra.append(f"<h4>{esc(path)}</h4>" + matrix_table(v, names, "true \\ predicted" if "confusion" in key else ""))
+            elif _is_row_list(v):
+                extra.append(f"<h4>{esc(path)}</h4>" + rows_table(v))
             elif _is_record_table(v):
                 extra.append(f"<h4>{esc(path)}</h4>" + record_table(v, str(key)))
             elif isinstance(v, dict):

@@ -26,6 +26,7 @@ _EXPORTS = {
         "scatter_figure",
         "traversal_figure",
         "traversal_grid_figure",
+        "traversal_images",
     ],
     "run_figures": ["KINDS", "Rendered", "RunFigures", "render_run"],
     "style": ["figure_array", "figure_bytes"],

@@ -369,19 +369,25 @@ def traversal_figure(
 ) -> Figure:
     """One row per latent dimension, the dimension moved from -3 to +3 around `base` (default the origin),
     the others held. `notes[d]` is appended to row d's label (e.g. its KL). One axes, one image."""
+    images, dims, values = traversal_images(model, base, dims, values, y)
+    labels = [f"$z_{{{k}}}$" + (f" {notes[k]}" if notes and k in notes else "") for k in dims]
+    return traversal_grid_figure(images, labels, values, f"Latent traversals around {around}")
+
+
+def traversal_images(model, base=None, dims=None, values=None, y: int | None = None):
+    """Decoded traversal grid: (len(dims) * len(values), C, H, W) images, with the dims and values used
+    (defaults: every dim, 9 values from -3 to 3, around the origin). For `compare_traversals_figure`."""
     d = model.latent_dim
     dims = check_dims(range(d) if dims is None else dims, d)
     values = np.linspace(-3, 3, 9) if values is None else np.asarray(values, dtype=np.float32)
     base = np.zeros(d, np.float32) if base is None else np.asarray(base, dtype=np.float32).reshape(d)
     z = traversal_latents(base, dims, values)
-    images = decode(model, z, None if y is None else np.full(len(z), y))
-    labels = [f"$z_{{{k}}}$" + (f" {notes[k]}" if notes and k in notes else "") for k in dims]
-    return traversal_grid_figure(images, labels, values, f"Latent traversals around {around}")
+    return decode(model, z, None if y is None else np.full(len(z), y)), dims, values
 
 
 def compare_traversals_figure(panels: dict[str, tuple[object, list[str]]], values: np.ndarray, scale: float = 1.5) -> Figure:
     """Traversal grids of several models side by side (e.g. one per beta): {title: (images (R*S, C, H, W),
-    row labels)}. One axes per panel."""
+    row labels)}, the images from `traversal_images` with the same `values`. One axes per panel."""
     mosaics = {t: (compose(as_images(im), len(values)), as_images(im).shape[2:], rl) for t, (im, rl) in panels.items()}
     widths = [mosaic_size(m, scale, extra=(1.0, 0.9)) for m, _, _ in mosaics.values()]
     fig = new_figure(sum(w for w, _ in widths), max(h for _, h in widths))

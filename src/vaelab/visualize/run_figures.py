@@ -386,7 +386,9 @@ class RunFigures:
         return pca_plane(self.latents.z, scaled=scaled)
 
     def _fig_manifold(self):
-        grid = self.grid if not self.model.conditional else min(self.grid, 10)
+        # 20 x 20 suits digits; fewer, larger cells for photos and for one panel per class
+        grid = self.grid if self.model.image_shape[1] <= 32 else min(self.grid, 10)
+        grid = grid if not self.model.conditional else min(grid, 10)
         classes = None
         if self.model.conditional:
             names = self.class_names or [str(i) for i in range(self.model.num_classes)]

@@ -70,11 +70,18 @@ def cell_centers(count: int, size: int, pad: int = 2) -> np.ndarray:
     return np.arange(count) * (size + pad) + (size - 1) / 2
 
 
-def show_image(ax, mosaic: np.ndarray, gray_pad: bool = False) -> None:
-    """Draw a uint8 (H, W, C) mosaic at its native aspect, gray for one channel, without axis frame."""
+MAX_PX = 1400  # widest (and tallest) a mosaic is drawn, in screen pixels
+
+
+def show_image(ax, mosaic: np.ndarray) -> None:
+    """Draw a uint8 (H, W, C) mosaic at its native aspect, gray for one channel, without axis frame.
+
+    Small images are enlarged with hard pixel edges; a mosaic larger than MAX_PX is shrunk with
+    antialiasing (nearest-neighbour shrinking of photos aliases)."""
     img = mosaic[..., 0] if mosaic.shape[-1] == 1 else mosaic
     kwargs = {"cmap": "gray", "vmin": 0, "vmax": 255} if img.ndim == 2 else {}
-    ax.imshow(img, interpolation="nearest", **kwargs)
+    shrinks = max(img.shape[:2]) > MAX_PX
+    ax.imshow(img, interpolation="antialiased" if shrinks else "nearest", **kwargs)
     for side in ax.spines.values():
         side.set_visible(False)
     ax.set_xticks([])
@@ -84,6 +91,7 @@ def show_image(ax, mosaic: np.ndarray, gray_pad: bool = False) -> None:
 def mosaic_size(mosaic: np.ndarray, scale: float = 2.0, dpi: int = DPI, extra: tuple[float, float] = (0.6, 0.6)):
     """Inches for a figure showing `mosaic` at about `scale` screen pixels per image pixel, plus margins."""
     h, w = mosaic.shape[:2]
+    scale = min(scale, MAX_PX / max(h, w, 1))  # large images (photos, big grids): cap the figure size
     return (w * scale / dpi + extra[0], h * scale / dpi + extra[1])
 
 
