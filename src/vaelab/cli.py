@@ -276,7 +276,7 @@ def plot(
     out: Annotated[Path | None, typer.Option(help="Folder to write into (default: RUN/figures).")] = None,
     fmt: Annotated[str, typer.Option("--format", help="png, pdf or svg (animations are GIF, and MP4 with imageio-ffmpeg).")] = "png",
     dims: Annotated[str | None, typer.Option(help="Latent dims i,j for manifold/scatter/ellipses; all listed for traversals.")] = None,
-    image_index: Annotated[str | None, typer.Option(help="Images a,b of the val split to interpolate (a: traversal centre).")] = None,
+    image_index: Annotated[str | None, typer.Option(help="Images a,b of the val split (else test, train) to interpolate; a is also the traversal centre.")] = None,
     dpi: Annotated[int | None, typer.Option(help="Resolution of PNG figures (default 100).")] = None,
     video: Annotated[bool, typer.Option(help="Also write MP4 next to each GIF when imageio-ffmpeg is installed.")] = True,
 ):

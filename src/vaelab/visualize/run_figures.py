@@ -429,7 +429,7 @@ class RunFigures:
             part, lat = self._encode_images([self.image_index[0]])
             base = lat.z[0]
             y = int(part.labels[0]) if part.labels is not None and self.model.conditional else None
-            name = f" ({self.class_names[int(part.labels[0])]})" if part.labels is not None else ""
+            name = f" (class {self.class_names[int(part.labels[0])]})" if part.labels is not None else ""
             around = f"{self.split_name} image {self.image_index[0]}{name}"
         elif self.model.conditional:
             y = 0
@@ -452,13 +452,16 @@ class RunFigures:
         return [("traversal", "Latent traversals", fig)]
 
     def _fig_interpolate(self):
+        a = self.image_index[0] if self.image_index else 0
         if self.image_index and len(self.image_index) >= 2:
-            a, b = self.image_index[:2]
-        else:
-            a = 0
+            b = self.image_index[1]
+        else:  # the next image of another class (or just the next image)
+            self._encode_images([a])  # checks the index
             labels = self.split.labels
-            others = np.flatnonzero(labels.numpy() != int(labels[0])) if labels is not None else np.array([1])
-            b = int(others[0]) if len(others) else 1
+            n = len(self.split)
+            order = [(a + k) % n for k in range(1, n)]
+            others = [i for i in order if labels is None or int(labels[i]) != int(labels[a])]
+            b = others[0] if others else order[0]
         part, lat = self._encode_images([a, b])
         names = [f"image {i}" for i in (a, b)]
         if part.labels is not None:
