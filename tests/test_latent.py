@@ -171,6 +171,8 @@ def test_classifiers_refuse_too_few_labelled_classes_with_one_line_errors():
     for method in C.CLASSIFIERS:
         with pytest.raises(VaelabError, match="at least 2 classes"):
             C.make(method).fit(X, only_one)
+    one_each = C.make("knn").fit(X[[0, 20, 40]], [0, 1, 2])  # k capped at 1: every class can win
+    assert one_each.n_neighbors_ == 1 and one_each.score(X, y) > 0.9
     with pytest.raises(VaelabError, match="one label per code"):
         C.make("gmm").fit(X, y[:-1])
     with pytest.raises(VaelabError, match="not fitted"):

@@ -345,8 +345,8 @@ def classify(
         stop = f"best validation accuracy {_pct(fitted['val_accuracy_'])}" if fitted["early_stopping_"] else "too few labels for a hold-out: no early stopping"
         table.add_row("training", f"epoch {fitted['best_epoch_']} of {fitted['n_epochs_']} ({stop})")
     console.print(table)
-    cm = Table(title="confusion matrix (rows: true, columns: predicted)")
-    cm.add_column("")
+    cm = Table(title="confusion matrix")
+    cm.add_column("true \\ predicted")
     for name in rep["class_names"]:
         cm.add_column(name, justify="right")
     for name, row in zip(rep["class_names"], rep["confusion"], strict=True):

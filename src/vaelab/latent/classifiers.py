@@ -527,7 +527,7 @@ class LogRegClassifier(LatentClassifier):
 
 
 class KNNClassifier(LatentClassifier):
-    """scikit-learn's KNeighborsClassifier on latent means; k is capped at the number of labelled codes."""
+    """scikit-learn's KNeighborsClassifier on latent means; k is capped at the smallest class's count."""
 
     method = "knn"
 
@@ -549,7 +549,8 @@ class KNNClassifier(LatentClassifier):
         keep = y != UNLABELLED
         X, y = X[keep], y[keep]
         _labelled_classes(y, "k-NN")
-        self.n_neighbors_ = min(int(self.n_neighbors), len(X))
+        # k above the smallest class's count lets the big classes outvote it (1 label per class: k = 1)
+        self.n_neighbors_ = min(int(self.n_neighbors), int(np.bincount(np.searchsorted(np.unique(y), y)).min()))
         self.fit_X_, self.fit_y_ = X, y
         self.estimator_ = self._fit_points(X, y, self.n_neighbors_)
         self.classes_ = self.estimator_.classes_

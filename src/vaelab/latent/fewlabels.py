@@ -391,13 +391,17 @@ def label_budget(
     budgets = [_budget(b) for b in budgets]
     if data is None:
         data = encode_sets(run, labelled=labelled, test=test)
+    seeded = method == "mlp"  # the other classifiers depend on the seed only through the label draw
+    done: dict[bytes, tuple[int, dict]] = {}
     rows = []
     for b in budgets:
         runs = []
         for r in range(repeats):
-            clf, info = fit_labels(method, data, b, seed + r, params, strict=False)
-            m = score(clf, data.test, data.class_names, data.test_source)
-            runs.append((info["n_labelled"], m))
+            key = draw_per_class(data.labels_pool.labels, b, seed + r, strict=False).tobytes()
+            if seeded or key not in done:  # e.g. 'all' draws the same labels in every repeat
+                clf, info = fit_labels(method, data, b, seed + r, params, strict=False)
+                done[key] = (info["n_labelled"], score(clf, data.test, data.class_names, data.test_source))
+            runs.append(done[key])
         row: dict[str, Any] = {"labels_per_class": b, "n_labelled": runs[0][0]}
         for key in METRIC_KEYS:
             vals = np.array([m[key] for _, m in runs])
