@@ -1,7 +1,8 @@
 """Classifiers on latent codes, with scikit-learn manners, saved as JSON + npz (never pickle).
 
-    gmm     a Gaussian mixture, one component per class, fitted by semi-supervised EM: the labelled points
-            keep their class (fixed one-hot responsibilities), the unlabelled points (label -1) are soft
+    gmm     a Gaussian mixture, one component per class (or n_components_per_class), fitted by
+            semi-supervised EM: the labelled points keep their class (fixed one-hot responsibilities),
+            the unlabelled points (label -1) are soft
     mlp     the 128-px project's head: latent -> 128 -> classes (ReLU, dropout), trained on K posterior
             samples per image, early stopping on a stratified validation hold-out
     logreg  scikit-learn's LogisticRegression on latent means
