@@ -94,53 +94,24 @@ def read_json_dir(folder: Path) -> dict[str, dict]:
 
 
 def load_gmm(run_dir: Path, class_names: list[str]) -> dict | Skip:
-    """The run's saved GMM classifier (RUN/classify/gmm.npz + json) as means (K, D), full covariances
-    (K, D, D) and the class index of each component, read through `vaelab.latent.classifiers`."""
-    folder = Path(run_dir) / "classify"
-    npz = folder / "gmm.npz"
-    if not npz.is_file():
+    """The run's saved GMM classifier (RUN/classify/gmm.npz + .classifier.json) as means (K, D), full
+    covariances (K, D, D) and the class index of each component."""
+    from ..latent import classifiers
+    from ..latent.fewlabels import classifier_path
+
+    path = classifier_path(run_dir, "gmm")
+    if not path.is_file():
         return Skip("no GMM classifier is saved in this run", f"run: vaelab classify {run_dir} --method gmm")
     try:
-        from ..latent import classifiers
-    except ImportError:
-        return Skip("vaelab.latent.classifiers is not available to read the GMM", "install the classify feature")
-    model = None
-    loaders = [getattr(classifiers, n) for n in ("load_classifier", "load") if callable(getattr(classifiers, n, None))]
-    for loader in loaders:
-        for arg in (npz, npz.with_suffix(".json"), npz.with_suffix("")):
-            try:
-                model = loader(arg)
-                break
-            except (VaelabError, OSError, ValueError, TypeError, KeyError):
-                continue
-        if model is not None:
-            break
-    if model is not None:
-        arrays = {k: getattr(model, k) for k in ("means_", "covariances_", "classes_") if hasattr(model, k)}
-        arrays["covariance_type"] = getattr(model, "covariance_type", None)
-        for attr in ("component_classes_", "cluster_to_class_", "component_class_"):
-            if hasattr(model, attr):
-                arrays["component_classes_"] = getattr(model, attr)
-    else:  # no loader: the arrays are in the npz under their attribute names (allow_pickle=False: data only)
-        with np.load(npz, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-        meta = folder / "gmm.json"
-        if meta.is_file():
-            info = json.loads(meta.read_text(encoding="utf-8"))
-            arrays.setdefault("covariance_type", info.get("covariance_type"))
-            arrays.setdefault("classes_", info.get("classes_", info.get("classes")))
-    if "means_" not in arrays or "covariances_" not in arrays:
-        return Skip(f"{npz} has no means_/covariances_", "re-run vaelab classify --method gmm")
-    means = np.asarray(arrays["means_"], dtype=np.float64)
-    covs = full_covariances(np.asarray(arrays["covariances_"], dtype=np.float64), arrays.get("covariance_type"), *means.shape)
-    comp = arrays.get("component_classes_")
-    if comp is None:
-        classes = arrays.get("classes_")
-        comp = classes if classes is not None and len(classes) == len(means) else np.arange(len(means))
-    comp = np.asarray(comp)
-    if comp.dtype.kind in "USO":  # class names -> indices of the run's classes
-        names = list(class_names)
-        comp = np.array([names.index(str(c)) if str(c) in names else i for i, c in enumerate(comp)])
+        model = classifiers.load(path)
+    except VaelabError as e:
+        return Skip(f"the saved GMM cannot be read ({e.message})", f"run: vaelab classify {run_dir} --method gmm")
+    means = np.asarray(model.means_, dtype=np.float64)
+    covs = full_covariances(np.asarray(model.covariances_, dtype=np.float64), model.covariance_type, *means.shape)
+    comp = np.asarray(model.classes_)[np.asarray(model.component_to_class_)]
+    names = list(model.class_names_ or class_names)
+    # component -> class label -> index in the run's class list (labels are indices into the names saved)
+    comp = np.array([list(class_names).index(names[int(c)]) if names[int(c)] in class_names else int(c) for c in comp])
     return {"means": means, "covariances": covs, "component_classes": comp.astype(int)}
 
 
@@ -252,7 +223,7 @@ class RunFigures:
     def classify(self) -> dict[str, dict]:
         """Classification results (RUN/classify/*.json with an accuracy; saved classifiers' JSON is not one)."""
         found = read_json_dir(Path(self.run.path) / "classify")
-        return {k: v for k, v in found.items() if "accuracy" in v or "confusion" in v}
+        return {k: v for k, v in found.items() if isinstance(v, dict) and ("accuracy" in v or "confusion" in v or "budget" in v)}
 
     @cached_property
     def gmm(self) -> dict | Skip:
