@@ -124,7 +124,7 @@ def test_named_variants_from_yaml(tmp_path, fake_steps):
     res = build_results(plan, study, study_status(plan, study))
     assert [r["variant"] for r in res.rows] == ["mlp-z2", "mlp-z3-b0.5"]
     assert [(r["model.latent_dim"], r["model.beta"]) for r in res.rows] == [(2, 1.0), (3, 0.5)]
-    assert "| variant | beta | latent_dim |" in res.markdown()
+    assert "| trial | beta | latent_dim | status |" in res.markdown()  # variant names are the trial names
     # the sweep: section is popped before the config is parsed; its keys are checked
     bad = tiny_yaml(tmp_path, {"variant": []})
     with pytest.raises(VaelabError, match="did you mean 'sweep.variants'"):
@@ -290,6 +290,8 @@ def test_search_runs_three_trials_and_prunes_nothing_within_warmup(tmp_path):
     res = build_results(plan, study, status)
     for r in res.rows:
         assert 1e-4 <= r["train.lr"] <= 1e-2 and 2 <= r["model.latent_dim"] <= 32 and r["epochs"] == 2
+        epochs = [json.loads(ln) for ln in (study / "trials" / r["trial"] / "metrics.jsonl").read_text().splitlines()]
+        assert r["objective"] == pytest.approx(min(m["val/recon"] + m["val/kl"] for m in epochs), rel=1e-5)
     assert len({r["train.lr"] for r in res.rows}) == 3  # the sampler proposed three configs
     assert run_workers(plan, study) == []  # all 3 done: a second run adds none
 
@@ -310,10 +312,11 @@ def test_prune_callback_reports_and_raises():
             return self.prune
 
     keep = Trial(False)
-    PruneCallback(keep).on_epoch_end(None, {"epoch": 1, "val/loss": 10.0, "train/loss": 12.0})
+    # the objective is the validation -ELBO (recon + KL), not the beta-weighted training loss
+    PruneCallback(keep).on_epoch_end(None, {"epoch": 1, "val/loss": 9.0, "val/elbo": 10.0, "train/elbo": 12.0})
     assert keep.reported == [(1, 10.0)]
     with pytest.raises(optuna.TrialPruned):
-        PruneCallback(Trial(True)).on_epoch_end(None, {"epoch": 2, "train/loss": 12.0})
+        PruneCallback(Trial(True)).on_epoch_end(None, {"epoch": 2, "train/elbo": 12.0})
 
 
 @pytest.mark.slow

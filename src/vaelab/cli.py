@@ -281,11 +281,11 @@ def sweep(
 
     Examples:
 
-      vaelab sweep configs/mnist-148-z2.yaml --grid model.beta=0.5,1,4 --grid model.latent_dim=2,10 --evaluate
+      vaelab sweep data.source=mnist-sample --grid model.beta=0.5,1,4 --grid model.latent_dim=2,10 --evaluate
 
       vaelab sweep configs/fashion-study.yaml                 # the named variants of its sweep: section
 
-      vaelab sweep configs/mnist-148-z2.yaml --search --trials 20 --jobs 2
+      vaelab sweep data.source=mnist-sample --search --trials 20 --jobs 2
 
       vaelab sweep configs/fashion-study.yaml --storage postgresql://u:p@db/vaelab --worker   # on each machine
     """
@@ -332,12 +332,13 @@ def sweep(
     results = build_results(plan, directory, status)
     for rel, data in study_outputs(plan, directory, status, command, results).items():
         _write_bytes(directory / rel, data)
-    _print_results(results, directory, plan.is_search)
+    _print_results(results, directory)
     failed = sorted(k for k, v in status.items() if v["state"] in ("failed", "interrupted", "not started"))
     if failed or errors:
         names = ", ".join(failed[:5]) + (" ..." if len(failed) > 5 else "")
+        first = next((f"; {k}: {status[k]['error'][:160]}" for k in failed if status[k].get("error")), "")
         raise VaelabError(
-            f"{len(failed)} of {len(status)} trials did not finish ({names})" if failed else errors[0],
+            f"{len(failed)} of {len(status)} trials did not finish ({names}){first}" if failed else errors[0],
             f"see {directory / 'report.html'} and trials/<name>/sweep.json; run the same command again to retry",
         )
 
@@ -350,13 +351,13 @@ def _sweep_event(event: dict) -> None:
         text = f"trial {name}: {how} ({event['epochs']} epoch{'s' if event['epochs'] != 1 else ''})"
     elif kind == "done":
         t = event.get("train_time")
-        text = f"trial {name}: done, best val loss {event['value']:.2f}" + (f", {t:.1f} s" if t else "")
+        text = f"trial {name}: done, best val -ELBO {event['value']:.2f}" + (f", {t:.1f} s" if t else "")
     elif kind == "step":
         text = f"trial {name}: {event['step']}"
     elif kind == "failed":
         text = f"[red]trial {name}: failed[/]: {event['error']}"
     elif kind == "pruned":
-        text = f"trial {name}: pruned ({event['message']})"
+        text = f"trial {name}: {event['message']}"
     elif kind == "interrupted":
         text = f"trial {name}: interrupted, checkpoint kept"
     else:
@@ -364,14 +365,14 @@ def _sweep_event(event: dict) -> None:
     Console().print(text, highlight=False, soft_wrap=True)
 
 
-def _print_results(results, directory: Path, plan_is_search: bool = False) -> None:
+def _print_results(results, directory: Path) -> None:
     """The study's table (mean ± std per point with several seeds) as a rich table."""
     from .sweep.results import cells, visible
 
     rows, columns = (results.summary, results.summary_columns) if results.summary is not None else (results.rows, results.columns)
-    cols = visible(rows, columns)
-    if any(c.key == "variant" or "." in c.key for c in cols) and not plan_is_search:
-        cols = [c for c in cols if c.key not in ("trial", "point")]  # the varied values name the rows
+    cols = [c for c in visible(rows, columns) if c.key not in ("epochs", "train_time_s")]  # in results.md
+    if all(r.get("status") == "complete" for r in results.rows):
+        cols = [c for c in cols if c.key != "status"]
     table = Table(title=f"study results ({len(results.rows)} trials)")
     for c in cols:
         table.add_column(c.header, justify="right" if c.numeric else "left")

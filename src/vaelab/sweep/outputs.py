@@ -57,7 +57,7 @@ def study_outputs(plan: StudyPlan, study_dir: str | Path, status: dict[str, dict
     # traversals: the first seed of each complete point (search: the best trials by validation loss)
     rows = [r for r in results.rows if r.get("status") == "complete"]
     if plan.is_search:
-        rows = sorted(rows, key=lambda r: r.get("val_loss", float("inf")))
+        rows = sorted(rows, key=lambda r: r.get("objective") or float("inf"))
     chosen: dict[str, Path] = {}
     seen: set[str] = set()
     for r in rows:

@@ -48,7 +48,7 @@ def _plan_lines(plan: StudyPlan) -> list[str]:
             rng = ", ".join(map(str, spec["choices"])) if "choices" in spec else f"{spec['low']:g} .. {spec['high']:g}" + (" (log)" if spec["log"] else "")
             lines.append(f"search <code>{html.escape(key)}</code> in {html.escape(rng)}")
         lines.append(f"{s['trials']} trials, TPE sampler, median pruning from epoch {s['prune_warmup']} "
-                     f"(after {s['prune_startup']} finished trials), minimising the validation loss")
+                     f"(after {s['prune_startup']} finished trials), minimising the validation -ELBO (recon + KL per image)")
     return lines
 
 

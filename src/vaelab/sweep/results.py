@@ -179,17 +179,19 @@ def build_results(plan: StudyPlan, study_dir: str | Path, status: dict[str, dict
         if plan.is_search:  # the sampled values, also for trials pruned before writing a config
             for key, value in (status.get(name, {}).get("overrides") or {}).items():
                 row.setdefault(key, value)
+            row["objective"] = status.get(name, {}).get("value")
         rows.append(row)
 
     short = short_names(varied)
     ident = [Column("trial", "trial")]
-    if plan.variants:
+    if plan.variants and any(r.get("variant") != r["trial"] for r in rows):  # else the names say it
         ident.append(Column("variant", "variant"))
     ident += [Column(k, short[k], "g" if _numeric_key(rows, k) else "", False) for k in varied]
     if plan.seeds > 1:
         ident.append(Column("seed", "seed", "d", True))
     ident.append(Column("status", "status"))
-    metric_cols = [Column(k, h, f, True) for k, h, f in VAL_COLUMNS]
+    metric_cols = [Column("objective", "val -ELBO (objective)", ".2f", True)] if plan.is_search else []
+    metric_cols += [Column(k, h, f, True) for k, h, f in VAL_COLUMNS]
     metric_cols += [Column(k, h, f, True) for k, h, f, _ in EVAL_COLUMNS]
     metric_cols += [Column(f"accuracy_{m}", f"accuracy ({m})", ".3f", True) for m in methods]
     metric_cols += [Column(k, h, f, True) for k, h, f in RUN_COLUMNS]

@@ -103,8 +103,9 @@ def open_storage(url: str):
             return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
         except ImportError as e:
             raise VaelabError(
-                f"cannot open the study storage {mask_url(url)}: its database driver is missing ({e})",
-                "install it (e.g. pip install psycopg2-binary for postgresql://, pymysql for mysql+pymysql://)",
+                f"cannot open the study storage {mask_url(url)}: its database driver is missing ({e.__cause__ or e})",
+                "pip install the module it names (postgresql:// needs 'psycopg[binary]'), or name an installed "
+                "driver in the URL, e.g. postgresql+psycopg2://",
             ) from None
         except Exception as e:
             text = str(getattr(e, "orig", None) or e).strip().splitlines()[0][:200]
@@ -549,9 +550,25 @@ def study_status(plan: StudyPlan, study_dir: str | Path, storage: str | None = N
 # running trials
 
 
+def objective_of(row: dict) -> float | None:
+    """What a study minimises: the validation negative ELBO (recon + KL per image, nats), which unlike
+    the training loss (recon + beta * KL) compares models of different beta fairly."""
+    for key in ("val/elbo", "train/elbo"):
+        if isinstance(row.get(key), (int, float)):
+            return float(row[key])
+    return None
+
+
+def best_objective(run_dir: Path) -> float:
+    from ..run import read_metrics
+
+    values = [v for v in map(objective_of, read_metrics(run_dir)) if v is not None and math.isfinite(v)]
+    return min(values) if values else math.nan
+
+
 class PruneCallback(Callback):
-    """Reports the validation loss of each epoch to Optuna; raises `optuna.TrialPruned` when the pruner
-    says this trial is worse than the median of the others at the same epoch."""
+    """Reports the objective (validation -ELBO) of each epoch to Optuna; raises `optuna.TrialPruned` when
+    the pruner says this trial is worse than the median of the others at the same epoch."""
 
     def __init__(self, trial):
         self.trial = trial
@@ -559,12 +576,12 @@ class PruneCallback(Callback):
     def on_epoch_end(self, ctx, row):
         import optuna
 
-        value = row.get("val/loss", row.get("train/loss"))
+        value = objective_of(row)
         if value is None or not math.isfinite(value):
             return
         self.trial.report(float(value), step=int(row["epoch"]))
         if self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned after epoch {row['epoch']} (loss {value:.2f} above the median)")
+            raise optuna.TrialPruned(f"pruned after epoch {row['epoch']}: val -ELBO {value:.2f} above the median")
 
 
 def trial_dir_state(run_dir: Path, epochs: int) -> tuple[str, dict]:
@@ -692,14 +709,14 @@ class Worker:
                     steps.report_trial(run_dir)
                 except Exception as e:  # a report is a view: the trial itself is done
                     self.emit("warning", trial=key, message=f"report failed: {e}")
-            value = float(loop.get("best_val", math.nan))
-            info.update(status="complete", finished=_now(), best_val=value, epochs=loop.get("epoch"),
+            value = best_objective(run_dir)
+            info.update(status="complete", finished=_now(), objective=value, epochs=loop.get("epoch"),
                         train_time=loop.get("train_time"))
             self._provenance(run_dir, info)
             if math.isfinite(value):
                 c.study.tell(number, value, skip_if_finished=True)  # finished: a worker judged us stale
             else:
-                c._fail(trial, "error", "no finite validation loss")
+                c._fail(trial, "error", "no finite validation -ELBO")
             self.emit("done", trial=key, value=value, epochs=loop.get("epoch"), train_time=loop.get("train_time"))
             return {"trial": key, "status": "complete", "value": value}
         except optuna.TrialPruned as e:
