@@ -197,6 +197,18 @@ def test_seeds_aggregate_mean_and_std(tmp_path):
     assert "results_summary.csv" in files and b"val_loss_std" in files["results_summary.csv"]
 
 
+def test_finished_study_gets_missing_evaluations(tmp_path, capsys, fake_steps):
+    path = tiny_yaml(tmp_path)
+    args = [str(path), "--grid", "model.beta=1,2", "-q"]
+    assert run_cli(args, capsys)[0] == 0
+    trials = tmp_path / "runs" / "s" / "trials"
+    assert not list(trials.glob("*/eval/test.json"))
+    code, out, err = run_cli(args + ["--evaluate"], capsys)  # same study: nothing retrained, both evaluated
+    assert code == 0, err
+    assert len(list(trials.glob("*/eval/test.json"))) == 2 and len(list(trials.glob("*/report.html"))) == 2
+    assert "test total" in (tmp_path / "runs" / "s" / "results.md").read_text()
+
+
 class _SignalAt(Callback):
     """Sends this process SIGINT after an epoch, as Ctrl-C would: fit checkpoints and stops."""
 

@@ -326,7 +326,7 @@ def sweep(
     errors = finish_steps(plan, directory, status, plan.evaluate, plan.classify, _sweep_event if not quiet else None)
     args = ([str(config)] if config else []) + overrides + [f"--grid={g}" for g in grid or []]
     args += [f"--seeds={seeds}"] * (seeds is not None) + ["--search"] * search + [f"--trials={trials}"] * (trials is not None)
-    args += ["--evaluate"] * bool(evaluate) + [f"--classify={m}" for m in classify or []]
+    args += {True: ["--evaluate"], False: ["--no-evaluate"], None: []}[evaluate] + [f"--classify={m}" for m in classify or []]
     args += [f"--study-dir={study_dir}"] * (study_dir is not None)
     command = "vaelab sweep " + " ".join(shlex.quote(a) for a in args)
     results = build_results(plan, directory, status)

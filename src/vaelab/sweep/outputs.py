@@ -18,7 +18,8 @@ MAX_TRAVERSALS = 12
 def finish_steps(plan: StudyPlan, study_dir: str | Path, status: dict[str, dict], evaluate: bool,
                  classify: list[str], on_event: Callable[[dict], None] | None = None) -> list[str]:
     """Evaluate / classify complete trials that lack those files (e.g. a study first run without
-    --evaluate). Returns one message per step that failed."""
+    --evaluate), and write their report.html when the report library exists. Returns one message per
+    step that failed."""
     from .study import TRIALS_DIR
 
     on_event = on_event or (lambda e: None)
@@ -33,6 +34,8 @@ def finish_steps(plan: StudyPlan, study_dir: str | Path, status: dict[str, dict]
         for m in classify:
             if not steps.classify_path(run_dir, m).is_file():
                 todo.append((f"classify {m}", lambda d=run_dir, m=m: steps.classify_trial(d, m)))
+        if todo or (steps.has_report_library() and not steps.report_path(run_dir).is_file()):
+            todo.append(("report", lambda d=run_dir: steps.report_trial(d)))  # (re)made after new results
         for what, fn in todo:
             on_event({"event": "step", "trial": name, "step": what})
             try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
+import json
 from pathlib import Path
 
 from .grid import StudyPlan
@@ -36,7 +37,7 @@ def _plan_lines(plan: StudyPlan) -> list[str]:
     lines = []
     if plan.variants:
         for v in plan.variants:
-            sets = ", ".join(f"{k}={v['overrides'][k]}" for k in v["overrides"]) or "the base config"
+            sets = ", ".join(f"{k}={json.dumps(val)}" for k, val in v["overrides"].items()) or "the base config"
             lines.append(f"variant <b>{html.escape(v['name'])}</b>: {html.escape(sets)}")
     for key, values in plan.grid.items():
         lines.append(f"grid <code>{html.escape(key)}</code> = {html.escape(', '.join(map(str, values)))}")
