@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import __version__
@@ -74,9 +75,11 @@ def data_info(
 
     Example: vaelab data info mnist-sample --classes 1,4,8
     """
+    from .config import check_data_options
     from .data import load
     from .data.info import summarize
 
+    check_data_options(image_size, channels, limit, val_fraction)
     ds = load(
         spec,
         image_size=image_size,
@@ -87,17 +90,17 @@ def data_info(
         seed=seed,
     )
     info = summarize(ds)
-    table = Table(title=f"{spec}: {info['samples']} images, {' x '.join(map(str, info['shape']))} (C x H x W)")
+    table = Table(title=f"{escape(spec)}: {info['samples']} images, {' x '.join(map(str, info['shape']))} (C x H x W)")
     table.add_column("split")
     table.add_column("samples", justify="right")
     names = info["class_names"]
     for name in names:
-        table.add_column(name, justify="right")
+        table.add_column(escape(name), justify="right")  # class names come from folder names: plain text
     for split, entry in info["splits"].items():
         table.add_row(split, str(entry["samples"]), *[str(c) for c in entry.get("per_class", [])])
     console.print(table)
     console.print(f"pixel mean {info['pixel_mean']:.4f}, std {info['pixel_std']:.4f} (on 0..1)")
-    console.print(f"source: {info['source']}")
+    console.print(f"source: {info['source']}", markup=False, highlight=False)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -125,6 +128,12 @@ def _split_config_args(config: Optional[Path], overrides: Optional[list[str]]) -
     if config is not None and "=" in str(config) and not Path(config).exists():
         overrides.insert(0, str(config))
         config = None
+    text = str(config) if config is not None else ""
+    if text and not Path(text).exists() and "/" not in text and Path(text).suffix not in (".yaml", ".yml"):
+        from .config import all_keys
+
+        if text in all_keys() or text.split(".")[0] in ("data", "model", "train", "trainer", "name", "out_dir"):
+            raise VaelabError(f"'{text}' is not key=value", f"write it like {text}=VALUE")
     return config, overrides
 
 
@@ -158,11 +167,14 @@ def train(
 
     config, overrides = _split_config_args(config, overrides)
     if resume is not None:
-        from .run import CONFIG_FILE, require_run_dir
+        from .run import CONFIG_FILE
+        from .train.rundir import check_resumable
 
         if config is not None:
             raise VaelabError("give either a config or --resume RUN_DIR, not both", "overrides such as train.epochs=20 work with --resume")
-        data = load_yaml(require_run_dir(resume) / CONFIG_FILE)
+        if run_dir is not None:
+            raise VaelabError("give either --resume RUN_DIR or --run-dir, not both", "--resume continues the run in its own folder")
+        data = load_yaml(check_resumable(resume) / CONFIG_FILE)
         cfg = validate(from_dict(apply_overrides(data, overrides)))
         target = resume
     else:
@@ -170,7 +182,7 @@ def train(
 
         cfg = load_config(config, overrides)
         target = run_dir
-    console.print(f"training [bold]{cfg.model.arch}[/] VAE (latent {cfg.model.latent_dim}, {cfg.model.likelihood}) on {cfg.data.source}", highlight=False)
+    console.print(f"training [bold]{cfg.model.arch}[/] VAE (latent {cfg.model.latent_dim}, {cfg.model.likelihood}) on {escape(cfg.data.source)}", highlight=False)
     result = fit(cfg, run_dir=target, resume=resume is not None, quiet=quiet)
     _print_fit_summary(result)
 
@@ -178,7 +190,7 @@ def train(
 def _print_fit_summary(result: dict) -> None:
     last = result["last"]
     table = Table(title="training summary", show_header=False)
-    table.add_row("run directory", result["run_dir"])
+    table.add_row("run directory", escape(result["run_dir"]))
     table.add_row("epochs / steps", f"{result['epochs']} / {result['steps']}  ({result['stop_reason']})")
     if last:
         split = "val" if "val/loss" in last else "train"
@@ -218,7 +230,7 @@ def sample(
     images = r.model.sample(n, labels=labels, generator=g)
     grid = make_grid(images, nrow=nrow)
     _write_bytes(out, png_bytes(grid, 2 if grid.shape[0] < 400 else 1))
-    console.print(f"wrote {out} ({n} samples from {r.checkpoint})")
+    console.print(f"wrote {out} ({n} samples from {r.checkpoint})", markup=False, highlight=False)
 
 
 def _class_index(run, label: str) -> int:
@@ -269,12 +281,29 @@ def main(argv: list[str] | None = None) -> None:
         from .train.loop import TrainingInterrupted
 
         if isinstance(e, TrainingInterrupted):
-            err_console.print(f"[bold yellow]stopped:[/] {e.message}\n{e.hint}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold yellow]stopped:[/] {escape(e.message)}\n{escape(e.hint or '')}", highlight=False, soft_wrap=True)
             sys.exit(128 + e.signum)
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+    except (OSError, MemoryError) as e:  # the machine, not vaelab: a full disk, a read-only folder, no memory
+        if debug:
+            raise
+        err_console.print(f"[bold red]error:[/] {escape(_system_error(e))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+def _system_error(e: BaseException) -> str:
+    """One line for an OSError/MemoryError that escaped the library's own checks."""
+    import errno
+
+    if isinstance(e, MemoryError):
+        return "out of memory (use a smaller train.batch_size, data.image_size or data.limit)"
+    where = f" {e.filename}" if getattr(e, "filename", None) else ""
+    if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        return f"disk full while writing{where} (free some space and run it again)"
+    return f"{e.strerror or e}:{where} (check the path and its permissions; VAELAB_DEBUG=1 shows the traceback)"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -180,7 +181,8 @@ def all_keys(cls: type = Config, prefix: str = "") -> list[str]:
 
 
 def _unknown_key(key: str, where: str = "") -> VaelabError:
-    close = difflib.get_close_matches(key, all_keys(), n=1, cutoff=0.5)
+    sections = [f.name for f in dataclasses.fields(Config) if dataclasses.is_dataclass(typing.get_type_hints(Config)[f.name])]
+    close = difflib.get_close_matches(key, all_keys() + sections, n=1, cutoff=0.5)
     if not close:  # a last-component match helps with 'latent_dim' -> 'model.latent_dim'
         tail = key.split(".")[-1]
         close = [k for k in all_keys() if k.split(".")[-1] == tail][:1]
@@ -207,7 +209,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin is list:
         (item,) = args
         if isinstance(value, str):  # a,b,c on the command line
-            value = [yaml.safe_load(v) for v in value.split(",") if v.strip() != ""]
+            value = [_plain_scalar(v) for v in value.split(",") if v.strip() != ""]
         if not isinstance(value, (list, tuple)):
             value = [value]
         return [_coerce(v, item, key) for v in value]
@@ -230,19 +232,32 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool):
             raise VaelabError(f"'{key}' must be a number, got {value!r}")
+        number = None
         if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise VaelabError(f"'{key}' must be a number, got {value!r}")
+        if number is None:
+            raise VaelabError(f"'{key}' must be a number, got {value!r}")
+        if not math.isfinite(number):  # NaN passes every range check, so refuse it here
+            raise VaelabError(f"'{key}' is {value!r}", "give a finite number")
+        return number
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
         raise VaelabError(f"'{key}' must be a string, got {value!r}")
     return value
+
+
+def _plain_scalar(text: str) -> Any:
+    """One item of an ``a,b,c`` list: YAML-read when it parses, else the text itself."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text.strip()
 
 
 def from_dict(data: dict | None, cls: type = Config, prefix: str = "", where: str = "") -> Any:
@@ -277,12 +292,23 @@ def load_yaml(path: str | Path) -> dict:
         raise VaelabError(f"config file not found: {p}", "check the path, or start from one in configs/")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.constructor.ConstructorError as e:  # e.g. !!python/object: plain YAML only, nothing runs
+        mark = getattr(e, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise VaelabError(
+            f"{p}{line} has a tag that is not plain YAML ({' '.join(str(e.problem).split())[:80]})",
+            "configs hold plain values only; remove the !!tag",
+        ) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark else ""
         raise VaelabError(f"{p}{line} is not valid YAML", "fix the syntax (indentation, colons)") from None
     except UnicodeDecodeError:
         raise VaelabError(f"{p} is not a text file", "pass a YAML config") from None
+    except RecursionError:
+        raise VaelabError(f"{p} is nested too deeply to be a config", "pass a YAML config") from None
+    except OSError as e:
+        raise VaelabError(f"cannot read config {p}: {e.strerror}", "check the file's permissions") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -300,7 +326,9 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise VaelabError(f"override '{text}' has no valid key", "write it like model.latent_dim=2")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+    except yaml.constructor.ConstructorError:  # !!python/object and friends: never built, refused
+        raise VaelabError(f"override '{text}' has a YAML tag", "give a plain value, e.g. model.latent_dim=2") from None
+    except (yaml.YAMLError, RecursionError):
         value = raw
     if isinstance(value, (dict, set)) or (value is not None and not isinstance(value, (str, int, float, bool, list))):
         value = raw
@@ -325,6 +353,13 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
             node = node[p]
         node[last] = value
     return data
+
+
+def check_data_options(
+    image_size: int | None = None, channels: int | None = None, limit: int | None = None, val_fraction: float = 0.0
+) -> None:
+    """The range checks of `validate` for the data options a command takes directly (``vaelab data info``)."""
+    validate(Config(data=DataConfig(image_size=image_size, channels=channels, limit=limit, val_fraction=val_fraction)))
 
 
 def validate(cfg: Config) -> Config:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import math
 import os
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +57,7 @@ def read_idx(path: str | Path) -> np.ndarray:
         opener = gzip.open if head == b"\x1f\x8b" else open
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:
         raise VaelabError(f"cannot read IDX file {path}: {e}", "download it again or check the file") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or raw[3] == 0:
         raise VaelabError(
@@ -63,11 +65,13 @@ def read_idx(path: str | Path) -> np.ndarray:
             "give the MNIST-style idx1/idx3 files",
         )
     ndim = raw[3]
+    if ndim > 4:
+        raise VaelabError(f"{path} claims {ndim} dimensions (wrong magic number {raw[:4].hex()})", "give the MNIST-style idx1/idx3 files")
     if len(raw) < 4 + 4 * ndim:
         raise VaelabError(f"{path} is truncated (header cut short)", "download the file again")
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    need = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    need = math.prod(dims) * dtype.itemsize  # Python ints: a forged header cannot overflow the count
     body = len(raw) - 4 - 4 * ndim
     if body < need:
         raise VaelabError(f"{path} is truncated ({body} of {need} data bytes)", "download the file again")
@@ -224,6 +228,8 @@ def read_idx_pair(images_path: Path, labels_path: Path | None, split: str) -> Im
         lab = read_idx(labels_path)
         if lab.ndim != 1:
             raise VaelabError(f"{labels_path} is not a label file (shape {lab.shape})", "give an idx1 label file")
+        if lab.dtype.kind not in "iu" or (len(lab) and int(lab.min()) < 0):
+            raise VaelabError(f"{labels_path} holds {lab.dtype} labels, not class indices 0, 1, 2...", "give an idx1 label file of unsigned bytes")
         if len(lab) != len(images):
             raise VaelabError(
                 f"{labels_path} has {len(lab)} labels for {len(images)} images in {images_path}",

@@ -13,7 +13,6 @@ import os
 import pickle
 import random
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ def atomic_write(path: str | Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _file_mode(path))  # mkstemp makes 0600; give the mode a plain open() would
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -47,6 +47,16 @@ def atomic_write(path: str | Path, write) -> None:
         except OSError:
             pass
         raise
+
+
+def _file_mode(path: Path) -> int:
+    """The replaced file's mode, or 0666 minus the umask for a new file."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -66,10 +76,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{path} holds pickled objects that could run code, so it was refused ({str(e).splitlines()[0][:120]})",
             "only load checkpoints written by vaelab; never unpickle files you were sent",
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise VaelabError(f"{path} is not a readable checkpoint ({str(e).splitlines()[0][:120]})", "it may be truncated; use the other checkpoint of the run") from None
+    except (MemoryError, RecursionError) as e:
+        raise VaelabError(f"{path} is not a readable checkpoint ({type(e).__name__})", "give a checkpoint written by 'vaelab train'") from None
+    except Exception as e:  # noqa: BLE001 - any parse failure of a foreign or torn file is the same user error
+        first = (str(e).splitlines() or [type(e).__name__])[0][:120]
+        raise VaelabError(f"{path} is not a readable checkpoint ({first})", "it may be truncated; use the other checkpoint of the run") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise VaelabError(f"{path} is not a vaelab checkpoint", "give a checkpoint written by 'vaelab train'")
+    for key in ("model", "config"):
+        if not isinstance(state.get(key), dict):
+            raise VaelabError(f"{path} is a damaged vaelab checkpoint (no '{key}')", "use the other checkpoint of the run")
     return state
 
 
