@@ -190,6 +190,14 @@ def _unknown_key(key: str, where: str = "") -> VaelabError:
     return VaelabError(f"unknown config key '{key}'{where}", hint)
 
 
+def _example(key: str) -> str:
+    """'write it like model.latent_dim=16': the key with its default value (or a generic hint)."""
+    default = flatten(to_dict(Config())).get(key)
+    if default is None or isinstance(default, (list, dict)):
+        return f"see 'vaelab config show' for the type of {key}"
+    return f"write it like {key}={default}"
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check/convert one YAML value to the field's annotated type."""
     origin = typing.get_origin(tp)
@@ -220,18 +228,18 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value.lower() in ("true", "yes", "on", "1")
         if isinstance(value, int) and value in (0, 1):
             return bool(value)
-        raise VaelabError(f"'{key}' must be true or false, got {value!r}")
+        raise VaelabError(f"'{key}' must be true or false, got {value!r}", f"write {key}=true or {key}=false")
     if tp is int:
         if isinstance(value, bool):
-            raise VaelabError(f"'{key}' must be an integer, got {value!r}")
+            raise VaelabError(f"'{key}' must be an integer, got {value!r}", _example(key))
         if isinstance(value, int):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise VaelabError(f"'{key}' must be an integer, got {value!r}")
+        raise VaelabError(f"'{key}' must be an integer, got {value!r}", _example(key))
     if tp is float:
         if isinstance(value, bool):
-            raise VaelabError(f"'{key}' must be a number, got {value!r}")
+            raise VaelabError(f"'{key}' must be a number, got {value!r}", _example(key))
         number = None
         if isinstance(value, (int, float)):
             number = float(value)
@@ -241,14 +249,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ValueError:
                 pass
         if number is None:
-            raise VaelabError(f"'{key}' must be a number, got {value!r}")
+            raise VaelabError(f"'{key}' must be a number, got {value!r}", _example(key))
         if not math.isfinite(number):  # NaN passes every range check, so refuse it here
             raise VaelabError(f"'{key}' is {value!r}", "give a finite number")
         return number
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-        raise VaelabError(f"'{key}' must be a string, got {value!r}")
+        raise VaelabError(f"'{key}' must be a string, got {value!r}", _example(key))
     return value
 
 
@@ -265,7 +273,8 @@ def from_dict(data: dict | None, cls: type = Config, prefix: str = "", where: st
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise VaelabError(f"'{prefix.rstrip('.') or 'config'}'{where} must be a mapping, got {data!r}")
+        section = prefix.rstrip(".") or "config"
+        raise VaelabError(f"'{section}'{where} must be a mapping, got {data!r:.60}", f"write '{section}:' then its keys indented below it")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -312,7 +321,7 @@ def load_yaml(path: str | Path) -> dict:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise VaelabError(f"{p} must hold a mapping of keys (data:, model:, train:...)")
+        raise VaelabError(f"{p} does not hold a mapping of config keys", "write it like 'model:' then '  latent_dim: 2' (see configs/)")
     return data
 
 
@@ -377,7 +386,7 @@ def validate(cfg: Config) -> Config:
             op = ">=" if inclusive else ">"
             raise VaelabError(f"'{key}' is {value}, it must be {op} {low:g}", f"set {key} to a valid value")
     if cfg.data.val_fraction >= 1:
-        raise VaelabError(f"'data.val_fraction' is {cfg.data.val_fraction}, it must be below 1")
+        raise VaelabError(f"'data.val_fraction' is {cfg.data.val_fraction}, it must be below 1", "use e.g. 0.1 (10% of train)")
     if cfg.data.channels not in (None, 1, 3):
         raise VaelabError(f"'data.channels' is {cfg.data.channels}", "use 1 (gray) or 3 (RGB)")
     if cfg.model.arch == "mlp" and not cfg.model.hidden:
@@ -386,7 +395,7 @@ def validate(cfg: Config) -> Config:
         raise VaelabError("'model.conv_channels' is empty", "give at least one conv layer, e.g. [32, 64, 128]")
     for key in ("model.hidden", "model.conv_channels"):
         if any(int(v) < 1 for v in flat[key]):
-            raise VaelabError(f"'{key}' has a size below 1: {flat[key]}")
+            raise VaelabError(f"'{key}' has a size below 1: {flat[key]}", "every layer needs at least one unit or channel")
     return cfg
 
 

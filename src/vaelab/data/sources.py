@@ -72,6 +72,8 @@ def read_idx(path: str | Path) -> np.ndarray:
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
     need = math.prod(dims) * dtype.itemsize  # Python ints: a forged header cannot overflow the count
+    if math.prod(d for d in dims if d) * dtype.itemsize > 2**40:  # even with a 0 dim, numpy refuses such shapes
+        raise VaelabError(f"{path} claims dimensions {dims}, too large for any data set", "the header is damaged; download the file again")
     body = len(raw) - 4 - 4 * ndim
     if body < need:
         raise VaelabError(f"{path} is truncated ({body} of {need} data bytes)", "download the file again")

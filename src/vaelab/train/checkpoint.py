@@ -13,6 +13,7 @@ import os
 import pickle
 import random
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise VaelabError(f"checkpoint not found: {path}", "train the run first, or give the run directory")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols; we refuse those anyway
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         raise VaelabError(
             f"{path} holds pickled objects that could run code, so it was refused ({str(e).splitlines()[0][:120]})",
