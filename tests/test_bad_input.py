@@ -205,7 +205,7 @@ def truncated_folder(env: Env) -> Path:
 @dataclass
 class Case:
     id: str
-    kind: str  # data: a data spec | config: train/config arguments | run: a run directory
+    kind: str  # data: a data spec | config: train/config arguments | run: a run directory | argv: a command line
     make: Callable[[Env], tuple[object, list[str]]]  # -> (spec | args | run dir, texts the line must hold)
     commands: tuple[str, ...]
     needs: str | None = None  # a reader that must exist ('npz', 'folder')
@@ -266,6 +266,11 @@ CASES = [
     Case("config-python-tag", "config", lambda e: ([_yaml(e, f"name: !!python/object/apply:os.system ['touch {_p(e, 'PWNED')}']\n")], ["c.yaml", "tag"]), CONFIG),
     Case("config-not-a-mapping", "config", lambda e: ([_yaml(e, "- 1\n- 2\n")], ["c.yaml"]), CONFIG),
     Case("config-binary", "config", lambda e: ([_yaml(e, b"\xff\xfe\x00garbage")], ["c.yaml"]), CONFIG),
+    # the command line itself
+    Case("unknown-option", "argv", lambda e: (["train", "--epochs", "5"], ["--epochs", "vaelab train --help"]), ("train",)),
+    Case("option-not-a-number", "argv", lambda e: (["sample", e.run("a"), "-n", "abc"], ["'-n'"]), ("sample",)),
+    Case("unknown-command", "argv", lambda e: (["trian"], ["trian"]), ("train",)),
+    Case("missing-argument", "argv", lambda e: (["data", "info"], ["spec"]), ("data info",)),
     # run directories
     Case("run-dir-missing", "run", lambda e: (_p(e, "nope"), [_p(e, "nope")]), RUN),
     Case("run-dir-not-a-run", "run", lambda e: (_not_a_run(e), [_p(e, "photos")]), RUN),
@@ -317,6 +322,8 @@ def _no_checkpoints(env: Env) -> str:
 
 
 def build_argv(case: Case, command: str, target, env: Env) -> list:
+    if case.kind == "argv":
+        return target
     if case.kind == "data":
         if command == "data info":
             return ["data", "info", target]
@@ -416,7 +423,7 @@ def test_classifier_of_another_run_is_refused(tmp_path, runs, capfd):
     shutil.copytree(a / "classify", c / "classify")
     before = snapshot(tmp_path)
     capfd.readouterr()
-    code = run_cli(["predict", c, "--data", f"idx:{runs.idx}", "--method", "gmm"])
+    code = run_cli(["predict", c, "--data", f"idx:{runs.idx}"])
     err = capfd.readouterr().err
     assert code == 2, err
     check_one_line(err, [str(c / "classify")])

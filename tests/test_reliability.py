@@ -549,6 +549,8 @@ def test_two_processes_loading_one_folder_cache(tmp_path):
                 ds = load(spec, image_size=16)
                 torch.save({"images": ds.images, "labels": ds.labels}, out)
                 code = 0
+            except BaseException:
+                traceback.print_exc()
             finally:
                 os._exit(code)
         pids.append(pid)

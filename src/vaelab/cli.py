@@ -276,7 +276,14 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry: run the app, turning user errors into one line and exit code 2."""
     debug = os.environ.get("VAELAB_DEBUG", "") not in ("", "0")
     try:
-        app(args=argv, prog_name="vaelab")
+        try:
+            code = app(args=argv, prog_name="vaelab", standalone_mode=False)
+        except Exception as e:
+            if not _is_click_error(e):
+                raise
+            _click_error(e)
+        if isinstance(code, int) and code:  # typer.Exit(n) and Ctrl-C (130) come back as a code here
+            sys.exit(code)
     except VaelabError as e:
         from .train.loop import TrainingInterrupted
 
@@ -295,6 +302,26 @@ def main(argv: list[str] | None = None) -> None:
             raise
         err_console.print(f"[bold red]error:[/] {escape(_system_error(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
+
+
+def _is_click_error(e: BaseException, name: str | None = None) -> bool:
+    """By class name: typer ships its own copy of click, so the classes are not importable by one path."""
+    names = {c.__name__ for c in type(e).__mro__}
+    return name in names if name else bool(names & {"ClickException", "Abort"})
+
+
+def _click_error(e: BaseException) -> None:
+    """A misused command line: one line and exit 2, like every other bad input (help when nothing is given)."""
+    if _is_click_error(e, "Abort"):
+        err_console.print("aborted")
+        sys.exit(1)
+    if _is_click_error(e, "NoArgsIsHelpError") or not hasattr(e, "format_message"):
+        e.show()  # `vaelab data` with nothing after it: the help, as usual
+    else:
+        where = getattr(getattr(e, "ctx", None), "command_path", None) or "vaelab"
+        err_console.print(f"[bold red]error:[/] {escape(e.format_message())} (see '{where} --help')",
+                          highlight=False, soft_wrap=True)
+    sys.exit(getattr(e, "exit_code", 2))
 
 
 def _system_error(e: BaseException) -> str:

@@ -394,7 +394,7 @@ def fit(
             name = signal.Signals(stop.signum).name
             if resume:
                 raise TrainingInterrupted(
-                    f"{name}: stopped before training resumed; {run_dir} is unchanged",
+                    f"{name}: stopped before training resumed; the checkpoint in {run_dir} is unchanged",
                     f"resume with: vaelab train --resume {run_dir}",
                     stop.signum,
                 ) from None
