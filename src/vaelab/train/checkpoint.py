@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -74,10 +75,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         with warnings.catch_warnings():  # torch warns about foreign pickle protocols; we refuse those anyway
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
+    except pickle.UnpicklingError as e:  # the weights-only unpickler met something that is not plain data
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        what = (
+            f"holds a pickled object ({found.group(1)}) that could run code"
+            if found
+            else "holds pickle data that a safe (weights-only) load cannot read"
+        )
         raise VaelabError(
-            f"{path} holds pickled objects that could run code, so it was refused ({str(e).splitlines()[0][:120]})",
-            "only load checkpoints written by vaelab; never unpickle files you were sent",
+            f"{path} {what}, so it was refused", "only load checkpoints written by vaelab; never unpickle files you were sent"
         ) from None
     except (MemoryError, RecursionError) as e:
         raise VaelabError(f"{path} is not a readable checkpoint ({type(e).__name__})", "give a checkpoint written by 'vaelab train'") from None

@@ -448,7 +448,10 @@ def _fit_inner(fabric, cfg: Config, run_dir: Path, data, resume: bool, callbacks
         except (ValueError, KeyError, TypeError):
             raise VaelabError(f"{run_dir}/checkpoints/last.ckpt has an optimizer state of another setup", "resume without changing train.optimizer, or start a new run") from None
         if scheduler is not None and ckpt.get("scheduler") is not None:
-            scheduler.load_state_dict(ckpt["scheduler"])
+            try:
+                scheduler.load_state_dict(ckpt["scheduler"])
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise VaelabError(f"{run_dir}/checkpoints/last.ckpt has a schedule state of another setup", "resume without changing train.schedule, or start a new run") from None
             if cfg.train.schedule == "cosine":  # a resume may extend train.epochs: stretch the schedule
                 scheduler.T_max = max(1, cfg.train.epochs * steps_per_epoch)
     raw_model = model
@@ -457,9 +460,12 @@ def _fit_inner(fabric, cfg: Config, run_dir: Path, data, resume: bool, callbacks
     model, optimizer = fabric.setup(model, optimizer)
     if ckpt is not None:
         scaler = getattr(getattr(fabric, "_precision", None), "scaler", None)
-        if scaler is not None and ckpt.get("scaler") is not None:
-            scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"])
+        try:
+            if scaler is not None and ckpt.get("scaler") is not None:
+                scaler.load_state_dict(ckpt["scaler"])
+            set_rng_state(ckpt["rng"])
+        except (ValueError, KeyError, TypeError, RuntimeError, AttributeError):
+            raise VaelabError(f"{run_dir}/checkpoints/last.ckpt has damaged random-generator or scaler states", "start a new run") from None
     elif fabric.world_size > 1:
         torch.manual_seed(cfg.train.seed + fabric.global_rank)  # different noise per rank; same init weights
     images, labels = split_tensors(data, "train", fabric.device)
