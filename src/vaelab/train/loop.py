@@ -381,6 +381,8 @@ def fit(
     created = None if resume else first_missing(run_dir)
     before = set() if resume or created is not None or not run_dir.is_dir() else set(os.listdir(run_dir))
     with _StopFlag() as stop:
+        # spawned DDP workers save on a signal themselves; this process only waits for them
+        stop.armed = cfg.trainer.devices * cfg.trainer.num_nodes > 1
         try:
             with lock_run_dir(run_dir, create=not resume):
                 try:
