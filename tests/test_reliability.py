@@ -503,6 +503,20 @@ def test_run_names_stay_inside_out_dir(tmp_path, name):
     assert path.parent == out and path.name not in ("", ".", "..") and "/" not in path.name
 
 
+def test_class_names_from_data_print_as_text(monkeypatch, capsys):
+    """Folder names become class names; in the terminal table they are text, never rich markup."""
+    import vaelab.data
+    from vaelab.data import ImageSet
+
+    names = ["[/bold]", "[red]ants", "$(rm -rf ~)"]
+    ds = ImageSet(torch.zeros(6, 1, 8, 8, dtype=torch.uint8), torch.arange(6) % 3, names, None, "folder:[/x]")
+    monkeypatch.setattr(vaelab.data, "load", lambda *a, **k: ds)
+    code, err = run_cli(["data", "info", "folder:[/x]"])
+    out = capsys.readouterr().out
+    assert code == 0, err
+    assert all(n in out for n in ("[/bold]", "[red]ants", "$(rm -rf ~)", "folder:[/x]")), out
+
+
 # ---------------------------------------------------------------------------------------------------------
 # concurrent use
 
