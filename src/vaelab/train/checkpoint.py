@@ -32,7 +32,6 @@ def atomic_write(path: str | Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, _file_mode(path))  # mkstemp makes 0600; give the mode a plain open() would
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -49,16 +48,6 @@ def atomic_write(path: str | Path, write) -> None:
         except OSError:
             pass
         raise
-
-
-def _file_mode(path: Path) -> int:
-    """The replaced file's mode, or 0666 minus the umask for a new file."""
-    try:
-        return path.stat().st_mode & 0o777
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
