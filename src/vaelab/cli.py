@@ -75,11 +75,9 @@ def data_info(
 
     Example: vaelab data info mnist-sample --classes 1,4,8
     """
-    from .config import check_data_options
     from .data import load
     from .data.info import summarize
 
-    check_data_options(image_size, channels, limit, val_fraction)
     ds = load(
         spec,
         image_size=image_size,
@@ -90,17 +88,17 @@ def data_info(
         seed=seed,
     )
     info = summarize(ds)
-    table = Table(title=f"{escape(spec)}: {info['samples']} images, {' x '.join(map(str, info['shape']))} (C x H x W)")
+    table = Table(title=f"{spec}: {info['samples']} images, {' x '.join(map(str, info['shape']))} (C x H x W)")
     table.add_column("split")
     table.add_column("samples", justify="right")
     names = info["class_names"]
     for name in names:
-        table.add_column(escape(name), justify="right")  # class names come from folder names: plain text
+        table.add_column(name, justify="right")
     for split, entry in info["splits"].items():
         table.add_row(split, str(entry["samples"]), *[str(c) for c in entry.get("per_class", [])])
     console.print(table)
     console.print(f"pixel mean {info['pixel_mean']:.4f}, std {info['pixel_std']:.4f} (on 0..1)")
-    console.print(f"source: {info['source']}", markup=False, highlight=False)
+    console.print(f"source: {info['source']}")
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -364,13 +364,6 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
     return data
 
 
-def check_data_options(
-    image_size: int | None = None, channels: int | None = None, limit: int | None = None, val_fraction: float = 0.0
-) -> None:
-    """The range checks of `validate` for the data options a command takes directly (``vaelab data info``)."""
-    validate(Config(data=DataConfig(image_size=image_size, channels=channels, limit=limit, val_fraction=val_fraction)))
-
-
 def validate(cfg: Config) -> Config:
     """Check choices and numeric ranges; return the config unchanged or raise one clear error."""
     flat = flatten(to_dict(cfg))

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
-import math
 import os
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,14 +48,16 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">
 
 def read_idx(path: str | Path) -> np.ndarray:
     """Parse one IDX file (gzip or raw): magic 0x0000TTDD, D big-endian dims, then the data."""
+    import math
+
     path = Path(path)
     try:
         with open(path, "rb") as f:
             head = f.read(2)
-        opener = gzip.open if head == b"\x1f\x8b" else open
+        opener = _GzipReader if head == b"\x1f\x8b" else open
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
         raise VaelabError(f"cannot read IDX file {path}: {e}", "download it again or check the file") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or raw[3] == 0:
         raise VaelabError(
@@ -79,6 +79,18 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise VaelabError(f"{path} is truncated ({body} of {need} data bytes)", "download the file again")
     arr = np.frombuffer(raw, dtype=dtype, count=need // dtype.itemsize, offset=4 + 4 * ndim)
     return arr.reshape(dims)
+
+
+class _GzipReader(gzip.GzipFile):
+    """gzip.open for reading whose corrupt deflate data (zlib.error) is the OSError it means."""
+
+    def read(self, size: int = -1) -> bytes:
+        import zlib
+
+        try:
+            return super().read(size)
+        except zlib.error as e:
+            raise OSError(f"corrupt gzip data ({e})") from None
 
 
 def _idx_images(arr: np.ndarray, path: Path) -> torch.Tensor:
