@@ -46,6 +46,18 @@ def cache_dir() -> Path:
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
+class _GzipReader(gzip.GzipFile):
+    """gzip.open for reading whose corrupt deflate data (zlib.error) is the OSError it means."""
+
+    def read(self, size: int = -1) -> bytes:
+        import zlib
+
+        try:
+            return super().read(size)
+        except zlib.error as e:
+            raise OSError(f"corrupt gzip data ({e})") from None
+
+
 def read_idx(path: str | Path) -> np.ndarray:
     """Parse one IDX file (gzip or raw): magic 0x0000TTDD, D big-endian dims, then the data."""
     import math
@@ -79,18 +91,6 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise VaelabError(f"{path} is truncated ({body} of {need} data bytes)", "download the file again")
     arr = np.frombuffer(raw, dtype=dtype, count=need // dtype.itemsize, offset=4 + 4 * ndim)
     return arr.reshape(dims)
-
-
-class _GzipReader(gzip.GzipFile):
-    """gzip.open for reading whose corrupt deflate data (zlib.error) is the OSError it means."""
-
-    def read(self, size: int = -1) -> bytes:
-        import zlib
-
-        try:
-            return super().read(size)
-        except zlib.error as e:
-            raise OSError(f"corrupt gzip data ({e})") from None
 
 
 def _idx_images(arr: np.ndarray, path: Path) -> torch.Tensor:
