@@ -73,7 +73,7 @@ def tiny_conditional_run(tmp_path_factory) -> Path:
 # reliability (issue 7): tiny IDX data that loads in milliseconds, for tests that start many trainings
 
 
-def write_idx(path: Path, array) -> Path:
+def write_raw_idx(path: Path, array) -> Path:
     """Write a numpy uint8 array as an IDX file (magic 0x0000 08 ndim, big-endian dims, raw bytes)."""
     import numpy as np
 
@@ -94,8 +94,8 @@ def make_idx_dir(folder: Path, n_train: int = 64, n_test: int = 16, size: int = 
         images = rng.integers(0, 60, size=(n, size, size))
         for i, k in enumerate(labels):
             images[i, k * size // 3 : (k + 1) * size // 3] += 180
-        write_idx(folder / f"{prefix}-images-idx3-ubyte", images)
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels)
+        write_raw_idx(folder / f"{prefix}-images-idx3-ubyte", images)
+        write_raw_idx(folder / f"{prefix}-labels-idx1-ubyte", labels)
     return folder
 
 
