@@ -280,8 +280,7 @@ def main(argv: list[str] | None = None) -> None:
             if not _is_click_error(e):
                 raise
             _click_error(e)
-        if isinstance(code, int) and code:  # typer.Exit(n) and Ctrl-C (130) come back as a code here
-            sys.exit(code)
+        sys.exit(code if isinstance(code, int) else 0)  # as click's standalone mode: typer.Exit(n), Ctrl-C 130
     except VaelabError as e:
         from .train.loop import TrainingInterrupted
 
