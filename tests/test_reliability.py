@@ -509,7 +509,7 @@ def test_class_names_from_data_print_as_text(monkeypatch, capsys):
     from vaelab.data import ImageSet
 
     names = ["[/bold]", "[red]ants", "$(rm -rf ~)"]
-    ds = ImageSet(torch.zeros(6, 1, 8, 8, dtype=torch.uint8), torch.arange(6) % 3, names, None, "folder:[/x]")
+    ds = ImageSet(torch.zeros(6, 1, 8, 8, dtype=torch.uint8), torch.arange(6) % 3, names, None, "a folder")
     monkeypatch.setattr(vaelab.data, "load", lambda *a, **k: ds)
     code, err = run_cli(["data", "info", "folder:[/x]"])
     out = capsys.readouterr().out

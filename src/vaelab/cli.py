@@ -14,10 +14,29 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Table as _RichTable
+from rich.text import Text
 
 from . import __version__
 from .errors import VaelabError
+
+
+class Table(_RichTable):
+    """A rich Table whose strings are plain text: class, file and folder names from data are never markup
+    (a class folder named '[/bold]' would otherwise crash the table, '[red]x' would turn red)."""
+
+    def __init__(self, *columns, title=None, **kwargs):
+        super().__init__(*columns, title=_plain(title), **kwargs)
+
+    def add_column(self, header="", *args, **kwargs):
+        super().add_column(_plain(header), *args, **kwargs)
+
+    def add_row(self, *cells, **kwargs):
+        super().add_row(*(_plain(c) for c in cells), **kwargs)
+
+
+def _plain(value):
+    return Text(value) if isinstance(value, str) else value
 
 console = Console()
 err_console = Console(stderr=True)
@@ -188,7 +207,7 @@ def train(
 def _print_fit_summary(result: dict) -> None:
     last = result["last"]
     table = Table(title="training summary", show_header=False)
-    table.add_row("run directory", escape(result["run_dir"]))
+    table.add_row("run directory", result["run_dir"])
     table.add_row("epochs / steps", f"{result['epochs']} / {result['steps']}  ({result['stop_reason']})")
     if last:
         split = "val" if "val/loss" in last else "train"
