@@ -94,3 +94,39 @@ def tiny_conditional_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny-cond-run")
     cfg = tiny_config(root, "model.arch=conv", "model.conv_channels=[4,8]", "model.conditional=true", "name=tiny-cond")
     return Path(fit(cfg, quiet=True)["run_dir"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# reliability (issue 7): tiny IDX data that loads in milliseconds, for tests that start many trainings
+
+
+def write_raw_idx(path: Path, array) -> Path:
+    """Write a numpy uint8 array as an IDX file (magic 0x0000 08 ndim, big-endian dims, raw bytes)."""
+    import numpy as np
+
+    a = np.ascontiguousarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, a.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in a.shape)
+    Path(path).write_bytes(header + a.tobytes())
+    return Path(path)
+
+
+def make_idx_dir(folder: Path, n_train: int = 64, n_test: int = 16, size: int = 8, seed: int = 0) -> Path:
+    """An ``idx:`` folder of tiny 3-class images: class k is a bright band in row block k, plus noise."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n) % 3
+        images = rng.integers(0, 60, size=(n, size, size))
+        for i, k in enumerate(labels):
+            images[i, k * size // 3 : (k + 1) * size // 3] += 180
+        write_raw_idx(folder / f"{prefix}-images-idx3-ubyte", images)
+        write_raw_idx(folder / f"{prefix}-labels-idx1-ubyte", labels)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_idx_dir(tmp_path_factory) -> Path:
+    """64 + 16 images of 8 x 8 px in 3 classes as IDX files (spec: f"idx:{tiny_idx_dir}")."""
+    return make_idx_dir(tmp_path_factory.mktemp("tiny-idx"))

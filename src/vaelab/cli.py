@@ -13,10 +13,30 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
+from rich.table import Table as _RichTable
+from rich.text import Text
 
 from . import __version__
 from .errors import VaelabError
+
+
+class Table(_RichTable):
+    """A rich Table whose strings are plain text: class, file and folder names from data are never markup
+    (a class folder named '[/bold]' would otherwise crash the table, '[red]x' would turn red)."""
+
+    def __init__(self, *columns, title=None, **kwargs):
+        super().__init__(*columns, title=_plain(title), **kwargs)
+
+    def add_column(self, header="", *args, **kwargs):
+        super().add_column(_plain(header), *args, **kwargs)
+
+    def add_row(self, *cells, **kwargs):
+        super().add_row(*(_plain(c) for c in cells), **kwargs)
+
+
+def _plain(value):
+    return Text(value) if isinstance(value, str) else value
 
 console = Console()
 err_console = Console(stderr=True)
@@ -143,6 +163,12 @@ def _split_config_args(config: Optional[Path], overrides: Optional[list[str]]) -
     if config is not None and "=" in str(config) and not Path(config).exists():
         overrides.insert(0, str(config))
         config = None
+    text = str(config) if config is not None else ""
+    if text and not Path(text).exists() and "/" not in text and Path(text).suffix not in (".yaml", ".yml"):
+        from .config import all_keys
+
+        if text in all_keys() or text.split(".")[0] in ("data", "model", "train", "trainer", "name", "out_dir"):
+            raise VaelabError(f"'{text}' is not key=value", f"write it like {text}=VALUE")
     return config, overrides
 
 
@@ -176,11 +202,14 @@ def train(
 
     config, overrides = _split_config_args(config, overrides)
     if resume is not None:
-        from .run import CONFIG_FILE, require_run_dir
+        from .run import CONFIG_FILE
+        from .train.rundir import check_resumable
 
         if config is not None:
             raise VaelabError("give either a config or --resume RUN_DIR, not both", "overrides such as train.epochs=20 work with --resume")
-        data = load_yaml(require_run_dir(resume) / CONFIG_FILE)
+        if run_dir is not None:
+            raise VaelabError("give either --resume RUN_DIR or --run-dir, not both", "--resume continues the run in its own folder")
+        data = load_yaml(check_resumable(resume) / CONFIG_FILE)
         cfg = validate(from_dict(apply_overrides(data, overrides)))
         target = resume
     else:
@@ -188,7 +217,7 @@ def train(
 
         cfg = load_config(config, overrides)
         target = run_dir
-    console.print(f"training [bold]{cfg.model.arch}[/] VAE (latent {cfg.model.latent_dim}, {cfg.model.likelihood}) on {cfg.data.source}", highlight=False)
+    console.print(f"training [bold]{cfg.model.arch}[/] VAE (latent {cfg.model.latent_dim}, {cfg.model.likelihood}) on {escape(cfg.data.source)}", highlight=False)
     result = fit(cfg, run_dir=target, resume=resume is not None, quiet=quiet)
     _print_fit_summary(result)
 
@@ -236,7 +265,7 @@ def sample(
     images = r.model.sample(n, labels=labels, generator=g)
     grid = make_grid(images, nrow=nrow)
     _write_bytes(out, png_bytes(grid, 2 if grid.shape[0] < 400 else 1))
-    console.print(f"wrote {out} ({n} samples from {r.checkpoint})")
+    console.print(f"wrote {out} ({n} samples from {r.checkpoint})", markup=False, highlight=False)
 
 
 def _class_index(run, label: str) -> int:
@@ -645,17 +674,60 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry: run the app, turning user errors into one line and exit code 2."""
     debug = os.environ.get("VAELAB_DEBUG", "") not in ("", "0")
     try:
-        app(args=argv, prog_name="vaelab")
+        try:
+            code = app(args=argv, prog_name="vaelab", standalone_mode=False)
+        except Exception as e:
+            if not _is_click_error(e):
+                raise
+            _click_error(e)
+        sys.exit(code if isinstance(code, int) else 0)  # as click's standalone mode: typer.Exit(n), Ctrl-C 130
     except VaelabError as e:
         from .train.loop import TrainingInterrupted
 
         if isinstance(e, TrainingInterrupted):
-            err_console.print(f"[bold yellow]stopped:[/] {e.message}\n{e.hint}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold yellow]stopped:[/] {escape(e.message)}\n{escape(e.hint or '')}", highlight=False, soft_wrap=True)
             sys.exit(128 + e.signum)
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+    except (OSError, MemoryError) as e:  # the machine, not vaelab: a full disk, a read-only folder, no memory
+        if debug:
+            raise
+        err_console.print(f"[bold red]error:[/] {escape(_system_error(e))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+def _is_click_error(e: BaseException, name: str | None = None) -> bool:
+    """By class name: typer ships its own copy of click, so the classes are not importable by one path."""
+    names = {c.__name__ for c in type(e).__mro__}
+    return name in names if name else bool(names & {"ClickException", "Abort"})
+
+
+def _click_error(e: BaseException) -> None:
+    """A misused command line: one line and exit 2, like every other bad input (help when nothing is given)."""
+    if _is_click_error(e, "Abort"):
+        err_console.print("aborted")
+        sys.exit(1)
+    if _is_click_error(e, "NoArgsIsHelpError") or not hasattr(e, "format_message"):
+        e.show()  # `vaelab data` with nothing after it: the help, as usual
+    else:
+        where = getattr(getattr(e, "ctx", None), "command_path", None) or "vaelab"
+        err_console.print(f"[bold red]error:[/] {escape(e.format_message())} (see '{where} --help')",
+                          highlight=False, soft_wrap=True)
+    sys.exit(getattr(e, "exit_code", 2))
+
+
+def _system_error(e: BaseException) -> str:
+    """One line for an OSError/MemoryError that escaped the library's own checks."""
+    import errno
+
+    if isinstance(e, MemoryError):
+        return "out of memory (use a smaller train.batch_size, data.image_size or data.limit)"
+    where = f" {e.filename}" if getattr(e, "filename", None) else ""
+    if e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        return f"disk full while writing{where} (free some space and run it again)"
+    return f"{e.strerror or e}:{where} (check the path and its permissions; VAELAB_DEBUG=1 shows the traceback)"

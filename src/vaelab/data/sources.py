@@ -27,13 +27,27 @@ from .paths import cache_dir, data_roots
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
+class _GzipReader(gzip.GzipFile):
+    """gzip.open for reading whose corrupt deflate data (zlib.error) is the OSError it means."""
+
+    def read(self, size: int = -1) -> bytes:
+        import zlib
+
+        try:
+            return super().read(size)
+        except zlib.error as e:
+            raise OSError(f"corrupt gzip data ({e})") from None
+
+
 def read_idx(path: str | Path) -> np.ndarray:
     """Parse one IDX file (gzip or raw): magic 0x0000TTDD, D big-endian dims, then the data."""
+    import math
+
     path = Path(path)
     try:
         with open(path, "rb") as f:
             head = f.read(2)
-        opener = gzip.open if head == b"\x1f\x8b" else open
+        opener = _GzipReader if head == b"\x1f\x8b" else open
         with opener(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError; a cut gzip stream is an EOFError
@@ -44,11 +58,15 @@ def read_idx(path: str | Path) -> np.ndarray:
             "give the MNIST-style idx1/idx3 files",
         )
     ndim = raw[3]
+    if ndim > 4:
+        raise VaelabError(f"{path} claims {ndim} dimensions (wrong magic number {raw[:4].hex()})", "give the MNIST-style idx1/idx3 files")
     if len(raw) < 4 + 4 * ndim:
         raise VaelabError(f"{path} is truncated (header cut short)", "download the file again")
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    need = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    need = math.prod(dims) * dtype.itemsize  # Python ints: a forged header cannot overflow the count
+    if math.prod(d for d in dims if d) * dtype.itemsize > 2**40:  # even with a 0 dim, numpy refuses such shapes
+        raise VaelabError(f"{path} claims dimensions {dims}, too large for any data set", "the header is damaged; download the file again")
     body = len(raw) - 4 - 4 * ndim
     if body < need:
         raise VaelabError(f"{path} is truncated ({body} of {need} data bytes)", "download the file again")
@@ -268,6 +286,8 @@ def read_idx_pair(images_path: Path, labels_path: Path | None, split: str, trans
         lab = read_idx(labels_path)
         if lab.ndim != 1:
             raise VaelabError(f"{labels_path} is not a label file (shape {lab.shape})", "give an idx1 label file")
+        if lab.dtype.kind not in "iu" or (len(lab) and int(lab.min()) < 0):
+            raise VaelabError(f"{labels_path} holds {lab.dtype} labels, not class indices 0, 1, 2...", "give an idx1 label file of unsigned bytes")
         if len(lab) != len(images):
             raise VaelabError(
                 f"{labels_path} has {len(lab)} labels for {len(images)} images in {images_path}",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+
 import numpy as np
 import torch
 

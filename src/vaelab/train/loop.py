@@ -8,6 +8,7 @@ uint8 dataset on the training device and slicing batches by index (no DataLoader
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import signal
@@ -22,7 +23,7 @@ from ..data import ImageSet, from_config, to_float
 from ..errors import VaelabError
 from ..models import build, resolve, vae_loss
 from ..run import CHECKPOINTS, CONFIG_FILE
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 
 class TrainingInterrupted(VaelabError):
@@ -141,26 +142,45 @@ def evaluate_terms(model, images: torch.Tensor, labels, cfg: Config, fabric=None
 
 
 class _StopFlag:
+    """SIGINT/SIGTERM handler for the whole of `fit`.
+
+    Before training starts (``armed`` False: data loading, model building) there is nothing to save, so a
+    signal stops at once. Once armed, it only sets ``signum``: the loop finishes the current batch, saves a
+    checkpoint and exits cleanly. A second signal stops at once (the atomic save keeps the old checkpoint).
+    """
+
     def __init__(self):
         self.signum: int | None = None
+        self.armed = False
         self._old: dict[int, object] = {}
+        self._outer: _StopFlag | None = None
 
     def __enter__(self):
         import threading
 
+        global _ACTIVE_STOP
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._old[sig] = signal.signal(sig, self._handle)
+        self._outer, _ACTIVE_STOP = _ACTIVE_STOP, self
         return self
 
     def _handle(self, signum, frame):
-        if self.signum is not None:  # a second Ctrl-C: stop now
+        first = self.signum is None
+        self.signum = signum if first else self.signum
+        if not self.armed:
+            raise _StoppedEarly()
+        if not first:  # a second Ctrl-C: stop now
             raise KeyboardInterrupt
-        self.signum = signum
 
     def __exit__(self, *exc):
+        global _ACTIVE_STOP
         for sig, old in self._old.items():
             signal.signal(sig, old)
+        _ACTIVE_STOP = self._outer
+
+
+_ACTIVE_STOP: _StopFlag | None = None  # the flag `fit` installed in this process (spawned DDP workers have none)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -183,11 +203,43 @@ def _checkpoint_state(ctx: Context, optimizer, scheduler) -> dict:
 
 
 def _save(ctx: Context, optimizer, scheduler, names: tuple[str, ...] = ("last",)) -> None:
+    """Write the checkpoint(s) atomically. Non-finite weights are never written over a good checkpoint,
+    and a failed write (disk full) leaves the previous one whole and becomes one clear error."""
     if not ctx.fabric.is_global_zero:
         return
+    tensors = [t for t in ctx.model.state_dict().values() if t.is_floating_point()]
+    if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):  # one host sync
+        raise _diverged_error(ctx, f"the weights became NaN/inf by step {ctx.state.step}")
     state = _checkpoint_state(ctx, optimizer, scheduler)
     for name in names:
-        save_checkpoint(ctx.run_dir / CHECKPOINTS / f"{name}.ckpt", state)
+        path = ctx.run_dir / CHECKPOINTS / f"{name}.ckpt"
+        try:
+            save_checkpoint(path, state)
+        except OSError as e:
+            raise _save_error(e, path, ctx.run_dir) from None
+
+
+def _save_error(e: OSError, path: Path, run_dir: Path) -> VaelabError:
+    """'disk full while saving ...': says whether a previous checkpoint survived and how to go on."""
+    last = run_dir / CHECKPOINTS / "last.ckpt"
+    kept = last.is_file()
+    what = "disk full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else f"cannot write ({e.strerror or e})"
+    msg = f"{what} while saving {path}; " + ("the previous checkpoint is intact" if kept else "no checkpoint was kept")
+    hint = (
+        f"free some space, then resume with: vaelab train --resume {run_dir}"
+        if kept
+        else "free some space or choose another out_dir, then start again"
+    )
+    return VaelabError(msg, hint)
+
+
+def _diverged_error(ctx: Context, detail: str) -> TrainingDiverged:
+    kept = (ctx.run_dir / CHECKPOINTS / "last.ckpt").is_file()
+    where = f"the last good checkpoint is kept in {ctx.run_dir / CHECKPOINTS}" if kept else "no epoch finished, so no checkpoint was kept"
+    return TrainingDiverged(
+        f"training diverged: {detail}; {where}",
+        f"lower train.lr (now {ctx.cfg.train.lr:g}), set train.grad_clip=1.0, or train.on_nan=skip_batch",
+    )
 
 
 def train_epoch(ctx: Context, model, optimizer, scheduler, images, labels, stop: _StopFlag, callbacks) -> dict:
@@ -238,6 +290,9 @@ def train_epoch(ctx: Context, model, optimizer, scheduler, images, labels, stop:
             loss_now = float(terms.loss.detach())  # the one host sync, every log_every steps
             if not math.isfinite(loss_now) and cfg.train.on_nan == "stop":
                 raise _Diverged(f"loss is {loss_now} at epoch {state.epoch + 1}, step {state.step}")
+            if not math.isfinite(gn) and cfg.train.on_nan == "stop" and cfg.trainer.precision != "16-mixed":
+                # (16-mixed: the grad scaler skips inf steps on its own)
+                raise _Diverged(f"gradient norm is {gn} at epoch {state.epoch + 1}, step {state.step}")
             if math.isfinite(gn):
                 grad_norms.append(gn)
             for cb in callbacks:
@@ -266,6 +321,10 @@ class _Interrupt(Exception):
 
 class _Diverged(Exception):
     pass
+
+
+class _StoppedEarly(Exception):
+    """A signal before training began: nothing to save."""
 
 
 def _make_fabric(cfg: Config):
@@ -307,7 +366,7 @@ def fit(
     run, which continues exactly where its last checkpoint stopped.
     """
     from .callbacks import default_callbacks
-    from .rundir import lock_run_dir, new_run_dir, prepare_run_dir
+    from .rundir import discard_failed_start, first_missing, lock_run_dir, new_run_dir, prepare_run_dir
 
     cfg = validate(cfg)
     if resume:
@@ -319,12 +378,42 @@ def fit(
     fabric = _make_fabric(cfg)
     if callbacks is None:
         callbacks = default_callbacks(cfg, quiet=quiet)
-    with lock_run_dir(run_dir, create=not resume):
-        prepare_run_dir(run_dir, resume=resume)
-        return fabric.launch(_fit, cfg, run_dir, data, resume, callbacks)
+    created = None if resume else first_missing(run_dir)
+    before = set() if resume or created is not None or not run_dir.is_dir() else set(os.listdir(run_dir))
+    with _StopFlag() as stop:
+        # spawned DDP workers save on a signal themselves; this process only waits for them
+        stop.armed = cfg.trainer.devices * cfg.trainer.num_nodes > 1
+        try:
+            with lock_run_dir(run_dir, create=not resume):
+                try:
+                    prepare_run_dir(run_dir, resume=resume)
+                    return fabric.launch(_fit, cfg, run_dir, data, resume, callbacks)
+                except BaseException:
+                    if not resume:  # a start that failed before its first checkpoint leaves nothing behind
+                        discard_failed_start(run_dir, created, before)
+                    raise
+        except _StoppedEarly:
+            name = signal.Signals(stop.signum).name
+            if resume:
+                raise TrainingInterrupted(
+                    f"{name}: stopped before training resumed; the checkpoint in {run_dir} is unchanged",
+                    f"resume with: vaelab train --resume {run_dir}",
+                    stop.signum,
+                ) from None
+            raise TrainingInterrupted(
+                f"{name}: stopped before training began; nothing was saved", "run the same command again to start", stop.signum
+            ) from None
 
 
 def _fit(fabric, cfg: Config, run_dir: Path, data: ImageSet | None, resume: bool, callbacks: list) -> dict:
+    import contextlib
+
+    # the flag `fit` installed; a spawned DDP worker installs its own
+    with contextlib.nullcontext(_ACTIVE_STOP) if _ACTIVE_STOP is not None else _StopFlag() as stop:
+        return _fit_inner(fabric, cfg, run_dir, data, resume, callbacks, stop)
+
+
+def _fit_inner(fabric, cfg: Config, run_dir: Path, data, resume: bool, callbacks: list, stop: _StopFlag) -> dict:
     fabric.seed_everything(cfg.train.seed, verbose=False)
     torch.backends.cudnn.benchmark = True
     if data is None:
@@ -346,18 +435,25 @@ def _fit(fabric, cfg: Config, run_dir: Path, data: ImageSet | None, resume: bool
             )
         try:
             model.load_state_dict(ckpt["model"])
-        except RuntimeError:
+            state = TrainState(**ckpt["train_state"])
+        except (RuntimeError, KeyError, TypeError):
             raise VaelabError(f"{run_dir}/checkpoints/last.ckpt does not fit this model", "start a new run") from None
-        state = TrainState(**ckpt["train_state"])
     if fabric.is_global_zero:
-        (run_dir / CONFIG_FILE).write_text(dump_config(cfg), encoding="utf-8")
+        text = dump_config(cfg)
+        atomic_write(run_dir / CONFIG_FILE, lambda f: f.write(text.encode("utf-8")))  # a kill never tears it
     n_train = len(train_data) // fabric.world_size
     steps_per_epoch = math.ceil(n_train / cfg.train.batch_size)
     optimizer, scheduler = make_optimizer(cfg, model, steps_per_epoch)
     if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (ValueError, KeyError, TypeError):
+            raise VaelabError(f"{run_dir}/checkpoints/last.ckpt has an optimizer state of another setup", "resume without changing train.optimizer, or start a new run") from None
         if scheduler is not None and ckpt.get("scheduler") is not None:
-            scheduler.load_state_dict(ckpt["scheduler"])
+            try:
+                scheduler.load_state_dict(ckpt["scheduler"])
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise VaelabError(f"{run_dir}/checkpoints/last.ckpt has a schedule state of another setup", "resume without changing train.schedule, or start a new run") from None
             if cfg.train.schedule == "cosine":  # a resume may extend train.epochs: stretch the schedule
                 scheduler.T_max = max(1, cfg.train.epochs * steps_per_epoch)
     raw_model = model
@@ -366,9 +462,12 @@ def _fit(fabric, cfg: Config, run_dir: Path, data: ImageSet | None, resume: bool
     model, optimizer = fabric.setup(model, optimizer)
     if ckpt is not None:
         scaler = getattr(getattr(fabric, "_precision", None), "scaler", None)
-        if scaler is not None and ckpt.get("scaler") is not None:
-            scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"])
+        try:
+            if scaler is not None and ckpt.get("scaler") is not None:
+                scaler.load_state_dict(ckpt["scaler"])
+            set_rng_state(ckpt["rng"])
+        except (ValueError, KeyError, TypeError, RuntimeError, AttributeError):
+            raise VaelabError(f"{run_dir}/checkpoints/last.ckpt has damaged random-generator or scaler states", "start a new run") from None
     elif fabric.world_size > 1:
         torch.manual_seed(cfg.train.seed + fabric.global_rank)  # different noise per rank; same init weights
     images, labels = split_tensors(data, "train", fabric.device)
@@ -380,50 +479,57 @@ def _fit(fabric, cfg: Config, run_dir: Path, data: ImageSet | None, resume: bool
         cb.on_fit_start(ctx)
     start = time.perf_counter()
     time_before = state.train_time
-    with _StopFlag() as stop:
-        try:
-            while state.epoch < cfg.train.epochs:
-                t0 = time.perf_counter()
-                train_terms = train_epoch(ctx, model, optimizer, scheduler, images, labels, stop, live)
-                val_terms = (
-                    evaluate_terms(model, val_images, val_labels, cfg, fabric, seed=cfg.train.seed)
-                    if has_val
-                    else None
-                )
-                state.epoch += 1
-                monitor = val_terms["loss"] if val_terms else train_terms["loss"]
-                if scheduler is not None and cfg.train.schedule == "plateau":
-                    scheduler.step(monitor)
-                improved = monitor < state.best_val
-                if improved:
-                    state.best_val, state.best_epoch, state.bad_epochs = monitor, state.epoch, 0
-                else:
-                    state.bad_epochs += 1
-                state.train_time = time_before + time.perf_counter() - start
-                row = _metrics_row(state, train_terms, val_terms, optimizer, cfg, steps_per_epoch, time.perf_counter() - t0)
-                ctx.history.append(row)
-                for cb in live:  # files of the epoch first: a crash before the checkpoint redoes the epoch
-                    cb.on_epoch_end(ctx, row)
-                _save(ctx, optimizer, scheduler, ("last", "best") if improved else ("last",))
-                if cfg.train.early_stop and state.bad_epochs >= cfg.train.early_stop:
-                    state.stop_reason = f"early stop: no better validation loss for {state.bad_epochs} epochs"
-                    break
+    stop.armed = True  # from here a signal saves a checkpoint at the end of the current batch
+    try:
+        while state.epoch < cfg.train.epochs:
+            t0 = time.perf_counter()
+            train_terms = train_epoch(ctx, model, optimizer, scheduler, images, labels, stop, live)
+            val_terms = (
+                evaluate_terms(model, val_images, val_labels, cfg, fabric, seed=cfg.train.seed)
+                if has_val
+                else None
+            )
+            state.epoch += 1
+            monitor = val_terms["loss"] if val_terms else train_terms["loss"]
+            if scheduler is not None and cfg.train.schedule == "plateau":
+                scheduler.step(monitor)
+            improved = monitor < state.best_val
+            if improved:
+                state.best_val, state.best_epoch, state.bad_epochs = monitor, state.epoch, 0
             else:
-                state.stop_reason = "finished"
-        except _Interrupt:
+                state.bad_epochs += 1
             state.train_time = time_before + time.perf_counter() - start
-            _save(ctx, optimizer, scheduler)
-            name = signal.Signals(stop.signum).name
-            raise TrainingInterrupted(
-                f"{name}: training stopped at epoch {state.epoch + 1}, batch {state.batch_in_epoch}; checkpoint saved in {run_dir}",
-                f"resume with: vaelab train --resume {run_dir}",
-                stop.signum,
-            ) from None
-        except _Diverged as e:
-            raise TrainingDiverged(
-                f"training diverged: {e}; the last good checkpoint is kept in {run_dir / CHECKPOINTS}",
-                f"lower train.lr (now {cfg.train.lr:g}), set train.grad_clip=1.0, or train.on_nan=skip_batch",
-            ) from None
+            row = _metrics_row(state, train_terms, val_terms, optimizer, cfg, steps_per_epoch, time.perf_counter() - t0)
+            ctx.history.append(row)
+            for cb in live:  # files of the epoch first: a crash before the checkpoint redoes the epoch
+                cb.on_epoch_end(ctx, row)
+            _save(ctx, optimizer, scheduler, ("last", "best") if improved else ("last",))
+            if cfg.train.early_stop and state.bad_epochs >= cfg.train.early_stop:
+                state.stop_reason = f"early stop: no better validation loss for {state.bad_epochs} epochs"
+                break
+        else:
+            state.stop_reason = "finished"
+    except _Interrupt:
+        state.train_time = time_before + time.perf_counter() - start
+        _close(live, ctx)
+        _save(ctx, optimizer, scheduler)
+        name = signal.Signals(stop.signum).name
+        raise TrainingInterrupted(
+            f"{name}: training stopped at epoch {state.epoch + 1}, batch {state.batch_in_epoch}; checkpoint saved in {run_dir}",
+            f"resume with: vaelab train --resume {run_dir}",
+            stop.signum,
+        ) from None
+    except _Diverged as e:
+        _close(live, ctx)
+        raise _diverged_error(ctx, str(e)) from None
+    except OSError as e:  # a callback's file (metrics, images, TensorBoard) could not be written
+        _close(live, ctx)
+        from .rundir import write_error
+
+        raise write_error(e, run_dir) from None
+    except BaseException:
+        _close(live, ctx)
+        raise
     if state.epoch == cfg.train.epochs and not state.stop_reason:
         state.stop_reason = "finished"
     _save(ctx, optimizer, scheduler)  # the final state (stop reason, time) in last.ckpt
@@ -440,6 +546,15 @@ def _fit(fabric, cfg: Config, run_dir: Path, data: ImageSet | None, resume: bool
         "last": ctx.history[-1] if ctx.history else {},
         "world_size": fabric.world_size,
     }
+
+
+def _close(callbacks: list, ctx: Context) -> None:
+    """Let callbacks release what they hold (progress bar, TensorBoard files) when training stops early."""
+    for cb in callbacks:
+        try:
+            cb.on_fit_end(ctx)
+        except Exception:  # noqa: BLE001 - the error that stopped training is the one to report
+            pass
 
 
 def _metrics_row(state, train_terms, val_terms, optimizer, cfg, steps_per_epoch, seconds) -> dict:
