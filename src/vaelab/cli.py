@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -144,8 +144,8 @@ def data_info(
 
 @config_app.command("show")
 def config_show(
-    config: Annotated[Optional[Path], typer.Argument(help="A YAML config (default: the built-in defaults).")] = None,
-    overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value overrides.")] = None,
+    config: Annotated[Path | None, typer.Argument(help="A YAML config (default: the built-in defaults).")] = None,
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
 ):
     """Print the full resolved config.
 
@@ -157,7 +157,7 @@ def config_show(
     console.print(dump_config(load_config(config, overrides)), markup=False, highlight=False)
 
 
-def _split_config_args(config: Optional[Path], overrides: Optional[list[str]]) -> tuple[Optional[Path], list[str]]:
+def _split_config_args(config: Path | None, overrides: list[str] | None) -> tuple[Path | None, list[str]]:
     """Allow `vaelab train key=value` with no config file: a first argument with '=' is an override."""
     overrides = list(overrides or [])
     if config is not None and "=" in str(config) and not Path(config).exists():
@@ -175,16 +175,16 @@ def _split_config_args(config: Optional[Path], overrides: Optional[list[str]]) -
 # ---------------------------------------------------------------------------------------------------------
 # train / sample / demo
 
-Overrides = Annotated[Optional[list[str]], typer.Argument(help="key=value overrides, e.g. model.latent_dim=2.", show_default=False)]
+Overrides = Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. model.latent_dim=2.", show_default=False)]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or per-epoch lines.")]
 
 
 @app.command()
 def train(
-    config: Annotated[Optional[Path], typer.Argument(help="A YAML config (see configs/).", show_default=False)] = None,
+    config: Annotated[Path | None, typer.Argument(help="A YAML config (see configs/).", show_default=False)] = None,
     overrides: Overrides = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue this run exactly where it stopped.")] = None,
-    run_dir: Annotated[Optional[Path], typer.Option(help="Write the run here (default: out_dir/name).")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue this run exactly where it stopped.")] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Write the run here (default: out_dir/name).")] = None,
     quiet: Quiet = False,
 ):
     """Train a VAE; writes a run directory (config, checkpoints, metrics, TensorBoard, images).
@@ -197,7 +197,7 @@ def train(
 
       vaelab train --resume runs/mnist-148-z2
     """
-    from .config import from_dict, load_yaml, apply_overrides, validate
+    from .config import apply_overrides, from_dict, load_yaml, validate
     from .train import fit
 
     config, overrides = _split_config_args(config, overrides)
@@ -239,10 +239,10 @@ def _print_fit_summary(result: dict) -> None:
 def sample(
     run: Annotated[Path, typer.Argument(help="A run directory.")],
     n: Annotated[int, typer.Option("-n", help="How many images.")] = 64,
-    label: Annotated[Optional[str], typer.Option(help="Class index or name (conditional models).")] = None,
+    label: Annotated[str | None, typer.Option(help="Class index or name (conditional models).")] = None,
     out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("samples.png"),
     seed: int = 0,
-    nrow: Annotated[Optional[int], typer.Option(help="Images per row.")] = None,
+    nrow: Annotated[int | None, typer.Option(help="Images per row.")] = None,
 ):
     """Draw images from the prior of a trained run into one PNG grid.
 
@@ -597,7 +597,7 @@ def sweep(
     directory = study_dir or Path(plan.base["out_dir"]) / plan.name
     info = prepare_study(plan, directory, storage, force)
     what = f"{plan.search['trials']} search trials" if plan.is_search else f"{info['total']} trials"
-    console.print(f"study [bold]{directory}[/]: {what} ({info['complete']} done, {info['waiting']} queued, "
+    console.print(f"study [bold]{escape(str(directory))}[/]: {what} ({info['complete']} done, {info['waiting']} queued, "
                   f"{info['running']} running elsewhere); storage {info['storage']}", highlight=False)
     if info["moved_aside"]:
         console.print(f"--force: set aside {len(info['moved_aside'])} trial folder(s) of the old config in {directory / 'replaced'}")
@@ -629,7 +629,7 @@ def sweep(
 
 def _sweep_event(event: dict) -> None:
     """One line per trial event (module level: worker processes of --jobs call it too)."""
-    kind, name = event["event"], event.get("trial", "")
+    kind, name = event["event"], escape(str(event.get("trial", "")))
     if kind == "start":
         how = {"new": "training", "partial": f"resuming from epoch {event['epoch']}", "finished": "already trained"}[event["state"]]
         text = f"trial {name}: {how} ({event['epochs']} epoch{'s' if event['epochs'] != 1 else ''})"
@@ -637,15 +637,15 @@ def _sweep_event(event: dict) -> None:
         t = event.get("train_time")
         text = f"trial {name}: done, best val -ELBO {event['value']:.2f}" + (f", {t:.1f} s" if t else "")
     elif kind == "step":
-        text = f"trial {name}: {event['step']}"
+        text = f"trial {name}: {escape(str(event['step']))}"
     elif kind == "failed":
-        text = f"[red]trial {name}: failed[/]: {event['error']}"
+        text = f"[red]trial {name}: failed[/]: {escape(str(event['error']))}"
     elif kind == "pruned":
-        text = f"trial {name}: {event['message']}"
+        text = f"trial {name}: {escape(str(event['message']))}"
     elif kind == "interrupted":
         text = f"trial {name}: interrupted, checkpoint kept"
     else:
-        text = f"trial {name}: {event.get('message', kind)}"
+        text = f"trial {name}: {escape(str(event.get('message', kind)))}"
     Console().print(text, highlight=False, soft_wrap=True)
 
 

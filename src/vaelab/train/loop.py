@@ -456,6 +456,12 @@ def _fit_inner(fabric, cfg: Config, run_dir: Path, data, resume: bool, callbacks
                 raise VaelabError(f"{run_dir}/checkpoints/last.ckpt has a schedule state of another setup", "resume without changing train.schedule, or start a new run") from None
             if cfg.train.schedule == "cosine":  # a resume may extend train.epochs: stretch the schedule
                 scheduler.T_max = max(1, cfg.train.epochs * steps_per_epoch)
+        saved_lr = (ckpt.get("config") or {}).get("train", {}).get("lr")
+        if saved_lr is not None and saved_lr != cfg.train.lr:  # resume with a new train.lr: apply it
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] = cfg.train.lr
+            if scheduler is not None and hasattr(scheduler, "base_lrs"):
+                scheduler.base_lrs = [cfg.train.lr for _ in optimizer.param_groups]
     raw_model = model
     if cfg.train.compile:
         model = torch.compile(model)
