@@ -452,3 +452,16 @@ def test_features_train_cli_writes_a_loadable_network(tmp_path, capsys):
     assert "test accuracy" in text
     fn = load_feature_net(out)
     assert fn.shape == (1, 12, 12) and fn.meta["held_out"] == "test" and fn.meta["train_images"] == 27
+
+
+def test_gaussian_run_has_no_binarized_nll(tmp_path):
+    from conftest import tiny_config
+
+    from vaelab.evaluate import evaluate_run
+    from vaelab.train import fit
+
+    run_dir = fit(tiny_config(tmp_path, "model.likelihood=gaussian", "train.epochs=1", "data.limit=100"), quiet=True)["run_dir"]
+    res = evaluate_run(run_dir, split="val", nll_samples=4, fid=False)
+    assert "nll_binarized" not in res["nll"] and "Gaussian" in res["loss"]["note"]
+    assert res["nll"]["nll"] <= res["loss"]["elbo"] + 1.0
+    assert res["per_image"]["nll"].shape == (res["n_images"],)
