@@ -49,7 +49,7 @@ def _kth_neighbour_radius(x: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
     out = []
     for s in range(0, len(x), chunk):
         d = torch.cdist(x[s : s + chunk], x)  # (c, N); the self-distance 0 is the first of the k+1 smallest
-        out.append(d.kthvalue(k + 1, dim=1).values)
+        out.append(d.topk(k + 1, dim=1, largest=False).values[:, -1])  # topk: ~10x faster than kthvalue here
     return torch.cat(out)
 
 
@@ -62,13 +62,20 @@ def _inside_any_ball(query: torch.Tensor, centres: torch.Tensor, radii: torch.Te
     return torch.cat(out)
 
 
-def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3, chunk: int = 1000) -> tuple[float, float]:
+def knn_radii(features: np.ndarray, k: int = 3, chunk: int = 1000) -> torch.Tensor:
+    """The k-NN ball radius of each feature vector (N,): computed once for the real set, reused per generator."""
+    return _kth_neighbour_radius(torch.as_tensor(np.asarray(features), dtype=torch.float32), k, chunk)
+
+
+def precision_recall(
+    real: np.ndarray, fake: np.ndarray, k: int = 3, chunk: int = 1000, real_radii: torch.Tensor | None = None
+) -> tuple[float, float]:
     """Improved precision and recall (Kynkaanniemi et al. 2019) of `fake` against `real` features."""
     r = torch.as_tensor(np.asarray(real), dtype=torch.float32)
     f = torch.as_tensor(np.asarray(fake), dtype=torch.float32)
     if len(r) <= k or len(f) <= k:
         raise ValueError(f"precision/recall with k={k} needs more than {k} real and generated features")
-    r_radii = _kth_neighbour_radius(r, k, chunk)
+    r_radii = _kth_neighbour_radius(r, k, chunk) if real_radii is None else real_radii
     f_radii = _kth_neighbour_radius(f, k, chunk)
     precision = _inside_any_ball(f, r, r_radii, chunk).float().mean().item()
     recall = _inside_any_ball(r, f, f_radii, chunk).float().mean().item()

@@ -265,7 +265,7 @@ def evaluate_run(
 def _generation_quality(run, part: ImageSet, full: ImageSet | None, fx, *, max_generated, gmm_components, batch_size, seed, say):
     from ..latent.samplers import GMMSampler
     from .fid import fid as fid_score
-    from .fid import precision_recall
+    from .fid import knn_radii, precision_recall
 
     model = run.model
     notes: list[str] = []
@@ -297,10 +297,11 @@ def _generation_quality(run, part: ImageSet, full: ImageSet | None, fx, *, max_g
 
     out = {"feature_net": fx.describe(), "n_generated": n, "n_real": n, "gmm_components": k}
     precision, recall = {}, {}
+    radii = knn_radii(f_real, k=3)
     for name, imgs in (("prior", prior), ("gmm", gmm_imgs), ("recon", recon)):
         f_gen = fx.features(imgs, batch_size)
         out[name] = fid_score(f_real, f_gen)
-        precision[name], recall[name] = precision_recall(f_real, f_gen, k=3)
+        precision[name], recall[name] = precision_recall(f_real, f_gen, k=3, real_radii=radii)
     out["precision"], out["recall"] = precision, recall
     if n < 2000:
         notes.append(f"FID from {n} images is biased upwards; compare only numbers computed with the same count")
