@@ -324,6 +324,19 @@ def test_ensure_feature_net_reuses_the_cache(tmp_path, monkeypatch, feature_net_
     assert got.path == target
 
 
+def test_ensure_feature_net_trains_and_caches_when_missing(tmp_path, monkeypatch):
+    from vaelab.evaluate import features as feats
+
+    monkeypatch.setenv("VAELAB_CACHE", str(tmp_path))
+    said: list[str] = []
+    got = feats.ensure_feature_net("mnist-sample", (1, 28, 28), progress=said.append, epochs=1, widths=(4, 8, 16), batch_size=256)
+    assert "training one" in said[0] and "trained feature network mnist-sample-1x28x28 in" in said[-1]
+    assert got.path == tmp_path / "features" / "mnist-sample-1x28x28" and (got.path / "model.safetensors").is_file()
+    said.clear()
+    again = feats.ensure_feature_net("mnist-sample", (1, 28, 28), progress=said.append)
+    assert said == [] and again.meta["weights_sha256"] == got.meta["weights_sha256"]
+
+
 def test_inception_loads_a_local_state_dict(tmp_path):
     from vaelab.evaluate.inception import InceptionV3, load_inception
 
@@ -456,7 +469,6 @@ def test_features_train_cli_writes_a_loadable_network(tmp_path, capsys):
 
 def test_gaussian_run_has_no_binarized_nll(tmp_path):
     from conftest import tiny_config
-
     from vaelab.evaluate import evaluate_run
     from vaelab.train import fit
 

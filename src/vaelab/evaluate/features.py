@@ -254,16 +254,20 @@ def _accuracy(net: FeatureNet, images: torch.Tensor, labels: torch.Tensor, batch
 
 
 def _shift(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
-    """Random translation by up to `pad` px (zero fill): the one augmentation that suits digits and clothes."""
+    """Random translation by up to `pad` px (zero fill): the one augmentation that suits digits and clothes.
+
+    One slice copy per distinct offset keeps the result a plain NCHW tensor (a permuted index result can
+    look channels-last to oneDNN, which crashed a CPU conv backward on 1-channel input in torch 2.13).
+    """
     b, _, h, w = x.shape
     xp = F.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=g)
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=g)
-    rows = (dy.view(b, 1) + torch.arange(h).view(1, h)).to(x.device)  # (B, H)
-    cols = (dx.view(b, 1) + torch.arange(w).view(1, w)).to(x.device)  # (B, W)
-    idx_b = torch.arange(b, device=x.device).view(b, 1, 1)
-    out = xp.permute(0, 2, 3, 1)[idx_b, rows.view(b, h, 1), cols.view(b, 1, w)]  # (B, H, W, C)
-    return out.permute(0, 3, 1, 2).contiguous()
+    offsets = torch.randint(0, (2 * pad + 1) ** 2, (b,), generator=g)
+    out = torch.empty_like(x)
+    for o in offsets.unique().tolist():
+        dy, dx = divmod(o, 2 * pad + 1)
+        m = (offsets == o).to(x.device)
+        out[m] = xp[m, :, dy : dy + h, dx : dx + w]
+    return out
 
 
 def train_feature_net(
