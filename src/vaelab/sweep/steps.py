@@ -19,8 +19,8 @@ from ..errors import VaelabError
 
 # (module, function) of each step. The function takes the loaded `Run` and returns the JSON-able dict
 # of the contract in HELPERS.md; if it writes the file itself, the file it wrote is kept.
-EVALUATE = ("vaelab.evaluate", "evaluate_run")
-CLASSIFY = ("vaelab.latent.fewlabels", "classify_run")
+EVALUATE = ("vaelab.evaluate.run", "evaluate_run")
+CLASSIFY = ("vaelab.sweep.steps", "classify_and_save")
 REPORT = ("vaelab.report", "build_report")
 
 EVAL_DIR = "eval"
@@ -28,8 +28,12 @@ CLASSIFY_DIR = "classify"
 REPORT_FILE = "report.html"
 
 
-def eval_path(run_dir: str | Path, split: str = "test") -> Path:
-    return Path(run_dir) / EVAL_DIR / f"{split}.json"
+def eval_path(run_dir: str | Path, split: str | None = None) -> Path:
+    """RUN/eval/<split>.json; without a split, the test evaluation (or val's, for data with no test split)."""
+    folder = Path(run_dir) / EVAL_DIR
+    if split is None:
+        split = "val" if not (folder / "test.json").is_file() and (folder / "val.json").is_file() else "test"
+    return folder / f"{split}.json"
 
 
 def classify_path(run_dir: str | Path, method: str) -> Path:
@@ -83,18 +87,34 @@ def _jsonable(value: Any) -> Any:
 
 
 def evaluate_trial(run_dir: str | Path, split: str = "test") -> dict:
-    """Evaluate a trial's best checkpoint on `split`; the result is (also) in RUN/eval/<split>.json."""
+    """Evaluate a trial's best checkpoint on `split` (val when its data has no test split), writing
+    RUN/eval/<split>.json and <split>_per_image.npz as `vaelab evaluate` does."""
+    from ..evaluate.report import json_bytes, npz_bytes
     from ..run import load_run
+    from ..train.checkpoint import atomic_write
 
     fn = _require(EVALUATE, "--evaluate")
-    path = eval_path(run_dir, split)
-    before = path.stat().st_mtime_ns if path.is_file() else None
-    result = fn(load_run(run_dir), split=split)
+    run = load_run(run_dir)
+    if not run.data().has_split(split):
+        split = "val"
+    result = fn(run, split=split)
     if not isinstance(result, dict):
         raise VaelabError(f"{EVALUATE[0]}.{EVALUATE[1]} returned {type(result).__name__}, not a dict of metrics")
-    if not path.is_file() or path.stat().st_mtime_ns == before:  # the library did not write it: we do
-        _write_json(path, result)
+    if "per_image" in result:
+        for name, data in ((f"{split}.json", json_bytes(result)), (f"{split}_per_image.npz", npz_bytes(result))):
+            atomic_write(Path(run_dir) / EVAL_DIR / name, lambda f, d=data: f.write(d))
+    else:
+        _write_json(eval_path(run_dir, split), result)
     return result
+
+
+def classify_and_save(run, method: str) -> dict:
+    """`vaelab classify RUN --method M` with its defaults: fit, save the classifier, return the metrics."""
+    from ..latent import classifiers, fewlabels
+
+    result = fewlabels.classify(run, method)
+    classifiers.save(result.classifier, fewlabels.classifier_path(run.path, method), run=run)
+    return result.report
 
 
 def classify_trial(run_dir: str | Path, method: str) -> dict:
