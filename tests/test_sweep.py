@@ -160,13 +160,13 @@ def test_grid_of_four_makes_four_runs_and_a_table_from_their_files(tmp_path, cap
     plan = build_plan(path, grid=["model.beta=0.5,2", "model.latent_dim=2,3"])
     res = build_results(plan, study, study_status(plan, study))
     for row in res.rows:
-        ev = json.loads((study / "trials" / row["trial"] / "eval" / "test.json").read_text())
+        ev = json.loads(steps.eval_path(study / "trials" / row["trial"]).read_text())
         assert row["test_total"] == pytest.approx(ev["loss"]["objective"])
         assert row["fid"] == pytest.approx(ev["fid"]["prior"]) and row["status"] == "complete"
         assert row["accuracy_gmm"] == pytest.approx(0.5 + row["model.latent_dim"] / 100)
     assert len({r["test_total"] for r in res.rows}) == 4
     # the table reads the files: edit one and it changes
-    first = study / "trials" / res.rows[0]["trial"] / "eval" / "test.json"
+    first = steps.eval_path(study / "trials" / res.rows[0]["trial"])
     ev = json.loads(first.read_text())
     ev["loss"]["objective"] = 123.25
     first.write_text(json.dumps(ev))
@@ -202,10 +202,10 @@ def test_finished_study_gets_missing_evaluations(tmp_path, capsys, fake_steps):
     args = [str(path), "--grid", "model.beta=1,2", "-q"]
     assert run_cli(args, capsys)[0] == 0
     trials = tmp_path / "runs" / "s" / "trials"
-    assert not list(trials.glob("*/eval/test.json"))
+    assert not list(trials.glob("*/eval/*.json"))
     code, out, err = run_cli(args + ["--evaluate"], capsys)  # same study: nothing retrained, both evaluated
     assert code == 0, err
-    assert len(list(trials.glob("*/eval/test.json"))) == 2 and len(list(trials.glob("*/report.html"))) == 2
+    assert len(list(trials.glob("*/eval/*.json"))) == 2 and len(list(trials.glob("*/report.html"))) == 2
     assert "test total" in (tmp_path / "runs" / "s" / "results.md").read_text()
 
 
