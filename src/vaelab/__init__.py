@@ -3,11 +3,11 @@
 __version__ = "0.1.0"
 
 
-def load_run(path):
+def load_run(path, checkpoint: str = "best", device: str = "cpu"):
     """Rebuild a trained run from its directory: model (with weights), config and data spec, no flags."""
     from .run import load_run as _load_run
 
-    return _load_run(path)
+    return _load_run(path, checkpoint=checkpoint, device=device)
 
 
 __all__ = ["__version__", "load_run"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -57,17 +57,17 @@ def _root(
 # ---------------------------------------------------------------------------------------------------------
 # data
 
-DataOpt = Annotated[Optional[int], typer.Option(help="Resize to SIZE x SIZE (center crop for photos).")]
+DataOpt = Annotated[int | None, typer.Option(help="Resize to SIZE x SIZE (center crop for photos).")]
 
 
 @data_app.command("info")
 def data_info(
     spec: Annotated[str, typer.Argument(help="mnist, fashion-mnist, mnist-sample, npz:FILE, folder:DIR, ...")],
     image_size: DataOpt = None,
-    channels: Annotated[Optional[int], typer.Option(help="1 (gray) or 3 (RGB).")] = None,
-    classes: Annotated[Optional[str], typer.Option(help="Keep these classes, e.g. 1,4,8.")] = None,
+    channels: Annotated[int | None, typer.Option(help="1 (gray) or 3 (RGB).")] = None,
+    classes: Annotated[str | None, typer.Option(help="Keep these classes, e.g. 1,4,8.")] = None,
     val_fraction: Annotated[float, typer.Option(help="Validation share when the source has none.")] = 0.1,
-    limit: Annotated[Optional[int], typer.Option(help="At most this many images per split.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many images per split.")] = None,
     seed: int = 0,
 ):
     """Print samples per split and class, image shape, pixel mean/std and the source.
@@ -106,8 +106,8 @@ def data_info(
 
 @config_app.command("show")
 def config_show(
-    config: Annotated[Optional[Path], typer.Argument(help="A YAML config (default: the built-in defaults).")] = None,
-    overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value overrides.")] = None,
+    config: Annotated[Path | None, typer.Argument(help="A YAML config (default: the built-in defaults).")] = None,
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
 ):
     """Print the full resolved config.
 
@@ -119,7 +119,7 @@ def config_show(
     console.print(dump_config(load_config(config, overrides)), markup=False, highlight=False)
 
 
-def _split_config_args(config: Optional[Path], overrides: Optional[list[str]]) -> tuple[Optional[Path], list[str]]:
+def _split_config_args(config: Path | None, overrides: list[str] | None) -> tuple[Path | None, list[str]]:
     """Allow `vaelab train key=value` with no config file: a first argument with '=' is an override."""
     overrides = list(overrides or [])
     if config is not None and "=" in str(config) and not Path(config).exists():
@@ -131,16 +131,16 @@ def _split_config_args(config: Optional[Path], overrides: Optional[list[str]]) -
 # ---------------------------------------------------------------------------------------------------------
 # train / sample / demo
 
-Overrides = Annotated[Optional[list[str]], typer.Argument(help="key=value overrides, e.g. model.latent_dim=2.", show_default=False)]
+Overrides = Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. model.latent_dim=2.", show_default=False)]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or per-epoch lines.")]
 
 
 @app.command()
 def train(
-    config: Annotated[Optional[Path], typer.Argument(help="A YAML config (see configs/).", show_default=False)] = None,
+    config: Annotated[Path | None, typer.Argument(help="A YAML config (see configs/).", show_default=False)] = None,
     overrides: Overrides = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue this run exactly where it stopped.")] = None,
-    run_dir: Annotated[Optional[Path], typer.Option(help="Write the run here (default: out_dir/name).")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue this run exactly where it stopped.")] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Write the run here (default: out_dir/name).")] = None,
     quiet: Quiet = False,
 ):
     """Train a VAE; writes a run directory (config, checkpoints, metrics, TensorBoard, images).
@@ -153,7 +153,7 @@ def train(
 
       vaelab train --resume runs/mnist-148-z2
     """
-    from .config import from_dict, load_yaml, apply_overrides, validate
+    from .config import apply_overrides, from_dict, load_yaml, validate
     from .train import fit
 
     config, overrides = _split_config_args(config, overrides)
@@ -192,10 +192,10 @@ def _print_fit_summary(result: dict) -> None:
 def sample(
     run: Annotated[Path, typer.Argument(help="A run directory.")],
     n: Annotated[int, typer.Option("-n", help="How many images.")] = 64,
-    label: Annotated[Optional[str], typer.Option(help="Class index or name (conditional models).")] = None,
+    label: Annotated[str | None, typer.Option(help="Class index or name (conditional models).")] = None,
     out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("samples.png"),
     seed: int = 0,
-    nrow: Annotated[Optional[int], typer.Option(help="Images per row.")] = None,
+    nrow: Annotated[int | None, typer.Option(help="Images per row.")] = None,
 ):
     """Draw images from the prior of a trained run into one PNG grid.
 
@@ -222,7 +222,7 @@ def sample(
 
 
 def _class_index(run, label: str) -> int:
-    names = list(run.data_class_names()) if hasattr(run, "data_class_names") else []
+    names = list(run.class_names)
     k = run.model.num_classes
     if label.isdigit() and int(label) < k:
         return int(label)
@@ -238,6 +238,38 @@ def _write_bytes(path: Path, data: bytes) -> None:
         atomic_write(path, lambda f: f.write(data))
     except OSError as e:
         raise VaelabError(f"cannot write {path}: {e.strerror}", "choose a writable path") from None
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option(help="Where the run directory goes.")] = Path("runs"),
+    epochs: Annotated[int | None, typer.Option(help="Override the demo config's train.epochs.")] = None,
+    quiet: Quiet = False,
+):
+    """Train the demo VAE (configs/demo.yaml) on the bundled MNIST sample into OUT_DIR/demo; prints the run dir.
+
+    About a minute on a laptop CPU. Example: vaelab demo --out-dir runs --epochs 5
+    """
+    from .config import load_config
+    from .train import fit
+    from .train.rundir import new_run_dir
+
+    overrides = [f"out_dir={out_dir}"] + ([f"train.epochs={epochs}"] if epochs is not None else [])
+    cfg = load_config(_demo_config(), overrides)
+    run_dir = new_run_dir(cfg)  # OUT_DIR/demo, or demo-2... when a demo run is already there (never overwritten)
+    console.print(f"training the demo VAE on {cfg.data.source} into {run_dir}", highlight=False)
+    result = fit(cfg, run_dir=run_dir, quiet=quiet)
+    _print_fit_summary(result)
+    console.print(result["run_dir"], highlight=False, soft_wrap=True)
+
+
+def _demo_config() -> Path:
+    """configs/demo.yaml of the working directory, else the one beside the installed source tree."""
+    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        path = root / "configs" / "demo.yaml"
+        if path.is_file():
+            return path
+    raise VaelabError("configs/demo.yaml not found", "run 'vaelab demo' from the vaelab repository (make demo)")
 
 
 # ---------------------------------------------------------------------------------------------------------

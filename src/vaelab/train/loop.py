@@ -8,6 +8,7 @@ uint8 dataset on the training device and slicing batches by index (no DataLoader
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import signal
@@ -22,7 +23,7 @@ from ..data import ImageSet, from_config, to_float
 from ..errors import VaelabError
 from ..models import build, resolve, vae_loss
 from ..run import CHECKPOINTS, CONFIG_FILE
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import link_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 
 class TrainingInterrupted(VaelabError):
@@ -48,6 +49,7 @@ class TrainState:
     best_epoch: int = 0
     bad_epochs: int = 0  # epochs since the best validation loss (early stopping)
     skipped_batches: int = 0
+    partial: list[float] = field(default_factory=list)  # an interrupted epoch's sums: recon, kl, loss, images, grad-norm sum, count
     train_time: float = 0.0  # seconds spent in fit, summed over resumes
     stop_reason: str = ""
 
@@ -80,9 +82,14 @@ def kl_weight(cfg: Config, step: int, steps_per_epoch: int) -> float:
     return cfg.model.beta * factor
 
 
-def make_optimizer(cfg: Config, model: torch.nn.Module, steps_per_epoch: int):
+def make_optimizer(cfg: Config, model: torch.nn.Module, steps_per_epoch: int, device: torch.device | None = None):
+    """Adam/AdamW (fused kernel where torch has one for the device) and the lr schedule."""
     kind = torch.optim.AdamW if cfg.train.optimizer == "adamw" else torch.optim.Adam
-    optimizer = kind(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    params = list(model.parameters())
+    device = torch.device(device) if device is not None else params[0].device
+    # the fused kernel updates every tensor in one pass: the Python loop over parameters dominates small models
+    fast = {"fused": True} if device.type in ("cpu", "cuda") else {"foreach": True}
+    optimizer = kind(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, **fast)
     if cfg.train.schedule == "cosine":
         total = max(1, cfg.train.epochs * steps_per_epoch)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
@@ -120,7 +127,8 @@ def evaluate_terms(model, images: torch.Tensor, labels, cfg: Config, fabric=None
     idx = torch.arange(rank, n, world, device=images.device)
     sums = torch.zeros(4, dtype=torch.float64, device=images.device)
     bs = cfg.train.eval_batch_size
-    with torch.random.fork_rng(devices=[]):
+    devices = [images.device] if images.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, device_type=images.device.type):
         torch.manual_seed(seed)
         for s in range(0, len(idx), bs):
             b = idx[s : s + bs]
@@ -167,7 +175,7 @@ class _StopFlag:
 # the loop
 
 
-def _checkpoint_state(ctx: Context, optimizer, scheduler) -> dict:
+def _checkpoint_state(ctx: Context, optimizer, scheduler, rank_rng: dict | None = None) -> dict:
     scaler = getattr(getattr(ctx.fabric, "_precision", None), "scaler", None)
     return {
         "model": ctx.model.state_dict(),
@@ -175,6 +183,8 @@ def _checkpoint_state(ctx: Context, optimizer, scheduler) -> dict:
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "scaler": scaler.state_dict() if scaler is not None else None,
         "rng": rng_state(),
+        "rank_rng": rank_rng,  # DDP: every rank's torch RNG, so each rank's noise continues exactly
+        "class_names": list(ctx.data.class_names),
         "epoch": ctx.state.epoch,
         "step": ctx.state.step,
         "train_state": asdict(ctx.state),
@@ -183,81 +193,118 @@ def _checkpoint_state(ctx: Context, optimizer, scheduler) -> dict:
 
 
 def _save(ctx: Context, optimizer, scheduler, names: tuple[str, ...] = ("last",)) -> None:
+    """Rank 0 writes; under DDP every rank must call this (it gathers the ranks' RNG states)."""
+    rank_rng = None
+    if ctx.fabric.world_size > 1:
+        rank_rng = {"torch": ctx.fabric.all_gather(torch.get_rng_state().to(ctx.device)).cpu()}
+        if ctx.device.type == "cuda":
+            rank_rng["cuda"] = ctx.fabric.all_gather(torch.cuda.get_rng_state().to(ctx.device)).cpu()
     if not ctx.fabric.is_global_zero:
         return
-    state = _checkpoint_state(ctx, optimizer, scheduler)
-    for name in names:
-        save_checkpoint(ctx.run_dir / CHECKPOINTS / f"{name}.ckpt", state)
+    state = _checkpoint_state(ctx, optimizer, scheduler, rank_rng)
+    first = ctx.run_dir / CHECKPOINTS / f"{names[0]}.ckpt"
+    save_checkpoint(first, state)
+    for name in names[1:]:  # the same bytes: a hard link, atomically renamed into place (a copy if links fail)
+        link_checkpoint(first, ctx.run_dir / CHECKPOINTS / f"{name}.ckpt")
 
 
 def train_epoch(ctx: Context, model, optimizer, scheduler, images, labels, stop: _StopFlag, callbacks) -> dict:
-    """One pass over this rank's shard of the training set; returns the epoch's mean loss terms."""
+    """One pass over this rank's shard of the training set; returns the epoch's mean loss terms.
+
+    The step does no host sync: loss sums accumulate on the device, and the loss, grad norm and stop flag
+    are read every ``train.log_every`` batches (at the same batches on every rank, so DDP ranks agree).
+    """
     cfg, state, fabric = ctx.cfg, ctx.state, ctx.fabric
     model.train()
-    order = epoch_order(images.shape[0], cfg.train.seed, state.epoch, fabric.global_rank, fabric.world_size)
+    world = fabric.world_size
+    order = epoch_order(images.shape[0], cfg.train.seed, state.epoch, fabric.global_rank, world)
     order = order.to(images.device)
-    bs = cfg.train.batch_size
+    bs, log_every = cfg.train.batch_size, cfg.train.log_every
     n_batches = math.ceil(len(order) / bs)
-    sums = torch.zeros(4, device=images.device)  # recon, kl, loss, images (device-side: no sync per step)
-    grad_norms: list[float] = []
-    per_step_lr = cfg.train.schedule == "cosine"
+    # sums of recon, kl, loss (times batch size) and of images; a mid-epoch resume starts from the saved ones
+    sums, count = torch.zeros(3, device=images.device), 0
+    gn_sum, gn_count = 0.0, 0
+    if state.batch_in_epoch and state.partial:
+        if fabric.global_rank == 0:  # the saved sums are over all ranks: count them once
+            sums, count = torch.tensor(state.partial[:3], device=images.device), int(state.partial[3])
+        gn_sum, gn_count = state.partial[4], int(state.partial[5])
+    skip_mode = cfg.train.on_nan == "skip_batch"
+    use_labels = labels is not None and cfg.model.conditional
+    per_step_lr = scheduler is not None and cfg.train.schedule == "cosine"
     for b in range(state.batch_in_epoch, n_batches):
-        if stop.signum is not None:
+        if (world == 1 or b % log_every == 0) and _stop_requested(stop, fabric):
             state.batch_in_epoch = b
+            totals = _epoch_totals(sums, count, fabric)
+            state.partial = [*totals.tolist(), gn_sum, gn_count]
             raise _Interrupt()
         idx = order[b * bs : (b + 1) * bs]
-        x = to_float(images[idx])  # (B, C, H, W) float in [0, 1], made on the device from uint8
+        x = to_float(images.index_select(0, idx))  # (B, C, H, W) float in [0, 1], made on the device from uint8
         if cfg.train.binarize:
             x = torch.bernoulli(x)
-        y = labels[idx] if labels is not None and cfg.model.conditional else None
+        y = labels.index_select(0, idx) if use_labels else None
         w = kl_weight(cfg, state.step, n_batches)
         terms = vae_loss(model, x, y, kl_weight=w, free_bits=cfg.model.free_bits)
-        if cfg.train.on_nan == "skip_batch" and not torch.isfinite(terms.loss):
-            state.skipped_batches += 1
-            continue
         optimizer.zero_grad(set_to_none=True)
         fabric.backward(terms.loss)
         norm = None
         if cfg.train.grad_clip:
             norm = fabric.clip_gradients(model, optimizer, max_norm=cfg.train.grad_clip, error_if_nonfinite=False)
-        if cfg.train.on_nan == "skip_batch":
+        if skip_mode:  # one host sync per step, only in this mode
             norm = _grad_norm(model) if norm is None else norm
-            if not torch.isfinite(norm):
+            bad = (~torch.isfinite(norm) | ~torch.isfinite(terms.loss.detach())).float()
+            if world > 1:  # DDP: skip on every rank or on none
+                bad = fabric.all_reduce(bad, reduce_op="sum")
+            if bool(bad > 0):
                 state.skipped_batches += 1
                 optimizer.zero_grad(set_to_none=True)
                 continue
         optimizer.step()
-        if scheduler is not None and per_step_lr:
+        if per_step_lr:
             scheduler.step()
         state.step += 1
-        k = x.shape[0]
-        sums += torch.stack([terms.recon.detach() * k, terms.kl.detach() * k, terms.loss.detach() * k,
-                             torch.tensor(float(k), device=sums.device)])
-        if state.step % cfg.train.log_every == 0 or b == n_batches - 1:
-            gn = float(norm if norm is not None else _grad_norm(model))
-            loss_now = float(terms.loss.detach())  # the one host sync, every log_every steps
-            if not math.isfinite(loss_now) and cfg.train.on_nan == "stop":
+        sums.add_(torch.stack([terms.recon.detach(), terms.kl.detach(), terms.loss.detach()]), alpha=x.shape[0])
+        count += x.shape[0]
+        if (b + 1) % log_every == 0 or b == n_batches - 1:
+            now = torch.stack([terms.loss.detach().float(), (norm if norm is not None else _grad_norm(model)).float()])
+            if world > 1:  # a NaN on any rank shows on all of them
+                now = fabric.all_reduce(now, reduce_op="mean")
+            loss_now, gn = now.tolist()  # the host sync, every log_every steps
+            if not math.isfinite(loss_now) and not skip_mode:
                 raise _Diverged(f"loss is {loss_now} at epoch {state.epoch + 1}, step {state.step}")
             if math.isfinite(gn):
-                grad_norms.append(gn)
+                gn_sum, gn_count = gn_sum + gn, gn_count + 1
             for cb in callbacks:
                 cb.on_train_batch_end(ctx, b + 1, n_batches, loss_now, w)
-    state.batch_in_epoch = 0
-    if fabric.world_size > 1:
-        sums = fabric.all_reduce(sums, reduce_op="sum")
-    recon, kl, loss, count = sums.tolist()
+    state.batch_in_epoch, state.partial = 0, []
+    recon, kl, loss, count = _epoch_totals(sums, count, fabric).tolist()
     count = max(count, 1.0)
     out = {"recon": recon / count, "kl": kl / count, "loss": loss / count, "elbo": (recon + kl) / count}
-    if not all(math.isfinite(v) for v in out.values()) and cfg.train.on_nan == "stop":
-        raise _Diverged(f"loss is {out['loss']} in epoch {state.epoch + 1}")
-    out["grad_norm"] = sum(grad_norms) / len(grad_norms) if grad_norms else float("nan")
+    if not all(math.isfinite(v) for v in out.values()) and not skip_mode:
+        raise _Diverged(f"the mean loss of epoch {state.epoch + 1} is {out['loss']}")
+    out["grad_norm"] = gn_sum / gn_count if gn_count else float("nan")
     out["samples_per_rank"] = len(order)
     return out
 
 
+def _epoch_totals(sums: torch.Tensor, count: int, fabric) -> torch.Tensor:
+    """(recon, kl, loss, images) summed over the epoch so far, over all ranks."""
+    totals = torch.cat([sums, torch.tensor([float(count)], device=sums.device)])
+    return fabric.all_reduce(totals, reduce_op="sum") if fabric.world_size > 1 else totals
+
+
+def _stop_requested(stop: _StopFlag, fabric) -> bool:
+    """Was SIGINT/SIGTERM received (on any rank)? Under DDP every rank must stop at the same batch."""
+    flag = stop.signum is not None
+    if fabric.world_size == 1:
+        return flag
+    total = fabric.all_reduce(torch.tensor([float(flag)], device=fabric.device), reduce_op="sum")
+    return bool(total.item() > 0)
+
+
 def _grad_norm(model) -> torch.Tensor:
-    grads = [p.grad.detach().float().norm() for p in model.parameters() if p.grad is not None]
-    return torch.linalg.vector_norm(torch.stack(grads)) if grads else torch.tensor(0.0)
+    """The global L2 norm of the gradients (a device tensor: no sync)."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    return torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
 
 
 class _Interrupt(Exception):
@@ -269,6 +316,7 @@ class _Diverged(Exception):
 
 
 def _make_fabric(cfg: Config):
+    """Fabric for the trainer config; a setting this machine cannot run is a one-line error."""
     from lightning.fabric import Fabric
 
     world = cfg.trainer.devices * cfg.trainer.num_nodes
@@ -277,19 +325,26 @@ def _make_fabric(cfg: Config):
         launched = any(k in os.environ for k in ("LOCAL_RANK", "SLURM_PROCID", "TORCHELASTIC_RUN_ID"))
         strategy = "ddp" if launched else "ddp_spawn"  # torchrun/SLURM start the processes; else we spawn
     accelerator = cfg.trainer.accelerator
+    if accelerator in ("cuda", "gpu") and not torch.cuda.is_available():
+        raise VaelabError(f"trainer.accelerator={accelerator} but no CUDA GPU is visible", "use trainer.accelerator=cpu")
     if cfg.trainer.precision == "16-mixed" and not torch.cuda.is_available():
         raise VaelabError("trainer.precision=16-mixed needs a CUDA GPU", "use trainer.precision=bf16-mixed or 32 on CPU")
-    kwargs = {}
-    if accelerator in ("auto", "cpu") and not torch.cuda.is_available() and world > 1:
+    if accelerator == "auto" and not torch.cuda.is_available() and world > 1:
         accelerator = "cpu"  # several CPU processes talk over gloo
-    return Fabric(
-        accelerator=accelerator,
-        devices=cfg.trainer.devices,
-        num_nodes=cfg.trainer.num_nodes,
-        strategy=strategy,
-        precision=cfg.trainer.precision,
-        **kwargs,
-    )
+    try:
+        return Fabric(
+            accelerator=accelerator,
+            devices=cfg.trainer.devices,
+            num_nodes=cfg.trainer.num_nodes,
+            strategy=strategy,
+            precision=cfg.trainer.precision,
+        )
+    except (ValueError, RuntimeError, TypeError) as e:
+        raise VaelabError(f"cannot set up trainer.* on this machine: {str(e).splitlines()[0]}", "check trainer.devices and trainer.accelerator") from None
+    except Exception as e:  # lightning's MisconfigurationException
+        if type(e).__name__ != "MisconfigurationException":
+            raise
+        raise VaelabError(f"cannot set up trainer.* on this machine: {str(e).splitlines()[0]}", "check trainer.devices and trainer.accelerator") from None
 
 
 def fit(
@@ -304,56 +359,134 @@ def fit(
     """Train a VAE as `cfg` says, writing the run directory; returns a summary dict.
 
     `run_dir` defaults to a new folder under ``cfg.out_dir``; with ``resume=True`` it must be an existing
-    run, which continues exactly where its last checkpoint stopped.
+    run, which continues exactly where its last checkpoint stopped. Data, model and checkpoint are checked
+    here, before any process is started, so every mistake is one `VaelabError`.
     """
     from .callbacks import default_callbacks
     from .rundir import lock_run_dir, new_run_dir, prepare_run_dir
 
-    cfg = validate(cfg)
+    cfg = validate(copy.deepcopy(cfg))
     if resume:
         if run_dir is None:
             raise VaelabError("resume needs the run directory", "vaelab train --resume RUN_DIR")
         run_dir = Path(run_dir)
+        prepare_run_dir(run_dir, resume=True)  # a clear error before the data is loaded
     else:
         run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg)
     fabric = _make_fabric(cfg)
+    if data is None:
+        data = from_config(cfg.data)  # once, in this process; spawned DDP workers get it shared
+    if not data.has_split("train"):
+        raise VaelabError(f"{cfg.data.source} has no training images", "check data.source and data.classes")
+    cfg.model = resolve(cfg.model, data)
+    build(cfg.model)  # an architecture that cannot take this image size fails here, in one line
+    if resume:
+        check_resumable(run_dir, cfg)
     if callbacks is None:
         callbacks = default_callbacks(cfg, quiet=quiet)
     with lock_run_dir(run_dir, create=not resume):
         prepare_run_dir(run_dir, resume=resume)
-        return fabric.launch(_fit, cfg, run_dir, data, resume, callbacks)
+        if fabric.world_size == 1 or _externally_launched():
+            return fabric.launch(_fit, cfg, run_dir, data, resume, callbacks)
+        with _ParentSignals():  # the workers stop cleanly on Ctrl-C; this process waits for them
+            result = fabric.launch(_fit_in_worker, cfg, run_dir, data, resume, callbacks)
+        if "error" in result:
+            raise _rebuild_error(result["error"])
+        return result["summary"]
 
 
-def _fit(fabric, cfg: Config, run_dir: Path, data: ImageSet | None, resume: bool, callbacks: list) -> dict:
+def _externally_launched() -> bool:
+    return any(k in os.environ for k in ("LOCAL_RANK", "SLURM_PROCID", "TORCHELASTIC_RUN_ID"))
+
+
+def check_resumable(run_dir: Path, cfg: Config) -> dict:
+    """The run's last checkpoint, if `cfg` (with model sizes resolved) describes the same model."""
+    ckpt = load_checkpoint(run_dir / CHECKPOINTS / "last.ckpt")
+    saved, now = ckpt.get("config", {}).get("model", {}), to_dict(cfg)["model"]
+    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if diff:
+        detail = ", ".join(f"model.{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in diff)
+        raise VaelabError(
+            f"the checkpoint in {run_dir} was trained with another model config ({detail})",
+            "resume without changing model.* keys or the data's shape and classes, or start a new run",
+        )
+    return ckpt
+
+
+class _ParentSignals:
+    """While spawned DDP workers run: ignore Ctrl-C here (the terminal sends it to the workers too, and
+    they save and stop together) and pass SIGTERM on to them."""
+
+    def __enter__(self):
+        import threading
+
+        self._old = {}
+        if threading.current_thread() is threading.main_thread():
+            self._old[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            self._old[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._forward)
+        return self
+
+    @staticmethod
+    def _forward(signum, frame):
+        import multiprocessing
+
+        for child in multiprocessing.active_children():
+            os.kill(child.pid, signum)
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _fit_in_worker(fabric, *args) -> dict:
+    """`_fit` in a spawned DDP worker: a VaelabError comes back as data, so the parent raises it in one line."""
+    try:
+        return {"summary": _fit(fabric, *args)}
+    except VaelabError as e:
+        return {"error": {"type": type(e).__name__, "message": e.message, "hint": e.hint, "signum": getattr(e, "signum", 0)}}
+
+
+def _rebuild_error(err: dict) -> VaelabError:
+    if err["type"] == "TrainingInterrupted":
+        return TrainingInterrupted(err["message"], err["hint"], err["signum"])
+    if err["type"] == "TrainingDiverged":
+        return TrainingDiverged(err["message"], err["hint"])
+    return VaelabError(err["message"], err["hint"])
+
+
+def _compile(model, cfg: Config):
+    """torch.compile, with its failure (no C++ compiler, an unsupported platform) as a one-line error."""
+    if not hasattr(torch, "compile"):
+        raise VaelabError("train.compile=true needs torch >= 2.0", "set train.compile=false")
+    return torch.compile(model)
+
+
+def _compile_error(e: Exception) -> VaelabError:
+    first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+    return VaelabError(f"torch.compile failed on this machine ({type(e).__name__}: {first})", "set train.compile=false")
+
+
+def _fit(fabric, cfg: Config, run_dir: Path, data: ImageSet, resume: bool, callbacks: list) -> dict:
     fabric.seed_everything(cfg.train.seed, verbose=False)
     torch.backends.cudnn.benchmark = True
-    if data is None:
-        data = from_config(cfg.data)
     train_data = data.split("train")
-    cfg.model = resolve(cfg.model, data)
     has_val = data.has_split("val")
     model = build(cfg.model)
     state = TrainState()
     ckpt = None
     if resume:
-        ckpt = load_checkpoint(run_dir / CHECKPOINTS / "last.ckpt")
-        saved = ckpt["config"]["model"]
-        if saved != to_dict(cfg)["model"]:
-            diff = [k for k in saved if saved[k] != to_dict(cfg)["model"].get(k)]
-            raise VaelabError(
-                f"the checkpoint in {run_dir} was trained with another model config (differs in: {', '.join('model.' + d for d in diff)})",
-                "resume without changing model.* keys, or start a new run",
-            )
+        ckpt = check_resumable(run_dir, cfg)
         try:
             model.load_state_dict(ckpt["model"])
-        except RuntimeError:
+        except (RuntimeError, KeyError):
             raise VaelabError(f"{run_dir}/checkpoints/last.ckpt does not fit this model", "start a new run") from None
         state = TrainState(**ckpt["train_state"])
+        state.stop_reason = ""  # a finished or early-stopped run may be resumed with more epochs
     if fabric.is_global_zero:
         (run_dir / CONFIG_FILE).write_text(dump_config(cfg), encoding="utf-8")
     n_train = len(train_data) // fabric.world_size
     steps_per_epoch = math.ceil(n_train / cfg.train.batch_size)
-    optimizer, scheduler = make_optimizer(cfg, model, steps_per_epoch)
+    optimizer, scheduler = make_optimizer(cfg, model, steps_per_epoch, fabric.device)
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
         if scheduler is not None and ckpt.get("scheduler") is not None:
@@ -362,13 +495,18 @@ def _fit(fabric, cfg: Config, run_dir: Path, data: ImageSet | None, resume: bool
                 scheduler.T_max = max(1, cfg.train.epochs * steps_per_epoch)
     raw_model = model
     if cfg.train.compile:
-        model = torch.compile(model)
+        model = _compile(model, cfg)
     model, optimizer = fabric.setup(model, optimizer)
     if ckpt is not None:
         scaler = getattr(getattr(fabric, "_precision", None), "scaler", None)
         if scaler is not None and ckpt.get("scaler") is not None:
             scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
+        ranks = ckpt.get("rank_rng")
+        if fabric.world_size > 1 and ranks and len(ranks["torch"]) == fabric.world_size:
+            torch.set_rng_state(ranks["torch"][fabric.global_rank])
+            if "cuda" in ranks and fabric.device.type == "cuda":
+                torch.cuda.set_rng_state(ranks["cuda"][fabric.global_rank])
     elif fabric.world_size > 1:
         torch.manual_seed(cfg.train.seed + fabric.global_rank)  # different noise per rank; same init weights
     images, labels = split_tensors(data, "train", fabric.device)
@@ -380,6 +518,7 @@ def _fit(fabric, cfg: Config, run_dir: Path, data: ImageSet | None, resume: bool
         cb.on_fit_start(ctx)
     start = time.perf_counter()
     time_before = state.train_time
+    skip_mode = cfg.train.on_nan == "skip_batch"
     with _StopFlag() as stop:
         try:
             while state.epoch < cfg.train.epochs:
@@ -390,6 +529,8 @@ def _fit(fabric, cfg: Config, run_dir: Path, data: ImageSet | None, resume: bool
                     if has_val
                     else None
                 )
+                if val_terms and not math.isfinite(val_terms["loss"]) and not skip_mode:
+                    raise _Diverged(f"the validation loss after epoch {state.epoch + 1} is {val_terms['loss']}")
                 state.epoch += 1
                 monitor = val_terms["loss"] if val_terms else train_terms["loss"]
                 if scheduler is not None and cfg.train.schedule == "plateau":
@@ -399,34 +540,37 @@ def _fit(fabric, cfg: Config, run_dir: Path, data: ImageSet | None, resume: bool
                     state.best_val, state.best_epoch, state.bad_epochs = monitor, state.epoch, 0
                 else:
                     state.bad_epochs += 1
+                if cfg.train.early_stop and state.bad_epochs >= cfg.train.early_stop:
+                    state.stop_reason = f"early stop: no better validation loss for {state.bad_epochs} epochs"
+                elif state.epoch >= cfg.train.epochs:
+                    state.stop_reason = "finished"
                 state.train_time = time_before + time.perf_counter() - start
                 row = _metrics_row(state, train_terms, val_terms, optimizer, cfg, steps_per_epoch, time.perf_counter() - t0)
                 ctx.history.append(row)
                 for cb in live:  # files of the epoch first: a crash before the checkpoint redoes the epoch
                     cb.on_epoch_end(ctx, row)
                 _save(ctx, optimizer, scheduler, ("last", "best") if improved else ("last",))
-                if cfg.train.early_stop and state.bad_epochs >= cfg.train.early_stop:
-                    state.stop_reason = f"early stop: no better validation loss for {state.bad_epochs} epochs"
+                if state.stop_reason:
                     break
-            else:
-                state.stop_reason = "finished"
         except _Interrupt:
+            if not skip_mode and not all(math.isfinite(v) for v in state.partial[:3]):
+                return _diverged(run_dir, cfg, f"loss is nan before the stop at epoch {state.epoch + 1}")
             state.train_time = time_before + time.perf_counter() - start
             _save(ctx, optimizer, scheduler)
-            name = signal.Signals(stop.signum).name
+            name = signal.Signals(stop.signum or signal.SIGINT).name
             raise TrainingInterrupted(
                 f"{name}: training stopped at epoch {state.epoch + 1}, batch {state.batch_in_epoch}; checkpoint saved in {run_dir}",
                 f"resume with: vaelab train --resume {run_dir}",
-                stop.signum,
+                stop.signum or signal.SIGINT,
             ) from None
         except _Diverged as e:
-            raise TrainingDiverged(
-                f"training diverged: {e}; the last good checkpoint is kept in {run_dir / CHECKPOINTS}",
-                f"lower train.lr (now {cfg.train.lr:g}), set train.grad_clip=1.0, or train.on_nan=skip_batch",
-            ) from None
-    if state.epoch == cfg.train.epochs and not state.stop_reason:
+            return _diverged(run_dir, cfg, str(e))
+        except Exception as e:
+            if cfg.train.compile and type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
+                raise _compile_error(e) from None
+            raise
+    if not state.stop_reason:  # a resume of a run that had already finished: nothing was trained
         state.stop_reason = "finished"
-    _save(ctx, optimizer, scheduler)  # the final state (stop reason, time) in last.ckpt
     for cb in live:
         cb.on_fit_end(ctx)
     return {
@@ -440,6 +584,15 @@ def _fit(fabric, cfg: Config, run_dir: Path, data: ImageSet | None, resume: bool
         "last": ctx.history[-1] if ctx.history else {},
         "world_size": fabric.world_size,
     }
+
+
+def _diverged(run_dir: Path, cfg: Config, what: str):
+    last = run_dir / CHECKPOINTS / "last.ckpt"
+    kept = f"the last good checkpoint is kept in {last}" if last.is_file() else "no checkpoint was written"
+    raise TrainingDiverged(
+        f"training diverged: {what}; {kept}",
+        f"try a lower learning rate (train.lr is {cfg.train.lr:g}), train.grad_clip=1.0, or train.on_nan=skip_batch",
+    ) from None
 
 
 def _metrics_row(state, train_terms, val_terms, optimizer, cfg, steps_per_epoch, seconds) -> dict:
