@@ -42,12 +42,26 @@ def _sync(device: str) -> None:
 # rows
 
 
-def run_vaelab(images, args, workdir: Path) -> list[float]:
-    """vaelab's own loop (`vaelab.train.fit`, default callbacks, quiet): epoch_time from metrics.jsonl."""
+def run_vaelab(images, args, workdir: Path) -> tuple[list[float], list[float]]:
+    """vaelab's own loop (`vaelab.train.fit` with its default callbacks, quiet): wall and CPU s per epoch."""
     from vaelab.config import load_config
     from vaelab.data import ImageSet
-    from vaelab.run import read_metrics
-    from vaelab.train import fit
+    from vaelab.train import Callback, default_callbacks, fit
+
+    class Clock(Callback):
+        """Wall and process-CPU time between epoch ends (the epoch, its checkpoint and its files)."""
+
+        def __init__(self):
+            self.wall, self.cpu = [], []
+
+        def on_fit_start(self, ctx):
+            self.t = (time.perf_counter(), time.process_time())
+
+        def on_epoch_end(self, ctx, row):
+            now = (time.perf_counter(), time.process_time())
+            self.wall.append(now[0] - self.t[0])
+            self.cpu.append(now[1] - self.t[1])
+            self.t = now
 
     data = ImageSet(images)  # every image in 'train', no validation pass: pythae's row has none either
     cfg = load_config(
@@ -68,11 +82,12 @@ def run_vaelab(images, args, workdir: Path) -> list[float]:
             "name=vaelab",
         ],
     )
-    summary = fit(cfg, data=data, quiet=True)
-    return [row["epoch_time"] for row in read_metrics(summary["run_dir"])]
+    clock = Clock()
+    fit(cfg, data=data, callbacks=default_callbacks(cfg, quiet=True) + [clock])
+    return clock.wall, clock.cpu
 
 
-def run_plain(images, args) -> list[float]:
+def run_plain(images, args) -> tuple[list[float], list[float]]:
     """The textbook loop: float TensorDataset + DataLoader(shuffle) + torch.optim.Adam, same vaelab model."""
     import torch
     from torch.utils.data import DataLoader, TensorDataset
@@ -86,9 +101,9 @@ def run_plain(images, args) -> list[float]:
     model = build(cfg.model, ImageSet(images[:1])).to(args.device)
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     loader = DataLoader(TensorDataset(images.float() / 255.0), batch_size=BATCH, shuffle=True)
-    times = []
+    wall, cpu = [], []
     for _ in range(args.epochs):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for (x,) in loader:
             x = x.to(args.device, non_blocking=True)
             loss = vae_loss(model, x).loss
@@ -97,18 +112,20 @@ def run_plain(images, args) -> list[float]:
             opt.step()
             loss.item()  # what such loops do to log the epoch loss
         _sync(args.device)
-        times.append(time.perf_counter() - t0)
-    return times
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return wall, cpu
 
 
-def run_pythae(python: str, npy: Path, args) -> list[float]:
+def run_pythae(python: str, npy: Path, args) -> tuple[list[float], list[float]]:
     """pythae's BaseTrainer.train_step per epoch, in the interpreter that has pythae installed."""
     cmd = [python, __file__, "--worker", "pythae", "--npy", str(npy), "--epochs", str(args.epochs),
            "--device", args.device, "--threads", str(args.threads)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"pythae worker failed:\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])["times"]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    return res["wall"], res["cpu"]
 
 
 def pythae_worker(args) -> None:
@@ -132,13 +149,14 @@ def pythae_worker(args) -> None:
         )
         trainer = BaseTrainer(model, train_dataset=BaseDataset(x, torch.zeros(len(x))), training_config=cfg)
         trainer.prepare_training()
-        times = []
+        wall, cpu = [], []
         for epoch in range(1, args.epochs + 1):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             trainer.train_step(epoch)
             _sync(args.device)
-            times.append(time.perf_counter() - t0)
-    print(json.dumps({"times": times}))
+            wall.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+    print(json.dumps({"wall": wall, "cpu": cpu}))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -146,7 +164,7 @@ def pythae_worker(args) -> None:
 
 
 def summarize(times: list[float]) -> tuple[float, float]:
-    """(median, best) seconds per epoch, leaving out the first (warm-up) epoch when there are more."""
+    """(median, best) seconds per epoch of one run, leaving out the first (warm-up) epoch when there are more."""
     steady = times[1:] if len(times) > 1 else times
     return statistics.median(steady), min(steady)
 
@@ -155,7 +173,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="mnist", help="vaelab data spec (default: mnist, from $VAELAB_DATA)")
     p.add_argument("--limit", type=int, default=None, help="use only this many training images")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=3, help="epochs per run (the first is a warm-up)")
+    p.add_argument("--repeat", type=int, default=1, help="rounds of all rows; the table keeps each row's best")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--threads", type=int, default=min(os.cpu_count() or 1, 16), help="torch CPU threads, every row")
     p.add_argument("--pythae-python", default=os.environ.get("PYTHAE_PYTHON"),
@@ -180,39 +199,43 @@ def main(argv: list[str] | None = None) -> None:
     if tuple(images.shape[1:]) != (1, 28, 28):
         sys.exit(f"{args.data}: images are {tuple(images.shape[1:])}; this benchmark is for 1 x 28 x 28 (MNIST)")
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
-    print(f"{len(images)} images of {args.data}, batch {BATCH}, MLP 784-{HIDDEN}-{LATENT}, {args.epochs} epochs, "
-          f"device {args.device}, {args.threads} threads, torch {torch.__version__}", flush=True)
-    results: dict[str, list[float] | str] = {}
+    for row in rows:
+        if row not in ("vaelab", "pythae", "plain"):
+            sys.exit(f"unknown row {row!r}: use vaelab, pythae, plain")
+    py = args.pythae_python
+    if "pythae" in rows and (not py or not Path(py).exists()):
+        rows.remove("pythae")
+        print("note: pythae row skipped: pass --pythae-python PATH (a venv with pythae==0.1.2)")
+    print(f"{len(images)} images of {args.data}, batch {BATCH}, MLP 784-{HIDDEN}-{LATENT}, {args.epochs} epochs x "
+          f"{args.repeat} rounds, device {args.device}, {args.threads} threads, torch {torch.__version__}", flush=True)
+    # every round runs each row once; rows alternate so a busy moment on a shared machine hits them alike
+    results: dict[str, dict[str, list[float]]] = {r: {"wall": [], "cpu": []} for r in rows}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        for row in rows:
-            if row == "vaelab":
-                results[row] = run_vaelab(images, args, tmp)
-            elif row == "plain":
-                results[row] = run_plain(images, args)
-            elif row == "pythae":
-                py = args.pythae_python
-                if not py or not Path(py).exists():
-                    results[row] = "skipped: pass --pythae-python PATH (a venv with pythae==0.1.2)"
-                    continue
-                npy = tmp / "images.npy"
-                np.save(npy, images.numpy())
-                results[row] = run_pythae(py, npy, args)
-            else:
-                sys.exit(f"unknown row {row!r}: use vaelab, pythae, plain")
-            print(f"  {row}: " + ", ".join(f"{t:.2f}" for t in results[row]) + " s", flush=True)
-    ref = results.get("pythae")
-    ref_med = summarize(ref)[0] if isinstance(ref, list) else None
+        npy = tmp / "images.npy"
+        if "pythae" in rows:
+            np.save(npy, images.numpy())
+        for rnd in range(args.repeat):
+            for row in rows:
+                if row == "vaelab":
+                    wall, cpu = run_vaelab(images, args, tmp / f"r{rnd}")
+                elif row == "plain":
+                    wall, cpu = run_plain(images, args)
+                else:
+                    wall, cpu = run_pythae(py, npy, args)
+                results[row]["wall"].append(summarize(wall)[0])
+                results[row]["cpu"].append(summarize(cpu)[0])
+                print(f"  round {rnd + 1} {row}: wall " + ", ".join(f"{t:.2f}" for t in wall)
+                      + " s; cpu " + ", ".join(f"{t:.2f}" for t in cpu) + " s", flush=True)
+    best = {r: (min(v["wall"]), min(v["cpu"])) for r, v in results.items()}
+    ref = best.get("pythae")
     print()
-    print("| loop | s/epoch (median) | best | images/s | x pythae |")
-    print("|---|---:|---:|---:|---:|")
-    for row, times in results.items():
-        if isinstance(times, str):
-            print(f"| {row} | {times} | | | |")
-            continue
-        med, best = summarize(times)
-        ratio = f"{ref_med / med:.2f}" if ref_med else "-"
-        print(f"| {row} | {med:.2f} | {best:.2f} | {len(images) / med:,.0f} | {ratio} |")
+    print("| loop | s/epoch (wall, best round) | CPU s/epoch | images/s | x pythae (wall) | x pythae (CPU) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for row, (wall, cpu) in best.items():
+        rw = f"{ref[0] / wall:.2f}" if ref else "-"
+        rc = f"{ref[1] / cpu:.2f}" if ref else "-"
+        print(f"| {row} | {wall:.2f} | {cpu:.2f} | {len(images) / wall:,.0f} | {rw} | {rc} |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

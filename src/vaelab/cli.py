@@ -167,10 +167,16 @@ def train(
         target = resume
     else:
         from .config import load_config
+        from .train.rundir import new_run_dir
 
         cfg = load_config(config, overrides)
-        target = run_dir
-    console.print(f"training [bold]{cfg.model.arch}[/] VAE (latent {cfg.model.latent_dim}, {cfg.model.likelihood}) on {cfg.data.source}", highlight=False)
+        target = run_dir if run_dir is not None else new_run_dir(cfg)
+    console.print(
+        f"training [bold]{cfg.model.arch}[/] VAE (latent {cfg.model.latent_dim}, {cfg.model.likelihood}) on "
+        f"{cfg.data.source} -> {target}",
+        highlight=False,
+        soft_wrap=True,
+    )
     result = fit(cfg, run_dir=target, resume=resume is not None, quiet=quiet)
     _print_fit_summary(result)
 
