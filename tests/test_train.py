@@ -411,6 +411,15 @@ def test_ddp_two_cpu_processes(tmp_path):
     r = load_run(run)
     assert r.model.sample(4).shape == (4, 1, 28, 28)
     assert json.loads(json.dumps(rows[-1]))["val/loss"] < 560
+    # resume under DDP continues each rank's own noise: 2 + 1 epochs == 3 straight
+    more = subprocess.run([sys.executable, "-m", "vaelab", "train", "--resume", str(run), "train.epochs=3", "--quiet"],
+                          env=cli_env(), capture_output=True, text=True, timeout=600)
+    assert more.returncode == 0, more.stderr[-3000:]
+    straight = tmp_path / "ddp-straight"
+    out = subprocess.run([sys.executable, "-m", "vaelab", "train", *args, "train.epochs=3", "--run-dir", str(straight),
+                          "--quiet"], env=cli_env(), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert_same_weights(run, straight)
 
 
 @pytest.mark.slow

@@ -196,9 +196,9 @@ def _save(ctx: Context, optimizer, scheduler, names: tuple[str, ...] = ("last",)
     """Rank 0 writes; under DDP every rank must call this (it gathers the ranks' RNG states)."""
     rank_rng = None
     if ctx.fabric.world_size > 1:
-        rank_rng = {"torch": ctx.fabric.all_gather(torch.get_rng_state().to(ctx.device)).cpu()}
+        rank_rng = {"torch": _gather_rows(ctx.fabric, torch.get_rng_state())}
         if ctx.device.type == "cuda":
-            rank_rng["cuda"] = ctx.fabric.all_gather(torch.cuda.get_rng_state().to(ctx.device)).cpu()
+            rank_rng["cuda"] = _gather_rows(ctx.fabric, torch.cuda.get_rng_state())
     if not ctx.fabric.is_global_zero:
         return
     state = _checkpoint_state(ctx, optimizer, scheduler, rank_rng)
@@ -206,6 +206,13 @@ def _save(ctx: Context, optimizer, scheduler, names: tuple[str, ...] = ("last",)
     save_checkpoint(first, state)
     for name in names[1:]:  # the same bytes: a hard link, atomically renamed into place (a copy if links fail)
         link_checkpoint(first, ctx.run_dir / CHECKPOINTS / f"{name}.ckpt")
+
+
+def _gather_rows(fabric, state: torch.Tensor) -> torch.Tensor:
+    """(world, n) uint8: every rank's byte tensor, by an all-reduce of rows that are zero but one's own."""
+    rows = torch.zeros(fabric.world_size, state.numel(), dtype=torch.int32, device=fabric.device)
+    rows[fabric.global_rank] = state.to(fabric.device, torch.int32)
+    return fabric.all_reduce(rows, reduce_op="sum").to("cpu", torch.uint8)
 
 
 def train_epoch(ctx: Context, model, optimizer, scheduler, images, labels, stop: _StopFlag, callbacks) -> dict:
@@ -504,9 +511,9 @@ def _fit(fabric, cfg: Config, run_dir: Path, data: ImageSet, resume: bool, callb
         set_rng_state(ckpt["rng"])
         ranks = ckpt.get("rank_rng")
         if fabric.world_size > 1 and ranks and len(ranks["torch"]) == fabric.world_size:
-            torch.set_rng_state(ranks["torch"][fabric.global_rank])
+            torch.set_rng_state(ranks["torch"][fabric.global_rank].clone())  # a view would crash it
             if "cuda" in ranks and fabric.device.type == "cuda":
-                torch.cuda.set_rng_state(ranks["cuda"][fabric.global_rank])
+                torch.cuda.set_rng_state(ranks["cuda"][fabric.global_rank].clone())
     elif fabric.world_size > 1:
         torch.manual_seed(cfg.train.seed + fabric.global_rank)  # different noise per rank; same init weights
     images, labels = split_tensors(data, "train", fabric.device)
