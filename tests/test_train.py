@@ -320,6 +320,11 @@ def test_cli_resume_from_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert_one_line_error(code, err, "is not a vaelab run")
 
 
+def test_cli_new_run_into_an_existing_run(tiny_run, capsys):
+    code, err = cli(capsys, "train", "data.source=mnist-sample", "--run-dir", str(tiny_run))
+    assert_one_line_error(code, err, "already holds a run", "--resume")
+
+
 def test_cli_resume_with_another_model_config(tiny_run, capsys):
     before = (tiny_run / "checkpoints/last.ckpt").stat().st_mtime_ns
     code, err = cli(capsys, "train", "--resume", str(tiny_run), "model.latent_dim=3")

@@ -22,7 +22,7 @@ from ..config import Config, dump_config, to_dict, validate
 from ..data import ImageSet, from_config, to_float
 from ..errors import VaelabError
 from ..models import build, resolve, vae_loss
-from ..run import CHECKPOINTS, CONFIG_FILE
+from ..run import CHECKPOINTS, CONFIG_FILE, is_run_dir
 from .checkpoint import link_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 
@@ -380,6 +380,10 @@ def fit(
         prepare_run_dir(run_dir, resume=True)  # a clear error before the data is loaded
     else:
         run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg)
+        if is_run_dir(run_dir):
+            raise VaelabError(
+                f"{run_dir} already holds a run", "continue it with --resume, or give another --run-dir / name"
+            )
     fabric = _make_fabric(cfg)
     if data is None:
         data = from_config(cfg.data)  # once, in this process; spawned DDP workers get it shared
