@@ -465,7 +465,7 @@ def _rebuild_error(err: dict) -> VaelabError:
     return VaelabError(err["message"], err["hint"])
 
 
-def _compile(model, cfg: Config):
+def _compile(model):
     """torch.compile, with its failure (no C++ compiler, an unsupported platform) as a one-line error."""
     if not hasattr(torch, "compile"):
         raise VaelabError("train.compile=true needs torch >= 2.0", "set train.compile=false")
@@ -506,7 +506,7 @@ def _fit(fabric, cfg: Config, run_dir: Path, data: ImageSet, resume: bool, callb
                 scheduler.T_max = max(1, cfg.train.epochs * steps_per_epoch)
     raw_model = model
     if cfg.train.compile:
-        model = _compile(model, cfg)
+        model = _compile(model)
     model, optimizer = fabric.setup(model, optimizer)
     if ckpt is not None:
         scaler = getattr(getattr(fabric, "_precision", None), "scaler", None)
