@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -180,12 +181,21 @@ def all_keys(cls: type = Config, prefix: str = "") -> list[str]:
 
 
 def _unknown_key(key: str, where: str = "") -> VaelabError:
-    close = difflib.get_close_matches(key, all_keys(), n=1, cutoff=0.5)
+    sections = [f.name for f in dataclasses.fields(Config) if dataclasses.is_dataclass(typing.get_type_hints(Config)[f.name])]
+    close = difflib.get_close_matches(key, all_keys() + sections, n=1, cutoff=0.5)
     if not close:  # a last-component match helps with 'latent_dim' -> 'model.latent_dim'
         tail = key.split(".")[-1]
         close = [k for k in all_keys() if k.split(".")[-1] == tail][:1]
     hint = f"did you mean '{close[0]}'?" if close else "run 'vaelab config show' to list the keys"
     return VaelabError(f"unknown config key '{key}'{where}", hint)
+
+
+def _example(key: str) -> str:
+    """'write it like model.latent_dim=16': the key with its default value (or a generic hint)."""
+    default = flatten(to_dict(Config())).get(key)
+    if default is None or isinstance(default, (list, dict)):
+        return f"see 'vaelab config show' for the type of {key}"
+    return f"write it like {key}={default}"
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -207,7 +217,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin is list:
         (item,) = args
         if isinstance(value, str):  # a,b,c on the command line
-            value = [yaml.safe_load(v) for v in value.split(",") if v.strip() != ""]
+            value = [_plain_scalar(v) for v in value.split(",") if v.strip() != ""]
         if not isinstance(value, (list, tuple)):
             value = [value]
         return [_coerce(v, item, key) for v in value]
@@ -218,31 +228,44 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value.lower() in ("true", "yes", "on", "1")
         if isinstance(value, int) and value in (0, 1):
             return bool(value)
-        raise VaelabError(f"'{key}' must be true or false, got {value!r}")
+        raise VaelabError(f"'{key}' must be true or false, got {value!r}", f"write {key}=true or {key}=false")
     if tp is int:
         if isinstance(value, bool):
-            raise VaelabError(f"'{key}' must be an integer, got {value!r}")
+            raise VaelabError(f"'{key}' must be an integer, got {value!r}", _example(key))
         if isinstance(value, int):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise VaelabError(f"'{key}' must be an integer, got {value!r}")
+        raise VaelabError(f"'{key}' must be an integer, got {value!r}", _example(key))
     if tp is float:
         if isinstance(value, bool):
-            raise VaelabError(f"'{key}' must be a number, got {value!r}")
+            raise VaelabError(f"'{key}' must be a number, got {value!r}", _example(key))
+        number = None
         if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise VaelabError(f"'{key}' must be a number, got {value!r}")
+        if number is None:
+            raise VaelabError(f"'{key}' must be a number, got {value!r}", _example(key))
+        if not math.isfinite(number):  # NaN passes every range check, so refuse it here
+            raise VaelabError(f"'{key}' is {value!r}", "give a finite number")
+        return number
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-        raise VaelabError(f"'{key}' must be a string, got {value!r}")
+        raise VaelabError(f"'{key}' must be a string, got {value!r}", _example(key))
     return value
+
+
+def _plain_scalar(text: str) -> Any:
+    """One item of an ``a,b,c`` list: YAML-read when it parses, else the text itself."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text.strip()
 
 
 def from_dict(data: dict | None, cls: type = Config, prefix: str = "", where: str = "") -> Any:
@@ -250,7 +273,8 @@ def from_dict(data: dict | None, cls: type = Config, prefix: str = "", where: st
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise VaelabError(f"'{prefix.rstrip('.') or 'config'}'{where} must be a mapping, got {data!r}")
+        section = prefix.rstrip(".") or "config"
+        raise VaelabError(f"'{section}'{where} must be a mapping, got {data!r:.60}", f"write '{section}:' then its keys indented below it")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -277,16 +301,27 @@ def load_yaml(path: str | Path) -> dict:
         raise VaelabError(f"config file not found: {p}", "check the path, or start from one in configs/")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.constructor.ConstructorError as e:  # e.g. !!python/object: plain YAML only, nothing runs
+        mark = getattr(e, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise VaelabError(
+            f"{p}{line} has a tag that is not plain YAML ({' '.join(str(e.problem).split())[:80]})",
+            "configs hold plain values only; remove the !!tag",
+        ) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark else ""
         raise VaelabError(f"{p}{line} is not valid YAML", "fix the syntax (indentation, colons)") from None
     except UnicodeDecodeError:
         raise VaelabError(f"{p} is not a text file", "pass a YAML config") from None
+    except RecursionError:
+        raise VaelabError(f"{p} is nested too deeply to be a config", "pass a YAML config") from None
+    except OSError as e:
+        raise VaelabError(f"cannot read config {p}: {e.strerror}", "check the file's permissions") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise VaelabError(f"{p} must hold a mapping of keys (data:, model:, train:...)")
+        raise VaelabError(f"{p} does not hold a mapping of config keys", "write it like 'model:' then '  latent_dim: 2' (see configs/)")
     return data
 
 
@@ -300,7 +335,9 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise VaelabError(f"override '{text}' has no valid key", "write it like model.latent_dim=2")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
+    except yaml.constructor.ConstructorError:  # !!python/object and friends: never built, refused
+        raise VaelabError(f"override '{text}' has a YAML tag", "give a plain value, e.g. model.latent_dim=2") from None
+    except (yaml.YAMLError, RecursionError):
         value = raw
     if isinstance(value, (dict, set)) or (value is not None and not isinstance(value, (str, int, float, bool, list))):
         value = raw
@@ -342,7 +379,7 @@ def validate(cfg: Config) -> Config:
             op = ">=" if inclusive else ">"
             raise VaelabError(f"'{key}' is {value}, it must be {op} {low:g}", f"set {key} to a valid value")
     if cfg.data.val_fraction >= 1:
-        raise VaelabError(f"'data.val_fraction' is {cfg.data.val_fraction}, it must be below 1")
+        raise VaelabError(f"'data.val_fraction' is {cfg.data.val_fraction}, it must be below 1", "use e.g. 0.1 (10% of train)")
     if cfg.data.channels not in (None, 1, 3):
         raise VaelabError(f"'data.channels' is {cfg.data.channels}", "use 1 (gray) or 3 (RGB)")
     if cfg.model.arch == "mlp" and not cfg.model.hidden:
@@ -351,7 +388,7 @@ def validate(cfg: Config) -> Config:
         raise VaelabError("'model.conv_channels' is empty", "give at least one conv layer, e.g. [32, 64, 128]")
     for key in ("model.hidden", "model.conv_channels"):
         if any(int(v) < 1 for v in flat[key]):
-            raise VaelabError(f"'{key}' has a size below 1: {flat[key]}")
+            raise VaelabError(f"'{key}' has a size below 1: {flat[key]}", "every layer needs at least one unit or channel")
     return cfg
 
 

@@ -107,7 +107,14 @@ def model_from_checkpoint(state: dict, path: Path):
     from .models import build
 
     cfg = from_dict(state.get("config"), Config, where=f" in {path}")
-    model = build(cfg.model)
+    if cfg.model.image_size is None or cfg.model.channels is None:
+        raise VaelabError(f"{path} does not say which image shape its model takes", "give a checkpoint written by 'vaelab train'")
+    try:
+        model = build(cfg.model)
+    except VaelabError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a forged or foreign config that no model can be built from
+        raise VaelabError(f"{path} describes a model that cannot be built ({type(e).__name__}: {str(e)[:80]})", "give a checkpoint written by 'vaelab train'") from None
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError) as e:
@@ -116,6 +123,20 @@ def model_from_checkpoint(state: dict, path: Path):
             "the checkpoint comes from another model; use the run directory it was trained in",
         ) from None
     return cfg, model
+
+
+def check_same_model(run_cfg: Config, ckpt_cfg: Config, ckpt: Path, run_dir: Path) -> None:
+    """A checkpoint copied in from another run (another model) must not pass as this run's model."""
+    from .config import to_dict
+
+    mine, theirs = to_dict(run_cfg.model), to_dict(ckpt_cfg.model)
+    diff = [k for k in mine if mine[k] != theirs.get(k) and not (mine[k] is None and k in ("image_size", "channels", "num_classes"))]
+    if diff:
+        keys = ", ".join(f"model.{k}" for k in diff[:4])
+        raise VaelabError(
+            f"{ckpt} holds another model than {run_dir / CONFIG_FILE} describes (differs in {keys})",
+            "it was copied from another run; use the run directory the checkpoint was trained in",
+        )
 
 
 def load_run(path: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> Run:
@@ -130,6 +151,8 @@ def load_run(path: str | Path, checkpoint: str = "best", device: str | torch.dev
         ckpt = checkpoint_path(run_dir, checkpoint)
     state = load_checkpoint(ckpt)
     cfg, model = model_from_checkpoint(state, ckpt)
+    if is_run_dir(run_dir):
+        check_same_model(read_config(run_dir), cfg, ckpt, run_dir)
     model.to(device).eval()
     names = [str(n) for n in state.get("class_names") or []]
     return Run(run_dir, cfg, model, ckpt, int(state.get("epoch", 0)), int(state.get("step", 0)), names)

@@ -2,7 +2,7 @@
 
 A spec is a dataset name (``mnist``, ``fashion-mnist``, ``kmnist``, ``emnist-letters``, ``mnist-sample``) or
 ``kind:PATH`` (``idx:DIR``, ``npz:FILE``, ``npy:FILE``, ``folder:DIR``). Readers return the images at their
-native size; the shared steps (class filter, channels, resize, validation split, limit) live here once.
+native size; the shared steps (class filter, validation split, limit, then channels and resize) live here once.
 """
 
 from __future__ import annotations
@@ -48,6 +48,11 @@ def _readers() -> dict[str, Callable[..., ImageSet]]:
     return sources.READERS
 
 
+def _looks_like_path(spec: str) -> bool:
+    """A spec meant as a file or folder (so a typo gets 'does not exist', not 'unknown dataset')."""
+    return any(ch in spec for ch in "/\\") or spec.startswith(("~", ".")) or bool(Path(spec).suffix)
+
+
 def _read(spec: str, **opts) -> ImageSet:
     kind, arg = parse_spec(spec)
     readers = _readers()
@@ -58,14 +63,26 @@ def _read(spec: str, **opts) -> ImageSet:
     named = sources.named_reader(kind)
     if named is not None:
         return named(spec=spec, **opts)
-    if kind == "path" or Path(spec).exists():  # a bare path: guess the kind from what is there
+    if Path(spec).expanduser().exists() or _looks_like_path(spec):  # a bare path: guess the kind
         return sources.read_path(spec, spec=spec, **opts)
     import difflib
 
-    names = sorted(set(readers) | set(sources.NAMED))
-    close = difflib.get_close_matches(kind, names, n=1)
-    hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(names)}, or kind:PATH"
+    names = sources.named_names()
+    close = difflib.get_close_matches(kind, names + [f"{k}:" for k in readers], n=1)
+    hint = f"did you mean '{close[0]}'?" if close else f"known: {', '.join(names)}, or kind:PATH ({', '.join(readers)})"
     raise VaelabError(f"unknown data spec '{spec}'", hint)
+
+
+def _check_options(image_size, channels, val_fraction, limit) -> None:
+    """Reject impossible option values up front, with the option named (not a tensor error later)."""
+    if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
+        raise VaelabError(f"image_size is {image_size!r}", "give a positive integer, e.g. 28 or 64")
+    if channels is not None and channels not in (1, 3):
+        raise VaelabError(f"channels is {channels!r}", "use 1 (gray) or 3 (RGB)")
+    if not 0 <= val_fraction < 1:
+        raise VaelabError(f"val_fraction is {val_fraction}", "give a share in [0, 1), e.g. 0.1")
+    if limit is not None and limit < 1:
+        raise VaelabError(f"limit is {limit}", "give a positive number of images per split")
 
 
 def load(
@@ -83,8 +100,13 @@ def load(
 ) -> ImageSet:
     """Load a data spec into an `ImageSet` (uint8 N x C x H x W), with the shared options applied.
 
-    ``split`` forces every image of the spec into that split (used for separate val/test files).
+    ``split`` forces every image of the spec into that split (used for separate val/test files). The
+    selection steps (classes, validation split, limit) run before the pixel steps (channels, resize), so
+    a limited run converts only the images it keeps.
     """
+    _check_options(image_size, channels, val_fraction, limit)
+    if split is not None and split not in SPLITS:
+        raise VaelabError(f"unknown split '{split}'", f"use one of: {', '.join(SPLITS)}")
     ds = _read(
         spec,
         image_size=image_size,
@@ -96,17 +118,29 @@ def load(
         raise VaelabError(f"{spec} holds no images", "point it at a source with images")
     if classes:
         ds = select_classes(ds, classes)
-    if channels is not None and ds.channels != channels:
-        ds = ImageSet(to_channels(ds.images, channels), ds.labels, ds.class_names, ds.split_ids, ds.source)
-    if image_size is not None and ds.shape[1:] != (image_size, image_size):
-        ds = ImageSet(resize_images(ds.images, image_size), ds.labels, ds.class_names, ds.split_ids, ds.source)
     if split is not None:
         ds.split_ids = torch.full((len(ds),), SPLITS.index(split), dtype=torch.int8)
     elif not ds.has_split("val") and val_fraction > 0:
         ds = split_validation(ds, val_fraction, seed)
     if limit is not None:
         ds = limit_per_split(ds, limit, seed)
-    return ds
+    return conform(ds, image_size, channels)
+
+
+def conform(ds: ImageSet, image_size: int | None, channels: int | None) -> ImageSet:
+    """Bring images to `channels` and square `image_size`, converting on the fewer pixels first."""
+    images = ds.images
+    want_c = channels if channels is not None else ds.channels
+    resize = image_size is not None and tuple(images.shape[2:]) != (image_size, image_size)
+    if want_c < images.shape[1]:
+        images = to_channels(images, want_c)
+    if resize:
+        images = resize_images(images, image_size)
+    if want_c > images.shape[1]:
+        images = to_channels(images, want_c)
+    if images is ds.images:
+        return ds
+    return ImageSet(images, ds.labels, ds.class_names, ds.split_ids, ds.source)
 
 
 def from_config(cfg) -> ImageSet:
@@ -136,18 +170,20 @@ def select_classes(ds: ImageSet, classes: list) -> ImageSet:
     """Keep the named classes (names or label indices), relabelled 0..k-1 in the order given."""
     if ds.labels is None:
         raise VaelabError(f"{ds.source} has no labels, so classes={classes} cannot be kept", "drop the classes option")
-    wanted = []
+    wanted: list[int] = []
     for c in classes:
-        c = str(c)
+        c = str(c).strip()
         if c in ds.class_names:
-            wanted.append(ds.class_names.index(c))
+            index = ds.class_names.index(c)
         elif c.isdigit() and int(c) < ds.num_classes:
-            wanted.append(int(c))
+            index = int(c)
         else:
             raise VaelabError(
                 f"class '{c}' does not exist in {ds.source}",
                 f"its classes are: {', '.join(ds.class_names[:30])}{' ...' if ds.num_classes > 30 else ''}",
             )
+        if index not in wanted:  # '1,1' or a name and its index: keep the class once
+            wanted.append(index)
     remap = torch.full((ds.num_classes,), -1, dtype=torch.long)
     for new, old in enumerate(wanted):
         remap[old] = new

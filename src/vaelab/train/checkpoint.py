@@ -12,8 +12,9 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
 import tempfile
-import zipfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ def atomic_write(path: str | Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -47,6 +49,12 @@ def atomic_write(path: str | Path, write) -> None:
         except OSError:
             pass
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
@@ -78,16 +86,29 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise VaelabError(f"checkpoint not found: {path}", "train the run first, or give the run directory")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols; we refuse those anyway
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:  # the weights-only unpickler met something that is not plain data
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        what = (
+            f"holds a pickled object ({found.group(1)}) that could run code"
+            if found
+            else "holds pickle data that a safe (weights-only) load cannot read"
+        )
         raise VaelabError(
-            f"{path} holds pickled objects that could run code, so it was refused ({str(e).splitlines()[0][:120]})",
-            "only load checkpoints written by vaelab; never unpickle files you were sent",
+            f"{path} {what}, so it was refused", "only load checkpoints written by vaelab; never unpickle files you were sent"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise VaelabError(f"{path} is not a readable checkpoint ({str(e).splitlines()[0][:120]})", "it may be truncated; use the other checkpoint of the run") from None
+    except (MemoryError, RecursionError) as e:
+        raise VaelabError(f"{path} is not a readable checkpoint ({type(e).__name__})", "give a checkpoint written by 'vaelab train'") from None
+    except Exception as e:  # noqa: BLE001 - any parse failure of a foreign or torn file is the same user error
+        first = (str(e).splitlines() or [type(e).__name__])[0][:120]
+        raise VaelabError(f"{path} is not a readable checkpoint ({first})", "it may be truncated; use the other checkpoint of the run") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise VaelabError(f"{path} is not a vaelab checkpoint", "give a checkpoint written by 'vaelab train'")
+    for key in ("model", "config"):
+        if not isinstance(state.get(key), dict):
+            raise VaelabError(f"{path} is a damaged vaelab checkpoint (no '{key}')", "use the other checkpoint of the run")
     return state
 
 

@@ -9,6 +9,7 @@ uint8 dataset on the training device and slicing batches by index (no DataLoader
 from __future__ import annotations
 
 import copy
+import errno
 import math
 import os
 import signal
@@ -22,8 +23,15 @@ from ..config import Config, dump_config, to_dict, validate
 from ..data import ImageSet, from_config, to_float
 from ..errors import VaelabError
 from ..models import build, resolve, vae_loss
-from ..run import CHECKPOINTS, CONFIG_FILE, is_run_dir
-from .checkpoint import link_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ..run import CHECKPOINTS, CONFIG_FILE
+from .checkpoint import (
+    atomic_write,
+    link_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 
 
 class TrainingInterrupted(VaelabError):
@@ -149,22 +157,67 @@ def evaluate_terms(model, images: torch.Tensor, labels, cfg: Config, fabric=None
 
 
 class _StopFlag:
-    def __init__(self):
+    """SIGINT/SIGTERM handler for the whole of `fit`.
+
+    Before training starts (``armed`` False: data loading, model building) there is nothing to save, so a
+    signal stops at once. Once armed, it only sets ``signum``: the loop finishes the current batch, saves a
+    checkpoint and exits cleanly. A second signal stops at once (the atomic save keeps the old checkpoint).
+    While spawned DDP workers run, `_ParentSignals` stands in for it in the launching process.
+    """
+
+    def __init__(self, armed: bool = False):
         self.signum: int | None = None
+        self.armed = armed
         self._old: dict[int, object] = {}
+        self._outer: _StopFlag | None = None
 
     def __enter__(self):
         import threading
 
+        global _ACTIVE_STOP
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._old[sig] = signal.signal(sig, self._handle)
+        self._outer, _ACTIVE_STOP = _ACTIVE_STOP, self
         return self
 
     def _handle(self, signum, frame):
-        if self.signum is not None:  # a second Ctrl-C: stop now
+        first = self.signum is None
+        self.signum = signum if first else self.signum
+        if not self.armed:
+            raise _StoppedEarly()
+        if not first:  # a second Ctrl-C: stop now
             raise KeyboardInterrupt
-        self.signum = signum
+
+    def __exit__(self, *exc):
+        global _ACTIVE_STOP
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        _ACTIVE_STOP = self._outer
+
+
+_ACTIVE_STOP: _StopFlag | None = None  # the flag `fit` installed in this process (spawned DDP workers have none)
+
+
+class _ParentSignals:
+    """While spawned DDP workers run: ignore Ctrl-C here (the terminal sends it to the workers too, and
+    they save and stop together) and pass SIGTERM on to them. Replaces `_StopFlag`'s handlers meanwhile."""
+
+    def __enter__(self):
+        import threading
+
+        self._old = {}
+        if threading.current_thread() is threading.main_thread():
+            self._old[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            self._old[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._forward)
+        return self
+
+    @staticmethod
+    def _forward(signum, frame):
+        import multiprocessing
+
+        for child in multiprocessing.active_children():
+            os.kill(child.pid, signum)
 
     def __exit__(self, *exc):
         for sig, old in self._old.items():
@@ -193,7 +246,13 @@ def _checkpoint_state(ctx: Context, optimizer, scheduler, rank_rng: dict | None 
 
 
 def _save(ctx: Context, optimizer, scheduler, names: tuple[str, ...] = ("last",)) -> None:
-    """Rank 0 writes; under DDP every rank must call this (it gathers the ranks' RNG states)."""
+    """Write the checkpoint(s) atomically; rank 0 writes, but under DDP every rank must call this (it gathers
+    the ranks' RNG states). Non-finite weights are never written over a good checkpoint, and a failed write
+    (disk full) leaves the previous one whole and becomes one clear error."""
+    tensors = [t for t in ctx.model.state_dict().values() if t.is_floating_point()]
+    # every rank checks (DDP keeps the weights equal), so all ranks stop together; one host sync
+    if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
+        raise _diverged_error(ctx, f"the weights became NaN/inf by step {ctx.state.step}")
     rank_rng = None
     if ctx.fabric.world_size > 1:
         rank_rng = {"torch": _gather_rows(ctx.fabric, torch.get_rng_state())}
@@ -203,9 +262,38 @@ def _save(ctx: Context, optimizer, scheduler, names: tuple[str, ...] = ("last",)
         return
     state = _checkpoint_state(ctx, optimizer, scheduler, rank_rng)
     first = ctx.run_dir / CHECKPOINTS / f"{names[0]}.ckpt"
-    save_checkpoint(first, state)
-    for name in names[1:]:  # the same bytes: a hard link, atomically renamed into place (a copy if links fail)
-        link_checkpoint(first, ctx.run_dir / CHECKPOINTS / f"{name}.ckpt")
+    path = first
+    try:
+        save_checkpoint(first, state)
+        for name in names[1:]:  # the same bytes: a hard link, atomically renamed into place (a copy if links fail)
+            path = ctx.run_dir / CHECKPOINTS / f"{name}.ckpt"
+            link_checkpoint(first, path)
+    except OSError as e:
+        raise _save_error(e, path, ctx.run_dir) from None
+
+
+def _save_error(e: OSError, path: Path, run_dir: Path) -> VaelabError:
+    """'disk full while saving ...': says whether a previous checkpoint survived and how to go on."""
+    last = run_dir / CHECKPOINTS / "last.ckpt"
+    kept = last.is_file()
+    what = "disk full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else f"cannot write ({e.strerror or e})"
+    msg = f"{what} while saving {path}; " + ("the previous checkpoint is intact" if kept else "no checkpoint was kept")
+    hint = (
+        f"free some space, then resume with: vaelab train --resume {run_dir}"
+        if kept
+        else "free some space or choose another out_dir, then start again"
+    )
+    return VaelabError(msg, hint)
+
+
+def _diverged_error(ctx: Context, detail: str) -> TrainingDiverged:
+    kept = (ctx.run_dir / CHECKPOINTS / "last.ckpt").is_file()
+    where = f"the last good checkpoint is kept in {ctx.run_dir / CHECKPOINTS}" if kept else "no epoch finished, so no checkpoint was kept"
+    return TrainingDiverged(
+        f"training diverged: {detail}; {where}",
+        f"try a lower learning rate: lower train.lr (now {ctx.cfg.train.lr:g}), set train.grad_clip=1.0, "
+        "or train.on_nan=skip_batch",
+    )
 
 
 def _gather_rows(fabric, state: torch.Tensor) -> torch.Tensor:
@@ -278,6 +366,9 @@ def train_epoch(ctx: Context, model, optimizer, scheduler, images, labels, stop:
             loss_now, gn = now.tolist()  # the host sync, every log_every steps
             if not math.isfinite(loss_now) and not skip_mode:
                 raise _Diverged(f"loss is {loss_now} at epoch {state.epoch + 1}, step {state.step}")
+            if not math.isfinite(gn) and not skip_mode and cfg.trainer.precision != "16-mixed":
+                # (16-mixed: the grad scaler skips inf steps on its own)
+                raise _Diverged(f"gradient norm is {gn} at epoch {state.epoch + 1}, step {state.step}")
             if math.isfinite(gn):
                 gn_sum, gn_count = gn_sum + gn, gn_count + 1
             for cb in callbacks:
@@ -322,6 +413,10 @@ class _Diverged(Exception):
     pass
 
 
+class _StoppedEarly(Exception):
+    """A signal before training began: nothing to save."""
+
+
 def _make_fabric(cfg: Config):
     """Fabric for the trainer config; a setting this machine cannot run is a one-line error."""
     from lightning.fabric import Fabric
@@ -329,8 +424,7 @@ def _make_fabric(cfg: Config):
     world = cfg.trainer.devices * cfg.trainer.num_nodes
     strategy = cfg.trainer.strategy
     if strategy == "ddp" or world > 1:
-        launched = any(k in os.environ for k in ("LOCAL_RANK", "SLURM_PROCID", "TORCHELASTIC_RUN_ID"))
-        strategy = "ddp" if launched else "ddp_spawn"  # torchrun/SLURM start the processes; else we spawn
+        strategy = "ddp" if _externally_launched() else "ddp_spawn"  # torchrun/SLURM start the processes; else we spawn
     accelerator = cfg.trainer.accelerator
     if accelerator in ("cuda", "gpu") and not torch.cuda.is_available():
         raise VaelabError(f"trainer.accelerator={accelerator} but no CUDA GPU is visible", "use trainer.accelerator=cpu")
@@ -363,28 +457,53 @@ def fit(
     callbacks: list | None = None,
     quiet: bool = False,
 ) -> dict:
-    """Train a VAE as `cfg` says, writing the run directory; returns a summary dict.
+    """Train a VAE as `cfg` says, writing the run directory; returns a summary dict (`cfg` is not changed).
 
     `run_dir` defaults to a new folder under ``cfg.out_dir``; with ``resume=True`` it must be an existing
-    run, which continues exactly where its last checkpoint stopped. Data, model and checkpoint are checked
-    here, before any process is started, so every mistake is one `VaelabError`.
+    run, which continues exactly where its last checkpoint stopped. The run directory (lock, disk space),
+    data, model and checkpoint are checked here, before any process is started, so every mistake is one
+    `VaelabError`; a start that fails before its first checkpoint leaves no run directory behind.
     """
-    from .callbacks import default_callbacks
-    from .rundir import lock_run_dir, new_run_dir, prepare_run_dir
+    from .rundir import discard_failed_start, first_missing, lock_run_dir, new_run_dir
 
     cfg = validate(copy.deepcopy(cfg))
     if resume:
         if run_dir is None:
             raise VaelabError("resume needs the run directory", "vaelab train --resume RUN_DIR")
         run_dir = Path(run_dir)
-        prepare_run_dir(run_dir, resume=True)  # a clear error before the data is loaded
     else:
         run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg)
-        if is_run_dir(run_dir):
-            raise VaelabError(
-                f"{run_dir} already holds a run", "continue it with --resume, or give another --run-dir / name"
-            )
     fabric = _make_fabric(cfg)
+    created = None if resume else first_missing(run_dir)
+    before = set() if resume or created is not None or not run_dir.is_dir() else set(os.listdir(run_dir))
+    with _StopFlag() as stop:  # a signal before training starts stops at once: nothing to save
+        try:
+            with lock_run_dir(run_dir, create=not resume):
+                try:
+                    return _checked_launch(fabric, cfg, run_dir, data, resume, callbacks, quiet)
+                except BaseException:
+                    if not resume:  # a start that failed before its first checkpoint leaves nothing behind
+                        discard_failed_start(run_dir, created, before)
+                    raise
+        except _StoppedEarly:
+            name = signal.Signals(stop.signum).name
+            if resume:
+                raise TrainingInterrupted(
+                    f"{name}: stopped before training resumed; the checkpoint in {run_dir} is unchanged",
+                    f"resume with: vaelab train --resume {run_dir}",
+                    stop.signum,
+                ) from None
+            raise TrainingInterrupted(
+                f"{name}: stopped before training began; nothing was saved", "run the same command again to start", stop.signum
+            ) from None
+
+
+def _checked_launch(fabric, cfg: Config, run_dir: Path, data, resume: bool, callbacks, quiet: bool) -> dict:
+    """With the run directory locked: check it, load the data, build the model, check the checkpoint, train."""
+    from .callbacks import default_callbacks
+    from .rundir import prepare_run_dir
+
+    prepare_run_dir(run_dir, resume=resume)
     if data is None:
         data = from_config(cfg.data)  # once, in this process; spawned DDP workers get it shared
     if not data.has_split("train"):
@@ -392,25 +511,23 @@ def fit(
     cfg.model = resolve(cfg.model, data)
     build(cfg.model)  # an architecture that cannot take this image size fails here, in one line
     if resume:
-        check_resumable(run_dir, cfg)
+        _resume_checkpoint(run_dir, cfg)
     if callbacks is None:
         callbacks = default_callbacks(cfg, quiet=quiet)
-    with lock_run_dir(run_dir, create=not resume):
-        prepare_run_dir(run_dir, resume=resume)
-        if fabric.world_size == 1 or _externally_launched():
-            return fabric.launch(_fit, cfg, run_dir, data, resume, callbacks)
-        with _ParentSignals():  # the workers stop cleanly on Ctrl-C; this process waits for them
-            result = fabric.launch(_fit_in_worker, cfg, run_dir, data, resume, callbacks)
-        if "error" in result:
-            raise _rebuild_error(result["error"])
-        return result["summary"]
+    if fabric.world_size == 1 or _externally_launched():
+        return fabric.launch(_fit, cfg, run_dir, data, resume, callbacks)
+    with _ParentSignals():  # the workers stop cleanly on Ctrl-C; this process waits for them
+        result = fabric.launch(_fit_in_worker, cfg, run_dir, data, resume, callbacks)
+    if "error" in result:
+        raise _rebuild_error(result["error"])
+    return result["summary"]
 
 
 def _externally_launched() -> bool:
     return any(k in os.environ for k in ("LOCAL_RANK", "SLURM_PROCID", "TORCHELASTIC_RUN_ID"))
 
 
-def check_resumable(run_dir: Path, cfg: Config) -> dict:
+def _resume_checkpoint(run_dir: Path, cfg: Config) -> dict:
     """The run's last checkpoint, if `cfg` (with model sizes resolved) describes the same model."""
     ckpt = load_checkpoint(run_dir / CHECKPOINTS / "last.ckpt")
     saved, now = ckpt.get("config", {}).get("model", {}), to_dict(cfg)["model"]
@@ -424,37 +541,20 @@ def check_resumable(run_dir: Path, cfg: Config) -> dict:
     return ckpt
 
 
-class _ParentSignals:
-    """While spawned DDP workers run: ignore Ctrl-C here (the terminal sends it to the workers too, and
-    they save and stop together) and pass SIGTERM on to them."""
-
-    def __enter__(self):
-        import threading
-
-        self._old = {}
-        if threading.current_thread() is threading.main_thread():
-            self._old[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
-            self._old[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._forward)
-        return self
-
-    @staticmethod
-    def _forward(signum, frame):
-        import multiprocessing
-
-        for child in multiprocessing.active_children():
-            os.kill(child.pid, signum)
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
 def _fit_in_worker(fabric, *args) -> dict:
-    """`_fit` in a spawned DDP worker: a VaelabError comes back as data, so the parent raises it in one line."""
+    """`_fit` in a spawned DDP worker: a VaelabError comes back as data, so the parent raises it in one line.
+
+    The ranks stop together (stop, NaN and skip decisions are shared), so they meet at a barrier and close
+    the process group before exiting: a rank that exits while the others still talk to it can abort.
+    """
     try:
-        return {"summary": _fit(fabric, *args)}
+        out = {"summary": _fit(fabric, *args)}
     except VaelabError as e:
-        return {"error": {"type": type(e).__name__, "message": e.message, "hint": e.hint, "signum": getattr(e, "signum", 0)}}
+        out = {"error": {"type": type(e).__name__, "message": e.message, "hint": e.hint, "signum": getattr(e, "signum", 0)}}
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        fabric.barrier()
+        torch.distributed.destroy_process_group()
+    return out
 
 
 def _rebuild_error(err: dict) -> VaelabError:
@@ -478,6 +578,15 @@ def _compile_error(e: Exception) -> VaelabError:
 
 
 def _fit(fabric, cfg: Config, run_dir: Path, data: ImageSet, resume: bool, callbacks: list) -> dict:
+    if _ACTIVE_STOP is not None and (fabric.world_size == 1 or _externally_launched()):
+        return _train(fabric, cfg, run_dir, data, resume, callbacks, _ACTIVE_STOP)  # the flag `fit` installed
+    # a spawned DDP worker: the parent checked everything before spawning, so a signal here only asks the
+    # ranks (together, at the same batch) to finish it and save
+    with _StopFlag(armed=True) as stop:
+        return _train(fabric, cfg, run_dir, data, resume, callbacks, stop)
+
+
+def _train(fabric, cfg: Config, run_dir: Path, data: ImageSet, resume: bool, callbacks: list, stop: _StopFlag) -> dict:
     fabric.seed_everything(cfg.train.seed, verbose=False)
     torch.backends.cudnn.benchmark = True
     train_data = data.split("train")
@@ -486,38 +595,54 @@ def _fit(fabric, cfg: Config, run_dir: Path, data: ImageSet, resume: bool, callb
     state = TrainState()
     ckpt = None
     if resume:
-        ckpt = check_resumable(run_dir, cfg)
+        ckpt = _resume_checkpoint(run_dir, cfg)
         try:
             model.load_state_dict(ckpt["model"])
-        except (RuntimeError, KeyError):
+            state = TrainState(**ckpt["train_state"])
+        except (RuntimeError, KeyError, TypeError):
             raise VaelabError(f"{run_dir}/checkpoints/last.ckpt does not fit this model", "start a new run") from None
-        state = TrainState(**ckpt["train_state"])
         state.stop_reason = ""  # a finished or early-stopped run may be resumed with more epochs
     if fabric.is_global_zero:
-        (run_dir / CONFIG_FILE).write_text(dump_config(cfg), encoding="utf-8")
+        text = dump_config(cfg)
+        atomic_write(run_dir / CONFIG_FILE, lambda f: f.write(text.encode("utf-8")))  # a kill never tears it
     n_train = len(train_data) // fabric.world_size
     steps_per_epoch = math.ceil(n_train / cfg.train.batch_size)
     optimizer, scheduler = make_optimizer(cfg, model, steps_per_epoch, fabric.device)
     if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
+        try:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (ValueError, KeyError, TypeError):
+            raise VaelabError(f"{run_dir}/checkpoints/last.ckpt has an optimizer state of another setup", "resume without changing train.optimizer, or start a new run") from None
         if scheduler is not None and ckpt.get("scheduler") is not None:
-            scheduler.load_state_dict(ckpt["scheduler"])
+            try:
+                scheduler.load_state_dict(ckpt["scheduler"])
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise VaelabError(f"{run_dir}/checkpoints/last.ckpt has a schedule state of another setup", "resume without changing train.schedule, or start a new run") from None
             if cfg.train.schedule == "cosine":  # a resume may extend train.epochs: stretch the schedule
                 scheduler.T_max = max(1, cfg.train.epochs * steps_per_epoch)
+        saved_lr = (ckpt.get("config") or {}).get("train", {}).get("lr")
+        if saved_lr is not None and saved_lr != cfg.train.lr:  # resume with a new train.lr: apply it
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] = cfg.train.lr
+            if scheduler is not None and hasattr(scheduler, "base_lrs"):
+                scheduler.base_lrs = [cfg.train.lr for _ in optimizer.param_groups]
     raw_model = model
     if cfg.train.compile:
         model = _compile(model)
     model, optimizer = fabric.setup(model, optimizer)
     if ckpt is not None:
         scaler = getattr(getattr(fabric, "_precision", None), "scaler", None)
-        if scaler is not None and ckpt.get("scaler") is not None:
-            scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"])
-        ranks = ckpt.get("rank_rng")
-        if fabric.world_size > 1 and ranks and len(ranks["torch"]) == fabric.world_size:
-            torch.set_rng_state(ranks["torch"][fabric.global_rank].clone())  # a view would crash it
-            if "cuda" in ranks and fabric.device.type == "cuda":
-                torch.cuda.set_rng_state(ranks["cuda"][fabric.global_rank].clone())
+        try:
+            if scaler is not None and ckpt.get("scaler") is not None:
+                scaler.load_state_dict(ckpt["scaler"])
+            set_rng_state(ckpt["rng"])
+            ranks = ckpt.get("rank_rng")
+            if fabric.world_size > 1 and ranks and len(ranks["torch"]) == fabric.world_size:
+                torch.set_rng_state(ranks["torch"][fabric.global_rank].clone())  # a view would crash it
+                if "cuda" in ranks and fabric.device.type == "cuda":
+                    torch.cuda.set_rng_state(ranks["cuda"][fabric.global_rank].clone())
+        except (ValueError, KeyError, TypeError, RuntimeError, AttributeError):
+            raise VaelabError(f"{run_dir}/checkpoints/last.ckpt has damaged random-generator or scaler states", "start a new run") from None
     elif fabric.world_size > 1:
         torch.manual_seed(cfg.train.seed + fabric.global_rank)  # different noise per rank; same init weights
     images, labels = split_tensors(data, "train", fabric.device)
@@ -530,56 +655,66 @@ def _fit(fabric, cfg: Config, run_dir: Path, data: ImageSet, resume: bool, callb
     start = time.perf_counter()
     time_before = state.train_time
     skip_mode = cfg.train.on_nan == "skip_batch"
-    with _StopFlag() as stop:
-        try:
-            while state.epoch < cfg.train.epochs:
-                t0 = time.perf_counter()
-                train_terms = train_epoch(ctx, model, optimizer, scheduler, images, labels, stop, live)
-                val_terms = (
-                    evaluate_terms(model, val_images, val_labels, cfg, fabric, seed=cfg.train.seed)
-                    if has_val
-                    else None
-                )
-                if val_terms and not math.isfinite(val_terms["loss"]) and not skip_mode:
-                    raise _Diverged(f"the validation loss after epoch {state.epoch + 1} is {val_terms['loss']}")
-                state.epoch += 1
-                monitor = val_terms["loss"] if val_terms else train_terms["loss"]
-                if scheduler is not None and cfg.train.schedule == "plateau":
-                    scheduler.step(monitor)
-                improved = monitor < state.best_val
-                if improved:
-                    state.best_val, state.best_epoch, state.bad_epochs = monitor, state.epoch, 0
-                else:
-                    state.bad_epochs += 1
-                if cfg.train.early_stop and state.bad_epochs >= cfg.train.early_stop:
-                    state.stop_reason = f"early stop: no better validation loss for {state.bad_epochs} epochs"
-                elif state.epoch >= cfg.train.epochs:
-                    state.stop_reason = "finished"
-                state.train_time = time_before + time.perf_counter() - start
-                row = _metrics_row(state, train_terms, val_terms, optimizer, cfg, steps_per_epoch, time.perf_counter() - t0)
-                ctx.history.append(row)
-                for cb in live:  # files of the epoch first: a crash before the checkpoint redoes the epoch
-                    cb.on_epoch_end(ctx, row)
-                _save(ctx, optimizer, scheduler, ("last", "best") if improved else ("last",))
-                if state.stop_reason:
-                    break
-        except _Interrupt:
-            if not skip_mode and not all(math.isfinite(v) for v in state.partial[:3]):
-                return _diverged(run_dir, cfg, f"loss is nan before the stop at epoch {state.epoch + 1}")
+    stop.armed = True  # from here a signal saves a checkpoint at the end of the current batch
+    try:
+        while state.epoch < cfg.train.epochs:
+            t0 = time.perf_counter()
+            train_terms = train_epoch(ctx, model, optimizer, scheduler, images, labels, stop, live)
+            val_terms = (
+                evaluate_terms(model, val_images, val_labels, cfg, fabric, seed=cfg.train.seed)
+                if has_val
+                else None
+            )
+            if val_terms and not math.isfinite(val_terms["loss"]) and not skip_mode:
+                raise _Diverged(f"the validation loss after epoch {state.epoch + 1} is {val_terms['loss']}")
+            state.epoch += 1
+            monitor = val_terms["loss"] if val_terms else train_terms["loss"]
+            if scheduler is not None and cfg.train.schedule == "plateau":
+                scheduler.step(monitor)
+            improved = monitor < state.best_val
+            if improved:
+                state.best_val, state.best_epoch, state.bad_epochs = monitor, state.epoch, 0
+            else:
+                state.bad_epochs += 1
+            if cfg.train.early_stop and state.bad_epochs >= cfg.train.early_stop:
+                state.stop_reason = f"early stop: no better validation loss for {state.bad_epochs} epochs"
+            elif state.epoch >= cfg.train.epochs:
+                state.stop_reason = "finished"
             state.train_time = time_before + time.perf_counter() - start
-            _save(ctx, optimizer, scheduler)
-            name = signal.Signals(stop.signum or signal.SIGINT).name
-            raise TrainingInterrupted(
-                f"{name}: training stopped at epoch {state.epoch + 1}, batch {state.batch_in_epoch}; checkpoint saved in {run_dir}",
-                f"resume with: vaelab train --resume {run_dir}",
-                stop.signum or signal.SIGINT,
-            ) from None
-        except _Diverged as e:
-            return _diverged(run_dir, cfg, str(e))
-        except Exception as e:
-            if cfg.train.compile and type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
-                raise _compile_error(e) from None
-            raise
+            row = _metrics_row(state, train_terms, val_terms, optimizer, cfg, steps_per_epoch, time.perf_counter() - t0)
+            ctx.history.append(row)
+            for cb in live:  # files of the epoch first: a crash before the checkpoint redoes the epoch
+                cb.on_epoch_end(ctx, row)
+            # the last epoch's checkpoint already holds the final state (stop reason, time)
+            _save(ctx, optimizer, scheduler, ("last", "best") if improved else ("last",))
+            if state.stop_reason:
+                break
+    except _Interrupt:
+        _close(live, ctx)
+        if not skip_mode and not all(math.isfinite(v) for v in state.partial[:3]):
+            raise _diverged_error(ctx, f"loss is nan before the stop at epoch {state.epoch + 1}") from None
+        state.train_time = time_before + time.perf_counter() - start
+        _save(ctx, optimizer, scheduler)
+        signum = stop.signum or signal.SIGINT  # DDP: another rank may have got the signal
+        raise TrainingInterrupted(
+            f"{signal.Signals(signum).name}: training stopped at epoch {state.epoch + 1}, batch {state.batch_in_epoch}; "
+            f"checkpoint saved in {run_dir}",
+            f"resume with: vaelab train --resume {run_dir}",
+            signum,
+        ) from None
+    except _Diverged as e:
+        _close(live, ctx)
+        raise _diverged_error(ctx, str(e)) from None
+    except OSError as e:  # a callback's file (metrics, images, TensorBoard) could not be written
+        _close(live, ctx)
+        from .rundir import write_error
+
+        raise write_error(e, run_dir) from None
+    except BaseException as e:
+        _close(live, ctx)
+        if cfg.train.compile and type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
+            raise _compile_error(e) from None
+        raise
     if not state.stop_reason:  # a resume of a run that had already finished: nothing was trained
         state.stop_reason = "finished"
     for cb in live:
@@ -597,13 +732,13 @@ def _fit(fabric, cfg: Config, run_dir: Path, data: ImageSet, resume: bool, callb
     }
 
 
-def _diverged(run_dir: Path, cfg: Config, what: str):
-    last = run_dir / CHECKPOINTS / "last.ckpt"
-    kept = f"the last good checkpoint is kept in {last}" if last.is_file() else "no checkpoint was written"
-    raise TrainingDiverged(
-        f"training diverged: {what}; {kept}",
-        f"try a lower learning rate (train.lr is {cfg.train.lr:g}), train.grad_clip=1.0, or train.on_nan=skip_batch",
-    ) from None
+def _close(callbacks: list, ctx: Context) -> None:
+    """Let callbacks release what they hold (progress bar, TensorBoard files) when training stops early."""
+    for cb in callbacks:
+        try:
+            cb.on_fit_end(ctx)
+        except Exception:  # noqa: BLE001 - the error that stopped training is the one to report
+            pass
 
 
 def _metrics_row(state, train_terms, val_terms, optimizer, cfg, steps_per_epoch, seconds) -> dict:

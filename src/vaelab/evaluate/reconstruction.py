@@ -1,0 +1,67 @@
+"""Reconstruction quality from the posterior mean: MSE per pixel, PSNR and SSIM per image, and per class.
+
+SSIM is torchmetrics' Gaussian-window SSIM map (sigma 1.5, 11 x 11, K1 = 0.01, K2 = 0.03, data range 1)
+averaged over the pixels whose window lies inside the image, as in Wang et al. 2004 and scikit-image's
+`structural_similarity` (torchmetrics itself averages the reflect-padded border too, which reads about
+0.003 higher on 28 px digits). PSNR is 10 log10(1 / MSE) per image, capped at `PSNR_CAP` dB for a perfect
+reconstruction; the reported PSNR is the mean of the per-image values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+from ..data import to_float
+
+PSNR_CAP = 100.0  # dB, the PSNR of an image reconstructed exactly (MSE 0 would be infinite)
+SSIM_SIGMA = 1.5
+SSIM_PAD = int(3.5 * SSIM_SIGMA + 0.5)  # half-width of torchmetrics' (and scikit-image's) Gaussian window
+
+
+def ssim_per_image(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """SSIM of each image pair, (B, C, H, W) in [0, 1] -> (B,), over the window-valid region (see module doc)."""
+    _, full = structural_similarity_index_measure(
+        preds.float(), target.float(), data_range=1.0, sigma=SSIM_SIGMA, reduction="none", return_full_image=True
+    )
+    p = SSIM_PAD
+    if full.shape[-1] > 2 * p and full.shape[-2] > 2 * p:
+        full = full[..., p:-p, p:-p]
+    return full.flatten(1).mean(1)
+
+
+def psnr_per_image(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB of each image pair with data range 1, (B,), capped at PSNR_CAP."""
+    psnr = peak_signal_noise_ratio(preds.float(), target.float(), data_range=1.0, reduction="none", dim=(1, 2, 3))
+    return torch.nan_to_num(psnr, posinf=PSNR_CAP).clamp(max=PSNR_CAP)
+
+
+@torch.no_grad()
+def reconstruction_metrics(model, images: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 500) -> dict[str, np.ndarray]:
+    """Per-image 'mse' (per pixel), 'psnr' (dB) and 'ssim' of the decoded posterior means of uint8 images."""
+    device = next(model.parameters()).device
+    use_y = labels is not None and getattr(model, "conditional", False)
+    out: dict[str, list[torch.Tensor]] = {"mse": [], "psnr": [], "ssim": []}
+    for s in range(0, images.shape[0], batch_size):
+        x = to_float(images[s : s + batch_size]).to(device)
+        y = labels[s : s + batch_size].to(device) if use_y else None
+        r = model.reconstruct(x, y).float().clamp(0, 1)
+        out["mse"].append((r - x).pow(2).flatten(1).mean(1).cpu())
+        out["psnr"].append(psnr_per_image(r, x).cpu())
+        out["ssim"].append(ssim_per_image(r, x).cpu())
+    return {k: (torch.cat(v).double().numpy() if v else np.zeros(0)) for k, v in out.items()}
+
+
+def summarize(per_image: dict[str, np.ndarray], labels: np.ndarray | None, class_names: list[str]) -> dict:
+    """Means over the set, and per class where labels exist: {mse, psnr, ssim, per_class{name: {...}}}."""
+    keys = ("mse", "psnr", "ssim")
+    out: dict = {k: float(np.mean(per_image[k])) if len(per_image[k]) else float("nan") for k in keys}
+    per_class = {}
+    if labels is not None and len(class_names):
+        for c, name in enumerate(class_names):
+            m = labels == c
+            if m.any():
+                per_class[name] = {k: float(np.mean(per_image[k][m])) for k in keys} | {"n": int(m.sum())}
+    out["per_class"] = per_class
+    return out

@@ -1,0 +1,63 @@
+"""Serialise an evaluation: the JSON document, the per-image npz, and the rows of the printed table."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+
+from .run import json_ready
+
+PER_IMAGE_KEYS = ("ssim", "mse", "psnr", "labels")  # the contract; extra arrays follow them
+
+
+def json_bytes(result: dict) -> bytes:
+    """``RUN/eval/<split>.json``: every number but the per-image arrays, strict JSON."""
+    return (json.dumps(json_ready(result), indent=2, allow_nan=False) + "\n").encode()
+
+
+def npz_bytes(result: dict) -> bytes:
+    """``RUN/eval/<split>_per_image.npz``: ssim, mse, psnr, labels (-1 when unlabelled), elbo, recon, kl, nll ..."""
+    per = result.get("per_image", {})
+    arrays = {k: np.asarray(per[k]) for k in PER_IMAGE_KEYS if k in per}
+    arrays.update({k: np.asarray(v) for k, v in per.items() if k not in arrays})
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def _f(v, digits: int = 2) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def summary_rows(result: dict) -> list[tuple[str, str]]:
+    """(quantity, value) rows for the CLI's table, in reading order."""
+    loss, nll, rq = result["loss"], result["nll"], result["recon_quality"]
+    rows = [
+        ("images", f"{result['n_images']} ({result['split']} split)"),
+        ("-ELBO (beta=1), nats/image", f"{_f(loss['elbo'])} = recon {_f(loss['recon'])} + KL {_f(loss['kl'])}"),
+        (f"objective (beta={loss['beta']:g})", _f(loss["objective"])),
+        ("bits/dim (ELBO)", _f(loss["bits_per_dim"], 4)),
+        (f"NLL, IWAE k={nll['k']}", f"{_f(nll['nll'])} nats ({_f(nll['bits_per_dim'], 4)} bits/dim)"),
+    ]
+    if "nll_binarized" in nll:
+        rows.append(("NLL, binarized data", f"{_f(nll['nll_binarized'])} nats (ELBO {_f(nll['elbo_binarized'])})"))
+    rows += [
+        ("MSE per pixel / PSNR", f"{rq['mse']:.5f} / {_f(rq['psnr'])} dB"),
+        ("SSIM", _f(rq["ssim"], 4)),
+        ("active units", f"{result['active_units']} of {result['latent_dim']}"),
+    ]
+    fid = result.get("fid")
+    if fid:
+        fn = fid["feature_net"]
+        acc = fn.get("test_accuracy")
+        rows.append(("feature network", f"{fn.get('name')}" + (f" ({fn.get('held_out', 'test')} acc {acc:.4f})" if acc is not None else "")))
+        for key, label in (("prior", "prior N(0, I)"), ("gmm", f"GMM ({fid['gmm_components']} comp.)"), ("recon", "reconstructions")):
+            rows.append(
+                (f"FID {label}", f"{_f(fid[key])}  (precision {_f(fid['precision'][key], 3)}, recall {_f(fid['recall'][key], 3)})")
+            )
+    ca = result.get("conditional_accuracy")
+    if ca:
+        rows.append(("class-conditional accuracy", f"{ca['accuracy']:.4f} ({ca['n_per_class']} per class)"))
+    return rows
