@@ -372,9 +372,9 @@ def test_disk_full_mid_run_keeps_the_previous_checkpoint(tmp_path, tiny_idx_dir,
     real = torch.save
     calls = []
 
-    def save(obj, f, *a, **k):  # epoch 1 writes last + best; the 3rd write (epoch 2's last) fails
+    def save(obj, f, *a, **k):  # epoch 1 writes last (best is a hard link to it); the 2nd write (epoch 2's last) fails
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == 2:
             f.write(b"partial")
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(obj, f, *a, **k)

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -80,6 +80,7 @@ class Run:
     checkpoint: Path
     epoch: int
     step: int
+    class_names: list[str] = field(default_factory=list)  # the labels' names, as in training
 
     @property
     def data_spec(self) -> str:
@@ -153,4 +154,5 @@ def load_run(path: str | Path, checkpoint: str = "best", device: str | torch.dev
     if is_run_dir(run_dir):
         check_same_model(read_config(run_dir), cfg, ckpt, run_dir)
     model.to(device).eval()
-    return Run(run_dir, cfg, model, ckpt, int(state.get("epoch", 0)), int(state.get("step", 0)))
+    names = [str(n) for n in state.get("class_names") or []]
+    return Run(run_dir, cfg, model, ckpt, int(state.get("epoch", 0)), int(state.get("step", 0)), names)

@@ -7,6 +7,8 @@ native size; the shared steps (class filter, validation split, limit, then chann
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,8 +29,17 @@ def parse_spec(spec: str) -> tuple[str, str]:
     if not sep:
         return spec.lower(), ""
     if len(kind) == 1 and kind.isalpha():  # a Windows drive letter, not a kind
-        return "path", spec
-    return kind.lower(), arg
+        return "path", expand_path(spec)
+    return kind.lower(), expand_path(arg)
+
+
+def expand_path(path: str) -> str:
+    """``~`` and ``$VAR`` / ``${VAR}`` in a spec's path, so configs can say ``folder:${VAELAB_DATA}/photos``."""
+    out = os.path.expandvars(os.path.expanduser(path))
+    unset = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", out)
+    if unset:
+        raise VaelabError(f"data spec path '{path}' uses ${unset[0]}, which is not set", f"export {unset[0]}=... first")
+    return out
 
 
 def _readers() -> dict[str, Callable[..., ImageSet]]:

@@ -87,15 +87,20 @@ def build_mlp(cfg) -> tuple[nn.Module, nn.Module]:
 
 
 def conv_sizes(image_size: int, layers: int, kernel: int) -> list[int]:
-    """Spatial sizes through `layers` stride-2 convs with padding (kernel-1)//2: [H, H1, ..., Hn]."""
+    """Spatial sizes through `layers` stride-2 convs with padding (kernel-1)//2: [H, H1, ..., Hn].
+
+    Every layer must halve a map of at least 2 px: a stride-2 conv on a 1-px map (or one that leaves
+    nothing) is a configuration error, reported with how many layers this size can take.
+    """
     pad = (kernel - 1) // 2
     sizes = [image_size]
     for _ in range(layers):
         nxt = (sizes[-1] + 2 * pad - kernel) // 2 + 1
-        if nxt < 1:
+        if sizes[-1] < 2 or nxt < 1:
             raise VaelabError(
-                f"image_size {image_size} is too small for {layers} stride-2 conv layers with kernel {kernel}",
-                f"use fewer model.conv_channels (at most {len(sizes) - 1} here) or a larger data.image_size",
+                f"image_size {image_size} is too small for {layers} stride-2 conv layers with kernel {kernel} "
+                f"(sizes {' -> '.join(map(str, sizes))} px)",
+                f"use at most {len(sizes) - 1} entries in model.conv_channels, or a larger data.image_size",
             )
         sizes.append(nxt)
     return sizes

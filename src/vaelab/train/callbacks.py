@@ -17,6 +17,13 @@ from ..run import METRICS_FILE
 from .checkpoint import atomic_write
 
 
+def spread(n: int, k: int) -> torch.Tensor:
+    """min(n, k) indices evenly spaced over 0..n-1 (all of them when n <= k)."""
+    if n <= k:
+        return torch.arange(n)
+    return torch.linspace(0, n - 1, k).round().long()
+
+
 class Callback:
     def on_fit_start(self, ctx) -> None: ...
 
@@ -83,8 +90,9 @@ class ImageSnapshots(Callback):
     def on_fit_start(self, ctx):
         split = "val" if ctx.data.has_split("val") else "train"
         part = ctx.data.split(split)
-        self.x = to_float(part.images[: self.n_recon].to(ctx.device))
-        self.y = part.labels[: self.n_recon].to(ctx.device) if part.labels is not None else None
+        idx = spread(len(part), self.n_recon)  # across the split, not its first rows (often one class)
+        self.x = to_float(part.images[idx].to(ctx.device))
+        self.y = part.labels[idx].to(ctx.device) if part.labels is not None else None
         g = torch.Generator().manual_seed(1234)  # fixed z: the same points every epoch
         self.z = torch.randn(self.n_samples, ctx.model.latent_dim, generator=g).to(ctx.device)
         k = ctx.model.num_classes
@@ -131,8 +139,9 @@ class LatentSnapshots(Callback):
     def on_fit_start(self, ctx):
         split = "val" if ctx.data.has_split("val") else "train"
         part = ctx.data.split(split)
-        self.images = part.images[: self.limit].to(ctx.device)
-        self.labels = part.labels[: self.limit] if part.labels is not None else None
+        idx = spread(len(part), self.limit)
+        self.images = part.images[idx].to(ctx.device)
+        self.labels = part.labels[idx] if part.labels is not None else None
 
     @torch.no_grad()
     def on_epoch_end(self, ctx, row):

@@ -8,6 +8,7 @@ uint8 dataset on the training device and slicing batches by index (no DataLoader
 
 from __future__ import annotations
 
+import copy
 import errno
 import math
 import os
@@ -23,7 +24,14 @@ from ..data import ImageSet, from_config, to_float
 from ..errors import VaelabError
 from ..models import build, resolve, vae_loss
 from ..run import CHECKPOINTS, CONFIG_FILE
-from .checkpoint import atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (
+    atomic_write,
+    link_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 
 
 class TrainingInterrupted(VaelabError):
@@ -49,6 +57,7 @@ class TrainState:
     best_epoch: int = 0
     bad_epochs: int = 0  # epochs since the best validation loss (early stopping)
     skipped_batches: int = 0
+    partial: list[float] = field(default_factory=list)  # an interrupted epoch's sums: recon, kl, loss, images, grad-norm sum, count
     train_time: float = 0.0  # seconds spent in fit, summed over resumes
     stop_reason: str = ""
 
@@ -81,9 +90,14 @@ def kl_weight(cfg: Config, step: int, steps_per_epoch: int) -> float:
     return cfg.model.beta * factor
 
 
-def make_optimizer(cfg: Config, model: torch.nn.Module, steps_per_epoch: int):
+def make_optimizer(cfg: Config, model: torch.nn.Module, steps_per_epoch: int, device: torch.device | None = None):
+    """Adam/AdamW (fused kernel where torch has one for the device) and the lr schedule."""
     kind = torch.optim.AdamW if cfg.train.optimizer == "adamw" else torch.optim.Adam
-    optimizer = kind(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    params = list(model.parameters())
+    device = torch.device(device) if device is not None else params[0].device
+    # the fused kernel updates every tensor in one pass: the Python loop over parameters dominates small models
+    fast = {"fused": True} if device.type in ("cpu", "cuda") else {"foreach": True}
+    optimizer = kind(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, **fast)
     if cfg.train.schedule == "cosine":
         total = max(1, cfg.train.epochs * steps_per_epoch)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
@@ -121,7 +135,8 @@ def evaluate_terms(model, images: torch.Tensor, labels, cfg: Config, fabric=None
     idx = torch.arange(rank, n, world, device=images.device)
     sums = torch.zeros(4, dtype=torch.float64, device=images.device)
     bs = cfg.train.eval_batch_size
-    with torch.random.fork_rng(devices=[]):
+    devices = [images.device] if images.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, device_type=images.device.type):
         torch.manual_seed(seed)
         for s in range(0, len(idx), bs):
             b = idx[s : s + bs]
@@ -147,11 +162,12 @@ class _StopFlag:
     Before training starts (``armed`` False: data loading, model building) there is nothing to save, so a
     signal stops at once. Once armed, it only sets ``signum``: the loop finishes the current batch, saves a
     checkpoint and exits cleanly. A second signal stops at once (the atomic save keeps the old checkpoint).
+    While spawned DDP workers run, `_ParentSignals` stands in for it in the launching process.
     """
 
-    def __init__(self):
+    def __init__(self, armed: bool = False):
         self.signum: int | None = None
-        self.armed = False
+        self.armed = armed
         self._old: dict[int, object] = {}
         self._outer: _StopFlag | None = None
 
@@ -183,11 +199,36 @@ class _StopFlag:
 _ACTIVE_STOP: _StopFlag | None = None  # the flag `fit` installed in this process (spawned DDP workers have none)
 
 
+class _ParentSignals:
+    """While spawned DDP workers run: ignore Ctrl-C here (the terminal sends it to the workers too, and
+    they save and stop together) and pass SIGTERM on to them. Replaces `_StopFlag`'s handlers meanwhile."""
+
+    def __enter__(self):
+        import threading
+
+        self._old = {}
+        if threading.current_thread() is threading.main_thread():
+            self._old[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            self._old[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._forward)
+        return self
+
+    @staticmethod
+    def _forward(signum, frame):
+        import multiprocessing
+
+        for child in multiprocessing.active_children():
+            os.kill(child.pid, signum)
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # the loop
 
 
-def _checkpoint_state(ctx: Context, optimizer, scheduler) -> dict:
+def _checkpoint_state(ctx: Context, optimizer, scheduler, rank_rng: dict | None = None) -> dict:
     scaler = getattr(getattr(ctx.fabric, "_precision", None), "scaler", None)
     return {
         "model": ctx.model.state_dict(),
@@ -195,6 +236,8 @@ def _checkpoint_state(ctx: Context, optimizer, scheduler) -> dict:
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "scaler": scaler.state_dict() if scaler is not None else None,
         "rng": rng_state(),
+        "rank_rng": rank_rng,  # DDP: every rank's torch RNG, so each rank's noise continues exactly
+        "class_names": list(ctx.data.class_names),
         "epoch": ctx.state.epoch,
         "step": ctx.state.step,
         "train_state": asdict(ctx.state),
@@ -203,20 +246,30 @@ def _checkpoint_state(ctx: Context, optimizer, scheduler) -> dict:
 
 
 def _save(ctx: Context, optimizer, scheduler, names: tuple[str, ...] = ("last",)) -> None:
-    """Write the checkpoint(s) atomically. Non-finite weights are never written over a good checkpoint,
-    and a failed write (disk full) leaves the previous one whole and becomes one clear error."""
+    """Write the checkpoint(s) atomically; rank 0 writes, but under DDP every rank must call this (it gathers
+    the ranks' RNG states). Non-finite weights are never written over a good checkpoint, and a failed write
+    (disk full) leaves the previous one whole and becomes one clear error."""
+    tensors = [t for t in ctx.model.state_dict().values() if t.is_floating_point()]
+    # every rank checks (DDP keeps the weights equal), so all ranks stop together; one host sync
+    if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
+        raise _diverged_error(ctx, f"the weights became NaN/inf by step {ctx.state.step}")
+    rank_rng = None
+    if ctx.fabric.world_size > 1:
+        rank_rng = {"torch": _gather_rows(ctx.fabric, torch.get_rng_state())}
+        if ctx.device.type == "cuda":
+            rank_rng["cuda"] = _gather_rows(ctx.fabric, torch.cuda.get_rng_state())
     if not ctx.fabric.is_global_zero:
         return
-    tensors = [t for t in ctx.model.state_dict().values() if t.is_floating_point()]
-    if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):  # one host sync
-        raise _diverged_error(ctx, f"the weights became NaN/inf by step {ctx.state.step}")
-    state = _checkpoint_state(ctx, optimizer, scheduler)
-    for name in names:
-        path = ctx.run_dir / CHECKPOINTS / f"{name}.ckpt"
-        try:
-            save_checkpoint(path, state)
-        except OSError as e:
-            raise _save_error(e, path, ctx.run_dir) from None
+    state = _checkpoint_state(ctx, optimizer, scheduler, rank_rng)
+    first = ctx.run_dir / CHECKPOINTS / f"{names[0]}.ckpt"
+    path = first
+    try:
+        save_checkpoint(first, state)
+        for name in names[1:]:  # the same bytes: a hard link, atomically renamed into place (a copy if links fail)
+            path = ctx.run_dir / CHECKPOINTS / f"{name}.ckpt"
+            link_checkpoint(first, path)
+    except OSError as e:
+        raise _save_error(e, path, ctx.run_dir) from None
 
 
 def _save_error(e: OSError, path: Path, run_dir: Path) -> VaelabError:
@@ -238,81 +291,118 @@ def _diverged_error(ctx: Context, detail: str) -> TrainingDiverged:
     where = f"the last good checkpoint is kept in {ctx.run_dir / CHECKPOINTS}" if kept else "no epoch finished, so no checkpoint was kept"
     return TrainingDiverged(
         f"training diverged: {detail}; {where}",
-        f"lower train.lr (now {ctx.cfg.train.lr:g}), set train.grad_clip=1.0, or train.on_nan=skip_batch",
+        f"try a lower learning rate: lower train.lr (now {ctx.cfg.train.lr:g}), set train.grad_clip=1.0, "
+        "or train.on_nan=skip_batch",
     )
 
 
+def _gather_rows(fabric, state: torch.Tensor) -> torch.Tensor:
+    """(world, n) uint8: every rank's byte tensor, by an all-reduce of rows that are zero but one's own."""
+    rows = torch.zeros(fabric.world_size, state.numel(), dtype=torch.int32, device=fabric.device)
+    rows[fabric.global_rank] = state.to(fabric.device, torch.int32)
+    return fabric.all_reduce(rows, reduce_op="sum").to("cpu", torch.uint8)
+
+
 def train_epoch(ctx: Context, model, optimizer, scheduler, images, labels, stop: _StopFlag, callbacks) -> dict:
-    """One pass over this rank's shard of the training set; returns the epoch's mean loss terms."""
+    """One pass over this rank's shard of the training set; returns the epoch's mean loss terms.
+
+    The step does no host sync: loss sums accumulate on the device, and the loss, grad norm and stop flag
+    are read every ``train.log_every`` batches (at the same batches on every rank, so DDP ranks agree).
+    """
     cfg, state, fabric = ctx.cfg, ctx.state, ctx.fabric
     model.train()
-    order = epoch_order(images.shape[0], cfg.train.seed, state.epoch, fabric.global_rank, fabric.world_size)
+    world = fabric.world_size
+    order = epoch_order(images.shape[0], cfg.train.seed, state.epoch, fabric.global_rank, world)
     order = order.to(images.device)
-    bs = cfg.train.batch_size
+    bs, log_every = cfg.train.batch_size, cfg.train.log_every
     n_batches = math.ceil(len(order) / bs)
-    sums = torch.zeros(4, device=images.device)  # recon, kl, loss, images (device-side: no sync per step)
-    grad_norms: list[float] = []
-    per_step_lr = cfg.train.schedule == "cosine"
+    # sums of recon, kl, loss (times batch size) and of images; a mid-epoch resume starts from the saved ones
+    sums, count = torch.zeros(3, device=images.device), 0
+    gn_sum, gn_count = 0.0, 0
+    if state.batch_in_epoch and state.partial:
+        if fabric.global_rank == 0:  # the saved sums are over all ranks: count them once
+            sums, count = torch.tensor(state.partial[:3], device=images.device), int(state.partial[3])
+        gn_sum, gn_count = state.partial[4], int(state.partial[5])
+    skip_mode = cfg.train.on_nan == "skip_batch"
+    use_labels = labels is not None and cfg.model.conditional
+    per_step_lr = scheduler is not None and cfg.train.schedule == "cosine"
     for b in range(state.batch_in_epoch, n_batches):
-        if stop.signum is not None:
+        if (world == 1 or b % log_every == 0) and _stop_requested(stop, fabric):
             state.batch_in_epoch = b
+            totals = _epoch_totals(sums, count, fabric)
+            state.partial = [*totals.tolist(), gn_sum, gn_count]
             raise _Interrupt()
         idx = order[b * bs : (b + 1) * bs]
-        x = to_float(images[idx])  # (B, C, H, W) float in [0, 1], made on the device from uint8
+        x = to_float(images.index_select(0, idx))  # (B, C, H, W) float in [0, 1], made on the device from uint8
         if cfg.train.binarize:
             x = torch.bernoulli(x)
-        y = labels[idx] if labels is not None and cfg.model.conditional else None
+        y = labels.index_select(0, idx) if use_labels else None
         w = kl_weight(cfg, state.step, n_batches)
         terms = vae_loss(model, x, y, kl_weight=w, free_bits=cfg.model.free_bits)
-        if cfg.train.on_nan == "skip_batch" and not torch.isfinite(terms.loss):
-            state.skipped_batches += 1
-            continue
         optimizer.zero_grad(set_to_none=True)
         fabric.backward(terms.loss)
         norm = None
         if cfg.train.grad_clip:
             norm = fabric.clip_gradients(model, optimizer, max_norm=cfg.train.grad_clip, error_if_nonfinite=False)
-        if cfg.train.on_nan == "skip_batch":
+        if skip_mode:  # one host sync per step, only in this mode
             norm = _grad_norm(model) if norm is None else norm
-            if not torch.isfinite(norm):
+            bad = (~torch.isfinite(norm) | ~torch.isfinite(terms.loss.detach())).float()
+            if world > 1:  # DDP: skip on every rank or on none
+                bad = fabric.all_reduce(bad, reduce_op="sum")
+            if bool(bad > 0):
                 state.skipped_batches += 1
                 optimizer.zero_grad(set_to_none=True)
                 continue
         optimizer.step()
-        if scheduler is not None and per_step_lr:
+        if per_step_lr:
             scheduler.step()
         state.step += 1
-        k = x.shape[0]
-        sums += torch.stack([terms.recon.detach() * k, terms.kl.detach() * k, terms.loss.detach() * k,
-                             torch.tensor(float(k), device=sums.device)])
-        if state.step % cfg.train.log_every == 0 or b == n_batches - 1:
-            gn = float(norm if norm is not None else _grad_norm(model))
-            loss_now = float(terms.loss.detach())  # the one host sync, every log_every steps
-            if not math.isfinite(loss_now) and cfg.train.on_nan == "stop":
+        sums.add_(torch.stack([terms.recon.detach(), terms.kl.detach(), terms.loss.detach()]), alpha=x.shape[0])
+        count += x.shape[0]
+        if (b + 1) % log_every == 0 or b == n_batches - 1:
+            now = torch.stack([terms.loss.detach().float(), (norm if norm is not None else _grad_norm(model)).float()])
+            if world > 1:  # a NaN on any rank shows on all of them
+                now = fabric.all_reduce(now, reduce_op="mean")
+            loss_now, gn = now.tolist()  # the host sync, every log_every steps
+            if not math.isfinite(loss_now) and not skip_mode:
                 raise _Diverged(f"loss is {loss_now} at epoch {state.epoch + 1}, step {state.step}")
-            if not math.isfinite(gn) and cfg.train.on_nan == "stop" and cfg.trainer.precision != "16-mixed":
+            if not math.isfinite(gn) and not skip_mode and cfg.trainer.precision != "16-mixed":
                 # (16-mixed: the grad scaler skips inf steps on its own)
                 raise _Diverged(f"gradient norm is {gn} at epoch {state.epoch + 1}, step {state.step}")
             if math.isfinite(gn):
-                grad_norms.append(gn)
+                gn_sum, gn_count = gn_sum + gn, gn_count + 1
             for cb in callbacks:
                 cb.on_train_batch_end(ctx, b + 1, n_batches, loss_now, w)
-    state.batch_in_epoch = 0
-    if fabric.world_size > 1:
-        sums = fabric.all_reduce(sums, reduce_op="sum")
-    recon, kl, loss, count = sums.tolist()
+    state.batch_in_epoch, state.partial = 0, []
+    recon, kl, loss, count = _epoch_totals(sums, count, fabric).tolist()
     count = max(count, 1.0)
     out = {"recon": recon / count, "kl": kl / count, "loss": loss / count, "elbo": (recon + kl) / count}
-    if not all(math.isfinite(v) for v in out.values()) and cfg.train.on_nan == "stop":
-        raise _Diverged(f"loss is {out['loss']} in epoch {state.epoch + 1}")
-    out["grad_norm"] = sum(grad_norms) / len(grad_norms) if grad_norms else float("nan")
+    if not all(math.isfinite(v) for v in out.values()) and not skip_mode:
+        raise _Diverged(f"the mean loss of epoch {state.epoch + 1} is {out['loss']}")
+    out["grad_norm"] = gn_sum / gn_count if gn_count else float("nan")
     out["samples_per_rank"] = len(order)
     return out
 
 
+def _epoch_totals(sums: torch.Tensor, count: int, fabric) -> torch.Tensor:
+    """(recon, kl, loss, images) summed over the epoch so far, over all ranks."""
+    totals = torch.cat([sums, torch.tensor([float(count)], device=sums.device)])
+    return fabric.all_reduce(totals, reduce_op="sum") if fabric.world_size > 1 else totals
+
+
+def _stop_requested(stop: _StopFlag, fabric) -> bool:
+    """Was SIGINT/SIGTERM received (on any rank)? Under DDP every rank must stop at the same batch."""
+    flag = stop.signum is not None
+    if fabric.world_size == 1:
+        return flag
+    total = fabric.all_reduce(torch.tensor([float(flag)], device=fabric.device), reduce_op="sum")
+    return bool(total.item() > 0)
+
+
 def _grad_norm(model) -> torch.Tensor:
-    grads = [p.grad.detach().float().norm() for p in model.parameters() if p.grad is not None]
-    return torch.linalg.vector_norm(torch.stack(grads)) if grads else torch.tensor(0.0)
+    """The global L2 norm of the gradients (a device tensor: no sync)."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    return torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
 
 
 class _Interrupt(Exception):
@@ -328,27 +418,34 @@ class _StoppedEarly(Exception):
 
 
 def _make_fabric(cfg: Config):
+    """Fabric for the trainer config; a setting this machine cannot run is a one-line error."""
     from lightning.fabric import Fabric
 
     world = cfg.trainer.devices * cfg.trainer.num_nodes
     strategy = cfg.trainer.strategy
     if strategy == "ddp" or world > 1:
-        launched = any(k in os.environ for k in ("LOCAL_RANK", "SLURM_PROCID", "TORCHELASTIC_RUN_ID"))
-        strategy = "ddp" if launched else "ddp_spawn"  # torchrun/SLURM start the processes; else we spawn
+        strategy = "ddp" if _externally_launched() else "ddp_spawn"  # torchrun/SLURM start the processes; else we spawn
     accelerator = cfg.trainer.accelerator
+    if accelerator in ("cuda", "gpu") and not torch.cuda.is_available():
+        raise VaelabError(f"trainer.accelerator={accelerator} but no CUDA GPU is visible", "use trainer.accelerator=cpu")
     if cfg.trainer.precision == "16-mixed" and not torch.cuda.is_available():
         raise VaelabError("trainer.precision=16-mixed needs a CUDA GPU", "use trainer.precision=bf16-mixed or 32 on CPU")
-    kwargs = {}
-    if accelerator in ("auto", "cpu") and not torch.cuda.is_available() and world > 1:
+    if accelerator == "auto" and not torch.cuda.is_available() and world > 1:
         accelerator = "cpu"  # several CPU processes talk over gloo
-    return Fabric(
-        accelerator=accelerator,
-        devices=cfg.trainer.devices,
-        num_nodes=cfg.trainer.num_nodes,
-        strategy=strategy,
-        precision=cfg.trainer.precision,
-        **kwargs,
-    )
+    try:
+        return Fabric(
+            accelerator=accelerator,
+            devices=cfg.trainer.devices,
+            num_nodes=cfg.trainer.num_nodes,
+            strategy=strategy,
+            precision=cfg.trainer.precision,
+        )
+    except (ValueError, RuntimeError, TypeError) as e:
+        raise VaelabError(f"cannot set up trainer.* on this machine: {str(e).splitlines()[0]}", "check trainer.devices and trainer.accelerator") from None
+    except Exception as e:  # lightning's MisconfigurationException
+        if type(e).__name__ != "MisconfigurationException":
+            raise
+        raise VaelabError(f"cannot set up trainer.* on this machine: {str(e).splitlines()[0]}", "check trainer.devices and trainer.accelerator") from None
 
 
 def fit(
@@ -360,15 +457,16 @@ def fit(
     callbacks: list | None = None,
     quiet: bool = False,
 ) -> dict:
-    """Train a VAE as `cfg` says, writing the run directory; returns a summary dict.
+    """Train a VAE as `cfg` says, writing the run directory; returns a summary dict (`cfg` is not changed).
 
     `run_dir` defaults to a new folder under ``cfg.out_dir``; with ``resume=True`` it must be an existing
-    run, which continues exactly where its last checkpoint stopped.
+    run, which continues exactly where its last checkpoint stopped. The run directory (lock, disk space),
+    data, model and checkpoint are checked here, before any process is started, so every mistake is one
+    `VaelabError`; a start that fails before its first checkpoint leaves no run directory behind.
     """
-    from .callbacks import default_callbacks
-    from .rundir import discard_failed_start, first_missing, lock_run_dir, new_run_dir, prepare_run_dir
+    from .rundir import discard_failed_start, first_missing, lock_run_dir, new_run_dir
 
-    cfg = validate(cfg)
+    cfg = validate(copy.deepcopy(cfg))
     if resume:
         if run_dir is None:
             raise VaelabError("resume needs the run directory", "vaelab train --resume RUN_DIR")
@@ -376,18 +474,13 @@ def fit(
     else:
         run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg)
     fabric = _make_fabric(cfg)
-    if callbacks is None:
-        callbacks = default_callbacks(cfg, quiet=quiet)
     created = None if resume else first_missing(run_dir)
     before = set() if resume or created is not None or not run_dir.is_dir() else set(os.listdir(run_dir))
-    with _StopFlag() as stop:
-        # spawned DDP workers save on a signal themselves; this process only waits for them
-        stop.armed = cfg.trainer.devices * cfg.trainer.num_nodes > 1
+    with _StopFlag() as stop:  # a signal before training starts stops at once: nothing to save
         try:
             with lock_run_dir(run_dir, create=not resume):
                 try:
-                    prepare_run_dir(run_dir, resume=resume)
-                    return fabric.launch(_fit, cfg, run_dir, data, resume, callbacks)
+                    return _checked_launch(fabric, cfg, run_dir, data, resume, callbacks, quiet)
                 except BaseException:
                     if not resume:  # a start that failed before its first checkpoint leaves nothing behind
                         discard_failed_start(run_dir, created, before)
@@ -405,45 +498,116 @@ def fit(
             ) from None
 
 
-def _fit(fabric, cfg: Config, run_dir: Path, data: ImageSet | None, resume: bool, callbacks: list) -> dict:
-    import contextlib
+def _checked_launch(fabric, cfg: Config, run_dir: Path, data, resume: bool, callbacks, quiet: bool) -> dict:
+    """With the run directory locked: check it, load the data, build the model, check the checkpoint, train."""
+    from .callbacks import default_callbacks
+    from .rundir import prepare_run_dir
 
-    # the flag `fit` installed; a spawned DDP worker installs its own
-    with contextlib.nullcontext(_ACTIVE_STOP) if _ACTIVE_STOP is not None else _StopFlag() as stop:
-        return _fit_inner(fabric, cfg, run_dir, data, resume, callbacks, stop)
+    prepare_run_dir(run_dir, resume=resume)
+    if data is None:
+        data = from_config(cfg.data)  # once, in this process; spawned DDP workers get it shared
+    if not data.has_split("train"):
+        raise VaelabError(f"{cfg.data.source} has no training images", "check data.source and data.classes")
+    cfg.model = resolve(cfg.model, data)
+    build(cfg.model)  # an architecture that cannot take this image size fails here, in one line
+    if resume:
+        _resume_checkpoint(run_dir, cfg)
+    if callbacks is None:
+        callbacks = default_callbacks(cfg, quiet=quiet)
+    if fabric.world_size == 1 or _externally_launched():
+        return fabric.launch(_fit, cfg, run_dir, data, resume, callbacks)
+    with _ParentSignals():  # the workers stop cleanly on Ctrl-C; this process waits for them
+        result = fabric.launch(_fit_in_worker, cfg, run_dir, data, resume, callbacks)
+    if "error" in result:
+        raise _rebuild_error(result["error"])
+    return result["summary"]
 
 
-def _fit_inner(fabric, cfg: Config, run_dir: Path, data, resume: bool, callbacks: list, stop: _StopFlag) -> dict:
+def _externally_launched() -> bool:
+    return any(k in os.environ for k in ("LOCAL_RANK", "SLURM_PROCID", "TORCHELASTIC_RUN_ID"))
+
+
+def _resume_checkpoint(run_dir: Path, cfg: Config) -> dict:
+    """The run's last checkpoint, if `cfg` (with model sizes resolved) describes the same model."""
+    ckpt = load_checkpoint(run_dir / CHECKPOINTS / "last.ckpt")
+    saved, now = ckpt.get("config", {}).get("model", {}), to_dict(cfg)["model"]
+    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if diff:
+        detail = ", ".join(f"model.{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in diff)
+        raise VaelabError(
+            f"the checkpoint in {run_dir} was trained with another model config ({detail})",
+            "resume without changing model.* keys or the data's shape and classes, or start a new run",
+        )
+    return ckpt
+
+
+def _fit_in_worker(fabric, *args) -> dict:
+    """`_fit` in a spawned DDP worker: a VaelabError comes back as data, so the parent raises it in one line.
+
+    The ranks stop together (stop, NaN and skip decisions are shared), so they meet at a barrier and close
+    the process group before exiting: a rank that exits while the others still talk to it can abort.
+    """
+    try:
+        out = {"summary": _fit(fabric, *args)}
+    except VaelabError as e:
+        out = {"error": {"type": type(e).__name__, "message": e.message, "hint": e.hint, "signum": getattr(e, "signum", 0)}}
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        fabric.barrier()
+        torch.distributed.destroy_process_group()
+    return out
+
+
+def _rebuild_error(err: dict) -> VaelabError:
+    if err["type"] == "TrainingInterrupted":
+        return TrainingInterrupted(err["message"], err["hint"], err["signum"])
+    if err["type"] == "TrainingDiverged":
+        return TrainingDiverged(err["message"], err["hint"])
+    return VaelabError(err["message"], err["hint"])
+
+
+def _compile(model):
+    """torch.compile, with its failure (no C++ compiler, an unsupported platform) as a one-line error."""
+    if not hasattr(torch, "compile"):
+        raise VaelabError("train.compile=true needs torch >= 2.0", "set train.compile=false")
+    return torch.compile(model)
+
+
+def _compile_error(e: Exception) -> VaelabError:
+    first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+    return VaelabError(f"torch.compile failed on this machine ({type(e).__name__}: {first})", "set train.compile=false")
+
+
+def _fit(fabric, cfg: Config, run_dir: Path, data: ImageSet, resume: bool, callbacks: list) -> dict:
+    if _ACTIVE_STOP is not None and (fabric.world_size == 1 or _externally_launched()):
+        return _train(fabric, cfg, run_dir, data, resume, callbacks, _ACTIVE_STOP)  # the flag `fit` installed
+    # a spawned DDP worker: the parent checked everything before spawning, so a signal here only asks the
+    # ranks (together, at the same batch) to finish it and save
+    with _StopFlag(armed=True) as stop:
+        return _train(fabric, cfg, run_dir, data, resume, callbacks, stop)
+
+
+def _train(fabric, cfg: Config, run_dir: Path, data: ImageSet, resume: bool, callbacks: list, stop: _StopFlag) -> dict:
     fabric.seed_everything(cfg.train.seed, verbose=False)
     torch.backends.cudnn.benchmark = True
-    if data is None:
-        data = from_config(cfg.data)
     train_data = data.split("train")
-    cfg.model = resolve(cfg.model, data)
     has_val = data.has_split("val")
     model = build(cfg.model)
     state = TrainState()
     ckpt = None
     if resume:
-        ckpt = load_checkpoint(run_dir / CHECKPOINTS / "last.ckpt")
-        saved = ckpt["config"]["model"]
-        if saved != to_dict(cfg)["model"]:
-            diff = [k for k in saved if saved[k] != to_dict(cfg)["model"].get(k)]
-            raise VaelabError(
-                f"the checkpoint in {run_dir} was trained with another model config (differs in: {', '.join('model.' + d for d in diff)})",
-                "resume without changing model.* keys, or start a new run",
-            )
+        ckpt = _resume_checkpoint(run_dir, cfg)
         try:
             model.load_state_dict(ckpt["model"])
             state = TrainState(**ckpt["train_state"])
         except (RuntimeError, KeyError, TypeError):
             raise VaelabError(f"{run_dir}/checkpoints/last.ckpt does not fit this model", "start a new run") from None
+        state.stop_reason = ""  # a finished or early-stopped run may be resumed with more epochs
     if fabric.is_global_zero:
         text = dump_config(cfg)
         atomic_write(run_dir / CONFIG_FILE, lambda f: f.write(text.encode("utf-8")))  # a kill never tears it
     n_train = len(train_data) // fabric.world_size
     steps_per_epoch = math.ceil(n_train / cfg.train.batch_size)
-    optimizer, scheduler = make_optimizer(cfg, model, steps_per_epoch)
+    optimizer, scheduler = make_optimizer(cfg, model, steps_per_epoch, fabric.device)
     if ckpt is not None:
         try:
             optimizer.load_state_dict(ckpt["optimizer"])
@@ -464,7 +628,7 @@ def _fit_inner(fabric, cfg: Config, run_dir: Path, data, resume: bool, callbacks
                 scheduler.base_lrs = [cfg.train.lr for _ in optimizer.param_groups]
     raw_model = model
     if cfg.train.compile:
-        model = torch.compile(model)
+        model = _compile(model)
     model, optimizer = fabric.setup(model, optimizer)
     if ckpt is not None:
         scaler = getattr(getattr(fabric, "_precision", None), "scaler", None)
@@ -472,6 +636,11 @@ def _fit_inner(fabric, cfg: Config, run_dir: Path, data, resume: bool, callbacks
             if scaler is not None and ckpt.get("scaler") is not None:
                 scaler.load_state_dict(ckpt["scaler"])
             set_rng_state(ckpt["rng"])
+            ranks = ckpt.get("rank_rng")
+            if fabric.world_size > 1 and ranks and len(ranks["torch"]) == fabric.world_size:
+                torch.set_rng_state(ranks["torch"][fabric.global_rank].clone())  # a view would crash it
+                if "cuda" in ranks and fabric.device.type == "cuda":
+                    torch.cuda.set_rng_state(ranks["cuda"][fabric.global_rank].clone())
         except (ValueError, KeyError, TypeError, RuntimeError, AttributeError):
             raise VaelabError(f"{run_dir}/checkpoints/last.ckpt has damaged random-generator or scaler states", "start a new run") from None
     elif fabric.world_size > 1:
@@ -485,6 +654,7 @@ def _fit_inner(fabric, cfg: Config, run_dir: Path, data, resume: bool, callbacks
         cb.on_fit_start(ctx)
     start = time.perf_counter()
     time_before = state.train_time
+    skip_mode = cfg.train.on_nan == "skip_batch"
     stop.armed = True  # from here a signal saves a checkpoint at the end of the current batch
     try:
         while state.epoch < cfg.train.epochs:
@@ -495,6 +665,8 @@ def _fit_inner(fabric, cfg: Config, run_dir: Path, data, resume: bool, callbacks
                 if has_val
                 else None
             )
+            if val_terms and not math.isfinite(val_terms["loss"]) and not skip_mode:
+                raise _Diverged(f"the validation loss after epoch {state.epoch + 1} is {val_terms['loss']}")
             state.epoch += 1
             monitor = val_terms["loss"] if val_terms else train_terms["loss"]
             if scheduler is not None and cfg.train.schedule == "plateau":
@@ -504,26 +676,31 @@ def _fit_inner(fabric, cfg: Config, run_dir: Path, data, resume: bool, callbacks
                 state.best_val, state.best_epoch, state.bad_epochs = monitor, state.epoch, 0
             else:
                 state.bad_epochs += 1
+            if cfg.train.early_stop and state.bad_epochs >= cfg.train.early_stop:
+                state.stop_reason = f"early stop: no better validation loss for {state.bad_epochs} epochs"
+            elif state.epoch >= cfg.train.epochs:
+                state.stop_reason = "finished"
             state.train_time = time_before + time.perf_counter() - start
             row = _metrics_row(state, train_terms, val_terms, optimizer, cfg, steps_per_epoch, time.perf_counter() - t0)
             ctx.history.append(row)
             for cb in live:  # files of the epoch first: a crash before the checkpoint redoes the epoch
                 cb.on_epoch_end(ctx, row)
+            # the last epoch's checkpoint already holds the final state (stop reason, time)
             _save(ctx, optimizer, scheduler, ("last", "best") if improved else ("last",))
-            if cfg.train.early_stop and state.bad_epochs >= cfg.train.early_stop:
-                state.stop_reason = f"early stop: no better validation loss for {state.bad_epochs} epochs"
+            if state.stop_reason:
                 break
-        else:
-            state.stop_reason = "finished"
     except _Interrupt:
-        state.train_time = time_before + time.perf_counter() - start
         _close(live, ctx)
+        if not skip_mode and not all(math.isfinite(v) for v in state.partial[:3]):
+            raise _diverged_error(ctx, f"loss is nan before the stop at epoch {state.epoch + 1}") from None
+        state.train_time = time_before + time.perf_counter() - start
         _save(ctx, optimizer, scheduler)
-        name = signal.Signals(stop.signum).name
+        signum = stop.signum or signal.SIGINT  # DDP: another rank may have got the signal
         raise TrainingInterrupted(
-            f"{name}: training stopped at epoch {state.epoch + 1}, batch {state.batch_in_epoch}; checkpoint saved in {run_dir}",
+            f"{signal.Signals(signum).name}: training stopped at epoch {state.epoch + 1}, batch {state.batch_in_epoch}; "
+            f"checkpoint saved in {run_dir}",
             f"resume with: vaelab train --resume {run_dir}",
-            stop.signum,
+            signum,
         ) from None
     except _Diverged as e:
         _close(live, ctx)
@@ -533,12 +710,13 @@ def _fit_inner(fabric, cfg: Config, run_dir: Path, data, resume: bool, callbacks
         from .rundir import write_error
 
         raise write_error(e, run_dir) from None
-    except BaseException:
+    except BaseException as e:
         _close(live, ctx)
+        if cfg.train.compile and type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
+            raise _compile_error(e) from None
         raise
-    if state.epoch == cfg.train.epochs and not state.stop_reason:
+    if not state.stop_reason:  # a resume of a run that had already finished: nothing was trained
         state.stop_reason = "finished"
-    _save(ctx, optimizer, scheduler)  # the final state (stop reason, time) in last.ckpt
     for cb in live:
         cb.on_fit_end(ctx)
     return {
