@@ -130,3 +130,10 @@ def make_idx_dir(folder: Path, n_train: int = 64, n_test: int = 16, size: int = 
 def tiny_idx_dir(tmp_path_factory) -> Path:
     """64 + 16 images of 8 x 8 px in 3 classes as IDX files (spec: f"idx:{tiny_idx_dir}")."""
     return make_idx_dir(tmp_path_factory.mktemp("tiny-idx"))
+
+
+def copy_run(run_dir: Path, dst: Path) -> Path:
+    """A private copy of a shared session run, for tests that write into a run directory."""
+    import shutil
+
+    return Path(shutil.copytree(run_dir, dst / run_dir.name))

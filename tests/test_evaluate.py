@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from conftest import copy_run
 from vaelab.errors import VaelabError
 from vaelab.evaluate.fid import fid, frechet_distance, precision_recall
 from vaelab.evaluate.likelihood import active_units, bits_per_dim, importance_sampled, likelihood_terms
@@ -372,7 +373,8 @@ def _hashes(run_dir: Path) -> dict[str, str]:
 CONTRACT = {"split", "checkpoint", "n_images", "loss", "nll", "recon_quality", "active_units", "fid"}
 
 
-def test_cli_evaluate_writes_the_contract(tiny_run, feature_net_dir, capsys):
+def test_cli_evaluate_writes_the_contract(tiny_run, feature_net_dir, capsys, tmp_path):
+    tiny_run = copy_run(tiny_run, tmp_path)  # the shared run stays without eval/ for other tests
     before = _hashes(tiny_run)
     code, out, err = _cli(capsys, "evaluate", tiny_run, "--split", "val", "--nll-samples", "10", "--features", feature_net_dir, "--max-generated", "200")
     assert code == 0, err
@@ -394,7 +396,8 @@ def test_cli_evaluate_writes_the_contract(tiny_run, feature_net_dir, capsys):
     assert _hashes(tiny_run) == before  # the checkpoints are only read
 
 
-def test_cli_evaluate_no_fid(tiny_run, capsys):
+def test_cli_evaluate_no_fid(tiny_run, capsys, tmp_path):
+    tiny_run = copy_run(tiny_run, tmp_path)
     code, out, err = _cli(capsys, "evaluate", tiny_run, "--split", "train", "--nll-samples", "3", "--no-fid")
     assert code == 0, err
     doc = json.loads((tiny_run / "eval" / "train.json").read_text())
