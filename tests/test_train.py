@@ -344,7 +344,7 @@ CONFIGS = sorted(p for p in (REPO / "configs").glob("*.yaml") if "sweep" not in 
 def test_there_are_configs_for_every_workflow():
     names = {p.stem for p in CONFIGS}
     assert {"mnist-148-z2", "emnist-conv-z2", "emnist-conv-z8", "fashion-mlp-z2", "fashion-conv-z2",
-            "fashion-cvae-z2", "photos-128", "landscape-256", "demo"} <= names
+            "fashion-cvae-z2", "photos-128", "landscape-256"} <= names
     for p in CONFIGS:
         assert p.read_text().startswith("# "), f"{p.name}: first line must say what it reproduces"
 
@@ -434,5 +434,7 @@ def test_demo_command(tmp_path):
     out = subprocess.run([sys.executable, "-m", "vaelab", "demo", "--out-dir", str(tmp_path), "--epochs", "1",
                           "--quiet"], env=cli_env(), capture_output=True, text=True, timeout=600, cwd=REPO)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.strip().splitlines()[-1] == str(tmp_path / "demo")
+    assert out.stdout.strip().splitlines()[-1] == str(tmp_path / "demo" / "report.html")
     assert load_run(tmp_path / "demo").config.data.source == "mnist-sample"
+    assert (tmp_path / "demo" / "eval" / "val.json").is_file() and (tmp_path / "demo" / "classify" / "gmm.json").is_file()
+    assert "<img" in (tmp_path / "demo" / "report.html").read_text()
