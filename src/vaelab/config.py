@@ -354,14 +354,19 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
         key, value = parse_override(text)
         if key not in valid:
             raise _unknown_key(key, " (command line)")
-        node = data
-        *parents, last = key.split(".")
-        for p in parents:
-            if not isinstance(node.get(p), dict):
-                node[p] = {}
-            node = node[p]
-        node[last] = value
+        set_dotted(data, key, value)
     return data
+
+
+def set_dotted(data: dict, key: str, value: Any) -> None:
+    """``set_dotted(d, 'model.beta', 4)`` sets ``d['model']['beta'] = 4``, creating the mappings on the way."""
+    node = data
+    *parents, last = key.split(".")
+    for p in parents:
+        if not isinstance(node.get(p), dict):
+            node[p] = {}
+        node = node[p]
+    node[last] = value
 
 
 def validate(cfg: Config) -> Config:

@@ -483,7 +483,17 @@ class MLPHead(LatentClassifier):
 # scikit-learn baselines on latent means
 
 
-class LogRegClassifier(LatentClassifier):
+class _ScikitLearnClassifier(LatentClassifier):
+    """A baseline that wraps a fitted scikit-learn estimator in ``estimator_``."""
+
+    def predict_proba(self, X) -> np.ndarray:
+        _check_fitted(self)
+        X = _check_X(X)
+        _check_dim(self, X)
+        return self.estimator_.predict_proba(X)
+
+
+class LogRegClassifier(_ScikitLearnClassifier):
     """scikit-learn's LogisticRegression (multinomial, lbfgs) on latent means."""
 
     method = "logreg"
@@ -507,12 +517,6 @@ class LogRegClassifier(LatentClassifier):
         self.n_features_in_ = X.shape[1]
         return self
 
-    def predict_proba(self, X) -> np.ndarray:
-        _check_fitted(self)
-        X = _check_X(X)
-        _check_dim(self, X)
-        return self.estimator_.predict_proba(X)
-
     def _arrays(self) -> dict[str, np.ndarray]:
         e = self.estimator_
         return {"coef_": e.coef_, "intercept_": e.intercept_, "classes_": e.classes_}
@@ -527,7 +531,7 @@ class LogRegClassifier(LatentClassifier):
         self.estimator_, self.classes_, self.n_features_in_ = e, e.classes_, e.n_features_in_
 
 
-class KNNClassifier(LatentClassifier):
+class KNNClassifier(_ScikitLearnClassifier):
     """scikit-learn's KNeighborsClassifier on latent means; k is capped at the smallest class's count."""
 
     method = "knn"
@@ -557,12 +561,6 @@ class KNNClassifier(LatentClassifier):
         self.classes_ = self.estimator_.classes_
         self.n_features_in_ = X.shape[1]
         return self
-
-    def predict_proba(self, X) -> np.ndarray:
-        _check_fitted(self)
-        X = _check_X(X)
-        _check_dim(self, X)
-        return self.estimator_.predict_proba(X)
 
     def _arrays(self) -> dict[str, np.ndarray]:
         return {"fit_X_": self.fit_X_, "fit_y_": self.fit_y_}

@@ -38,6 +38,7 @@ from ..config import (
     flatten,
     from_dict,
     load_yaml,
+    set_dotted,
     to_dict,
     validate,
 )
@@ -137,16 +138,6 @@ class StudyPlan:
 
 # ---------------------------------------------------------------------------------------------------------
 # config keys and values
-
-
-def set_dotted(data: dict, key: str, value: Any) -> None:
-    node = data
-    *parents, last = key.split(".")
-    for p in parents:
-        if not isinstance(node.get(p), dict):
-            node[p] = {}
-        node = node[p]
-    node[last] = value
 
 
 def key_type(key: str) -> Any:
