@@ -137,3 +137,14 @@ def copy_run(run_dir: Path, dst: Path) -> Path:
     import shutil
 
     return Path(shutil.copytree(run_dir, dst / run_dir.name))
+
+
+def cli(*args: str) -> int:
+    """Run the vaelab CLI in-process; its exit code."""
+    from vaelab.cli import main
+
+    try:
+        main([str(a) for a in args])
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0

@@ -12,19 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import cli
 from vaelab.report import build_report, format_value
 
 EVIL = "<script>alert(1)</script>"
 
 
-def cli(*args: str) -> int:
-    from vaelab.cli import main
-
-    try:
-        main(list(args))
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 def leaves(d, prefix=""):

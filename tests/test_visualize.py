@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from matplotlib.patches import Ellipse
 
+from conftest import cli
 from vaelab.errors import VaelabError
 from vaelab.visualize import (
     budget_figure,
@@ -282,15 +283,6 @@ def test_traversal_sweep_frames_and_mp4():
 # -- a whole run: RunFigures / render_run / vaelab plot -------------------------------------------------------
 
 
-def cli(*args: str) -> int:
-    """Run the vaelab CLI in-process; its exit code."""
-    from vaelab.cli import main
-
-    try:
-        main(list(args))
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 def run_copy(src: Path, dst: Path) -> Path:

@@ -22,7 +22,7 @@ import torch
 
 from ..data import ImageSet, load, to_float
 from ..errors import VaelabError
-from ..latent.encode import check_fits
+from ..latent.encode import check_fits, encode
 from .likelihood import active_units, bits_per_dim, likelihood_terms
 from .reconstruction import reconstruction_metrics, summarize
 
@@ -95,16 +95,6 @@ def _reconstruct_batched(model, images: torch.Tensor, labels: torch.Tensor | Non
 
 
 @torch.no_grad()
-def _train_means(model, train: ImageSet, batch_size: int) -> np.ndarray:
-    device = next(model.parameters()).device
-    out = []
-    for s in range(0, len(train), batch_size):
-        x = to_float(train.images[s : s + batch_size]).to(device)
-        y = train.labels[s : s + batch_size].to(device) if model.conditional else None
-        out.append(model.encode(x, y).mean.float().cpu())
-    return torch.cat(out).numpy()
-
-
 def resolve_features(
     run, features, inception: str | Path | None, spec: str | None, device, progress: Callable[[str], None] | None
 ):
@@ -286,7 +276,7 @@ def _generation_quality(run, part: ImageSet, full: ImageSet | None, fx, *, max_g
     train = full.split("train") if full is not None else run.data().split("train")
     if model.conditional and train.labels is None:
         raise VaelabError("the training split has no labels for this conditional model", "give a labelled data spec")
-    z_train = _train_means(model, train, batch_size)
+    z_train = encode(run, train, batch_size=batch_size).z  # posterior means of the training split
     k = min(gmm_components, len(z_train))
     say(f"{n} samples from a {k}-component GMM fitted on {len(z_train)} training latents")
     gmm = GMMSampler(k, "full", seed).fit(z_train)
