@@ -92,6 +92,25 @@ def test_conv_sizes_invert_odd_sizes():
         assert model.decode(torch.zeros(1, 3)).shape == (1, 1, 28, 28)
 
 
+def test_residual_blocks_add_depth_without_changing_shapes():
+    from vaelab.models.blocks import ResBlock
+
+    plain = build(model_cfg(28, arch="conv", conv_channels=[8, 16]))
+    deep = build(model_cfg(28, arch="conv", conv_channels=[8, 16], res_blocks=2))
+    # 2 per encoder stage (2 stages) + 2 at the decoder's start + 2 after its one inner up-layer
+    assert sum(isinstance(m, ResBlock) for m in deep.encoder.modules()) == 4
+    assert sum(isinstance(m, ResBlock) for m in deep.decoder.modules()) == 4
+    assert sum(p.numel() for p in deep.parameters()) > sum(p.numel() for p in plain.parameters())
+    x = torch.rand(3, 1, 28, 28)
+    posterior, z, logits = deep(x)
+    assert posterior.mean.shape == (3, 3) and logits.shape == x.shape
+    assert deep.decode(torch.zeros(2, 3)).shape == (2, 1, 28, 28)
+    block = ResBlock(4, "none", "relu")
+    torch.nn.init.zeros_(block.body[3].weight), torch.nn.init.zeros_(block.body[3].bias)  # branch off: act(x)
+    h = torch.randn(2, 4, 5, 5)
+    torch.testing.assert_close(block(h), torch.relu(h))
+
+
 def test_image_too_small_for_the_architecture():
     with pytest.raises(VaelabError, match=r"too small for 5 stride-2 conv layers.*at most 3"):
         build(model_cfg(8, arch="conv", conv_channels=[2] * 5, kernel=3))

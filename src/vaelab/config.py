@@ -59,6 +59,7 @@ class ModelConfig:
     decoder_norm: str | None = None  # decoder norm; None means the same as `norm`
     activation: str = "leaky_relu"  # relu | leaky_relu
     decoder: str = "transpose"  # transpose | upsample (nearest upsample + conv)
+    res_blocks: int = 0  # residual blocks (3x3 conv, norm, act, 3x3 conv + skip) after each resolution change
     dropout: float = 0.0
     # filled from the data when the model is built
     image_size: int | None = None
@@ -138,6 +139,7 @@ BOUNDS: dict[str, tuple[float, bool]] = {
     "model.gaussian_sigma": (0, False),
     "model.kernel": (1, True),
     "model.dropout": (0, True),
+    "model.res_blocks": (0, True),
     "train.epochs": (0, True),
     "train.batch_size": (1, True),
     "train.eval_batch_size": (1, True),

@@ -86,6 +86,25 @@ def build_mlp(cfg) -> tuple[nn.Module, nn.Module]:
 # convolutional
 
 
+class ResBlock(nn.Module):
+    """act(x + norm(conv3x3(act(norm(conv3x3(x)))))): the basic residual block of He et al. (2016). It keeps
+    channels and size, so it adds depth at one resolution without changing any shape."""
+
+    def __init__(self, channels: int, norm: str, act: str):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1, bias=norm == "none"),
+            norm_layer(norm, channels),
+            ACTIVATIONS[act](),
+            nn.Conv2d(channels, channels, 3, padding=1, bias=norm == "none"),
+            norm_layer(norm, channels),
+        )
+        self.act = ACTIVATIONS[act]()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(x + self.body(x))
+
+
 def conv_sizes(image_size: int, layers: int, kernel: int) -> list[int]:
     """Spatial sizes through `layers` stride-2 convs with padding (kernel-1)//2: [H, H1, ..., Hn].
 
@@ -120,7 +139,7 @@ def transpose_padding(kernel: int, size_in: int, size_out: int) -> tuple[int, in
 
 
 class ConvEncoder(nn.Module):
-    """(B, C, H, W) -> n x [conv stride 2, norm, act] -> flatten -> linear -> (B, 2D)."""
+    """(B, C, H, W) -> n x [conv stride 2, norm, act, res_blocks x ResBlock] -> flatten -> linear -> (B, 2D)."""
 
     def __init__(self, cfg, sizes: list[int], num_classes: int):
         super().__init__()
@@ -133,6 +152,7 @@ class ConvEncoder(nn.Module):
                 norm_layer(cfg.norm, c_out),
                 ACTIVATIONS[cfg.activation](),
             ]
+            layers += [ResBlock(c_out, cfg.norm, cfg.activation) for _ in range(cfg.res_blocks)]
             c_in = c_out
         self.body = nn.Sequential(*layers)
         self.flat = c_in * sizes[-1] * sizes[-1]
@@ -146,7 +166,8 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """(B, D) -> linear -> (B, C_n, H_n, W_n) -> n x [up x2, norm, act] -> (B, C, H, W).
+    """(B, D) -> linear -> (B, C_n, H_n, W_n) [-> res_blocks x ResBlock] -> n x [up x2, norm, act,
+    res_blocks x ResBlock] -> (B, C, H, W).
 
     Upsampling is a transposed conv or nearest-upsample + 3x3 conv; each layer lands exactly on the
     encoder's size at that depth, so odd sizes (28 -> 14 -> 7 -> 4) invert exactly. The last layer has no
@@ -160,6 +181,7 @@ class ConvDecoder(nn.Module):
         self.fc = nn.Linear(cfg.latent_dim + num_classes, math.prod(self.start))
         norm = cfg.decoder_norm or cfg.norm
         layers: list[nn.Module] = [ACTIVATIONS[cfg.activation]()]
+        layers += [ResBlock(chans[0], norm, cfg.activation) for _ in range(cfg.res_blocks)]
         outs = chans[1:] + [cfg.channels]
         targets = list(reversed(sizes[:-1]))
         c_in, size = chans[0], sizes[-1]
@@ -177,6 +199,7 @@ class ConvDecoder(nn.Module):
                 ]
             if not last:
                 layers += [norm_layer(norm, c_out), ACTIVATIONS[cfg.activation]()]
+                layers += [ResBlock(c_out, norm, cfg.activation) for _ in range(cfg.res_blocks)]
             c_in, size = c_out, target
         self.body = nn.Sequential(*layers)
 
