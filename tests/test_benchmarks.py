@@ -1,0 +1,66 @@
+"""benchmarks/quality.py: its recipes point at valid configs, and a quick run measures from the CLI's files."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import needs_data, shared_data
+from vaelab.config import load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "quality.py"
+
+
+def _quality():
+    spec = importlib.util.spec_from_file_location("quality", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["quality"] = mod  # its dataclasses resolve their annotations through sys.modules
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_every_recipe_has_a_valid_config_and_a_budget():
+    q = _quality()
+    assert len({r.name for r in q.RECIPES}) == len(q.RECIPES)
+    for r in q.RECIPES:
+        cfg = load_config(ROOT / "configs" / f"{r.config}.yaml", [])
+        assert cfg.name == r.config, r.name  # the run dir, the config and its name agree
+        assert set(r.epochs) == set(q.BUDGETS) and all(e >= 1 for e in r.epochs.values())
+        assert r.epochs["quick"] <= r.epochs["cpu"] <= r.epochs["full"]
+
+
+def test_table_says_met_not_met_and_errors():
+    q = _quality()
+    base = {"workflow": "w", "anchor": "a", "target": "t", "epochs": 3, "train_minutes": 1.25, "machine": "m"}
+    text = q.table({"x": {**base, "value": "1.0", "met": True}, "y": {**base, "value": "2.0", "met": False},
+                    "z": {**base, "error": "boom", "met": False}, "u": {**base, "value": "3", "met": None}})
+    rows = text.splitlines()[2:]
+    assert [r.split("|")[5].strip() for r in rows] == ["yes", "**no**", "error", "works"]
+    assert "| boom |" in rows[2] and "1.2 min" in rows[0]
+
+
+@pytest.mark.slow
+@needs_data("mnist")
+def test_quick_mnist148_recipe_end_to_end(tmp_path):
+    env = {**os.environ, "VAELAB_DATA": str(shared_data()), "OMP_NUM_THREADS": "1", "VAELAB_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, str(SCRIPT), "--only", "mnist148", "--budget", "quick", "--out", str(tmp_path / "q")]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = json.loads((tmp_path / "q" / "results.json").read_text())["mnist148"]
+    assert "error" not in row, row
+    run_dir = tmp_path / "q" / "mnist-148-best"
+    ev = json.loads((run_dir / "eval" / "test.json").read_text())
+    gmm = json.loads((run_dir / "classify" / "gmm.json").read_text())
+    # the table's numbers are the ones the CLI wrote, and the GMM was seeded from val.npz, scored on test.npz
+    assert row["detail"]["ssim"] == ev["recon_quality"]["ssim"] and 0 < row["detail"]["ssim"] < 1
+    assert row["detail"]["f1_macro"] == gmm["f1_macro"] and gmm["class_names"] == ["1", "4", "8"]
+    assert gmm["accuracy"] > 0.6  # one epoch on 2,000 digits already separates 1/4/8 far above chance (1/3)
+    assert row["met"] == (row["detail"]["ssim"] >= 0.80 and row["detail"]["f1_macro"] >= 0.97)
+    assert "| MNIST digits 1/4/8" in done.stdout and row["epochs"] == 1
