@@ -378,6 +378,158 @@ def test_killed_sweep_restarts_skipping_finished_trials(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------
+# PostgreSQL: workers on several machines share one study through a database server
+
+
+def _postgres_bin(name: str) -> str | None:
+    """A PostgreSQL server program on PATH or in Debian's /usr/lib/postgresql/<version>/bin."""
+    import shutil
+
+    found = shutil.which(name)
+    if found:
+        return found
+    versions = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), key=lambda p: p.parts[-3].zfill(4))
+    return str(versions[-1]) if versions else None
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def postgres_url(tmp_path):
+    """A throwaway PostgreSQL cluster on a free local port; yields its URL and stops it afterwards.
+
+    PostgreSQL refuses to run as root, so as root (CI) the server runs as the `postgres` user via
+    runuser, in a /tmp folder that user owns (pytest's tmp_path is private to root)."""
+    import pwd
+    import shutil
+    import tempfile
+
+    pytest.importorskip("psycopg", reason="the PostgreSQL driver is not installed (pip install 'psycopg[binary]')")
+    initdb, pg_ctl = _postgres_bin("initdb"), _postgres_bin("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.skip("no PostgreSQL server programs (initdb, pg_ctl): apt-get install postgresql")
+    prefix: list[str] = []
+    base = tmp_path / "pg"
+    if os.geteuid() == 0:
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user to run the server as")
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root and there is no runuser to start the server as 'postgres'")
+        prefix = ["runuser", "-u", "postgres", "--"]
+        base = Path(tempfile.mkdtemp(prefix="vaelab-pg-"))
+        os.chown(base, user.pw_uid, user.pw_gid)
+    else:
+        base.mkdir()
+    port = _free_port()
+    data = base / "data"
+    run = lambda *args: subprocess.run(prefix + list(args), capture_output=True, text=True, timeout=120, cwd=base)  # noqa: E731
+    try:
+        out = run(initdb, "-D", str(data), "-U", "vaelab", "-A", "trust", "-E", "UTF8", "--no-sync")
+        assert out.returncode == 0, out.stdout + out.stderr
+        options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
+        out = run(pg_ctl, "-D", str(data), "-l", str(base / "server.log"), "-w", "-t", "60", "-o", options, "start")
+        assert out.returncode == 0, out.stdout + out.stderr + (base / "server.log").read_text(errors="replace")
+        yield f"postgresql://vaelab@127.0.0.1:{port}/postgres"
+    finally:
+        run(pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop")
+        if prefix:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def test_postgresql_url_gets_an_installed_driver(monkeypatch):
+    """postgresql:// means psycopg2 in SQLAlchemy 2.0: without it the URL names psycopg 3; with no driver
+    at all the error says what to install."""
+    from vaelab.sweep import study
+
+    monkeypatch.setattr(study, "_importable", lambda m: m == "psycopg")
+    assert study.engine_url("postgresql://u:p@db:5432/s") == "postgresql+psycopg://u:p@db:5432/s"
+    assert study.engine_url("postgresql+psycopg2://u@db/s") == "postgresql+psycopg2://u@db/s"  # named: kept
+    assert study.engine_url("sqlite:///x.db") == "sqlite:///x.db"
+    monkeypatch.setattr(study, "_importable", lambda m: m in ("psycopg", "psycopg2"))
+    assert study.engine_url("postgresql://u@db/s") == "postgresql://u@db/s"  # SQLAlchemy's own default
+    monkeypatch.setattr(study, "_importable", lambda m: False)
+    for module in ("psycopg", "psycopg2"):
+        monkeypatch.setitem(sys.modules, module, None)  # importing it fails, as when it is not installed
+    with pytest.raises(VaelabError, match=r"driver is missing.*pip install 'psycopg\[binary\]'") as e:
+        open_storage("postgresql://u:secret@127.0.0.1:1/db")
+    assert "secret" not in str(e.value)
+
+
+def test_trials_run_on_another_machine_leave_rows_without_numbers(tmp_path, fake_steps):
+    """Workers with their own study directory (another machine) keep their trial folders: the
+    coordinator's outputs list those trials with their planned values instead of failing on them."""
+    from vaelab.sweep import finish_steps
+
+    path = tiny_yaml(tmp_path)
+    plan = build_plan(path, grid=["model.beta=1,2"])
+    study = tmp_path / "study"
+    prepare_study(plan, study)
+    run_workers(plan, study)
+    elsewhere = study / "trials" / "beta-2"
+    elsewhere.rename(tmp_path / "beta-2")  # as if a worker on another machine had trained it
+    status = study_status(plan, study)
+    assert status["beta-2"]["state"] == "complete"
+    assert finish_steps(plan, study, status, True, ["gmm"]) == []  # nothing to evaluate here, no error
+    assert (study / "trials" / "beta-1" / "eval").is_dir() and not elsewhere.exists()
+    files = study_outputs(plan, study, status)
+    rows = {r["trial"]: r for r in build_results(plan, study, status).rows}
+    assert rows["beta-2"]["model.beta"] == 2.0 and rows["beta-2"]["status"] == "complete"
+    assert "val_loss" not in rows["beta-2"] and "val_loss" in rows["beta-1"]
+    assert b"beta-2,2.0,complete," in files["results.csv"]
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_postgresql_study(tmp_path, postgres_url, capsys):
+    """Two `--worker` processes started at once on a new PostgreSQL database (they create its tables
+    together) run a 4-trial grid, each trial exactly once; the coordinator then trains nothing again and
+    writes the results."""
+    path = tiny_yaml(tmp_path)
+    study = tmp_path / "runs" / "s"
+    grid = ["--grid", "model.beta=1,2", "--grid", "model.latent_dim=2,3"]
+    cmd = [sys.executable, "-m", "vaelab", "sweep", str(path), *grid, "--storage", postgres_url, "--worker"]
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    started = [ln.split(":")[0].removeprefix("trial ") for out in outs for ln in out.splitlines() if ": training (" in ln]
+    plan = build_plan(path, grid=["model.beta=1,2", "model.latent_dim=2,3"])
+    names = sorted(s.name for s in plan.trials())
+    assert sorted(started) == names, outs  # every trial trained once, by one of the workers
+    assert sorted(p.name for p in (study / "trials").iterdir()) == names
+    pids = {p.pid for p in procs}
+    coord = Coordinator(plan, study, open_storage(postgres_url))
+    complete = {t.user_attrs["key"]: t.number for t in coord.all_trials() if t.state.name == "COMPLETE"}
+    assert sorted(complete) == names and len(complete) == len(names)  # one COMPLETE attempt per key
+    other = [(t.state.name, t.user_attrs.get("status")) for t in coord.all_trials() if t.state.name != "COMPLETE"]
+    assert all(o == ("FAIL", "duplicate") for o in other), other  # only copies of a grid queued twice
+    mtimes = {}
+    for name in names:
+        run_dir = study / "trials" / name
+        assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 1
+        info = json.loads((run_dir / "sweep.json").read_text())
+        assert info["status"] == "complete" and info["worker"]["pid"] in pids
+        assert info["optuna_number"] == complete[name]
+        mtimes[name] = (run_dir / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+    assert "postgresql://vaelab@127.0.0.1" in json.loads((study / "study.json").read_text())["storage"]
+
+    code, out, err = run_cli([str(path), *grid, "--storage", postgres_url], capsys)  # the coordinator
+    assert code == 0, err
+    assert "(4 done, 0 queued" in " ".join(out.split()) and "training (" not in out  # finished: skipped
+    assert all((study / "trials" / n / "checkpoints" / "last.ckpt").stat().st_mtime_ns == mtimes[n] for n in names)
+    rows = (study / "results.csv").read_text().splitlines()
+    assert len(rows) == 5 and sum(",complete," in r for r in rows) == 4
+    assert (study / "results.md").is_file()
+
+
+# ---------------------------------------------------------------------------------------------------------
 # bad input
 
 

@@ -795,6 +795,11 @@ def sweep(
     for rel, data in study_outputs(plan, directory, status, command, results).items():
         _write_bytes(directory / rel, data)
     _print_results(results, directory)
+    elsewhere = sorted(k for k, v in status.items() if v["state"] == "complete" and not (directory / "trials" / k).is_dir())
+    if elsewhere:
+        console.print(f"{len(elsewhere)} trial(s) ran on other machines and their folders are not in "
+                      f"{escape(str(directory / 'trials'))} ({escape(', '.join(elsewhere[:3]))}{' ...' if len(elsewhere) > 3 else ''}): "
+                      "copy them there and run the same command again to fill their rows", highlight=False)
     failed = sorted(k for k, v in status.items() if v["state"] in ("failed", "interrupted", "not started"))
     if failed or errors:
         names = ", ".join(failed[:5]) + (" ..." if len(failed) > 5 else "")

@@ -18,8 +18,9 @@ MAX_TRAVERSALS = 12
 def finish_steps(plan: StudyPlan, study_dir: str | Path, status: dict[str, dict], evaluate: bool,
                  classify: list[str], on_event: Callable[[dict], None] | None = None) -> list[str]:
     """Evaluate / classify complete trials that lack those files (e.g. a study first run without
-    --evaluate), and write their report.html when the report library exists. Returns one message per
-    step that failed."""
+    --evaluate), and write their report.html when the report library exists. Trials whose folder is not
+    in this study directory (run by a worker elsewhere) are left out. Returns one message per step that
+    failed."""
     from .study import TRIALS_DIR
 
     on_event = on_event or (lambda e: None)
@@ -28,6 +29,8 @@ def finish_steps(plan: StudyPlan, study_dir: str | Path, status: dict[str, dict]
         if info.get("state") != "complete":
             continue
         run_dir = Path(study_dir) / TRIALS_DIR / name
+        if not run_dir.is_dir():  # a worker on another machine, with its own study directory, ran it
+            continue
         todo = []
         if evaluate and not steps.eval_path(run_dir).is_file():
             todo.append(("evaluate", lambda d=run_dir: steps.evaluate_trial(d)))
@@ -58,7 +61,7 @@ def study_outputs(plan: StudyPlan, study_dir: str | Path, status: dict[str, dict
         files["results_summary.csv"] = summary.encode()
     figures = {name: png_bytes(fig) for name, fig in metric_figures(results, plan).items()}
     # traversals: the first seed of each complete point (search: the best trials by validation loss)
-    rows = [r for r in results.rows if r.get("status") == "complete"]
+    rows = [r for r in results.rows if r.get("status") == "complete" and (study_dir / TRIALS_DIR / r["trial"]).is_dir()]
     if plan.is_search:
         rows = sorted(rows, key=lambda r: r.get("objective") or float("inf"))
     chosen: dict[str, Path] = {}

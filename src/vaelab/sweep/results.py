@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import flatten, load_yaml
+from ..config import flatten, load_yaml, to_dict
 from ..errors import VaelabError
 from ..run import CONFIG_FILE, read_metrics
 from . import steps
@@ -161,6 +161,7 @@ def build_results(plan: StudyPlan, study_dir: str | Path, status: dict[str, dict
     else:
         entries = [(s.name, s.point, s.variant, s.seed) for s in plan.trials()]
     methods = _methods(plan, [trials_dir / e[0] for e in entries])
+    specs = {s.name: s for s in plan.trials()}
 
     rows = []
     for name, point, variant, seed in entries:
@@ -176,6 +177,9 @@ def build_results(plan: StudyPlan, study_dir: str | Path, status: dict[str, dict
             state = (info or {}).get("status", "not started")
         row["status"] = state
         row.update(trial_row(run_dir, varied, methods) if run_dir.is_dir() else {})
+        if name in specs and not run_dir.is_dir():  # its folder is on another machine: the planned values
+            planned = flatten(to_dict(plan.trial_config(specs[name].overrides, name, trials_dir)))
+            row.update({k: planned[k] for k in varied if k in planned})
         if plan.is_search:  # the sampled values, also for trials pruned before writing a config
             for key, value in (status.get(name, {}).get("overrides") or {}).items():
                 row.setdefault(key, value)

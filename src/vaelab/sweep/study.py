@@ -83,6 +83,54 @@ def mask_url(url: str) -> str:
         return url
 
 
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def engine_url(url: str) -> str:
+    """The URL SQLAlchemy opens: a bare ``postgresql://`` gets an installed driver.
+
+    SQLAlchemy 2.0 maps ``postgresql://`` to psycopg2 and 2.1 to psycopg (3); we install psycopg 3
+    ('psycopg[binary]', the sweep extra), so without psycopg2 the URL names psycopg explicitly. A URL
+    that names its driver (``postgresql+psycopg2://``, ``postgresql+asyncpg://``) is left alone.
+    """
+    import sqlalchemy
+
+    parsed = sqlalchemy.engine.make_url(url)
+    if parsed.drivername == "postgresql" and not _importable("psycopg2") and _importable("psycopg"):
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return url
+
+
+# Errors of two processes creating Optuna's tables at once (PostgreSQL reports a clash in its catalog as
+# a unique violation on pg_type); the loser retries and finds the tables made.
+_CREATE_RACE = ("already exists", "duplicate key", "unique constraint", "pg_type_typname_nsp_index")
+_SCHEMA_LOCK_KEY = 0x7661656C6162  # "vaelab": any fixed 64-bit number, the same in all workers
+
+
+@contextlib.contextmanager
+def _schema_lock(url: str, backend: str, kwargs: dict):
+    """PostgreSQL: hold an advisory lock while Optuna creates or checks its tables, so that workers
+    starting at once on a new database take turns instead of colliding. Elsewhere: nothing (retries)."""
+    if backend != "postgresql":
+        yield
+        return
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, connect_args=kwargs["connect_args"])
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": _SCHEMA_LOCK_KEY})
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": _SCHEMA_LOCK_KEY})
+    finally:
+        engine.dispose()
+
+
 def open_storage(url: str):
     """An Optuna RDBStorage for a database URL, or a clear error when it cannot be reached."""
     import optuna
@@ -90,6 +138,7 @@ def open_storage(url: str):
 
     try:
         backend = sqlalchemy.engine.make_url(url).get_backend_name()
+        target = engine_url(url)
     except Exception:
         raise VaelabError(f"--storage '{url}' is not a database URL", "use sqlite:///PATH.db or postgresql://USER:PASS@HOST/DB") from None
     kwargs: dict[str, Any] = {}
@@ -98,18 +147,22 @@ def open_storage(url: str):
     elif backend in ("postgresql", "mysql"):
         kwargs["connect_args"] = {"connect_timeout": 10}
         kwargs["pool_pre_ping"] = True
-    for attempt in range(4):
+    for attempt in range(6):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+            with _schema_lock(target, backend, kwargs):
+                return optuna.storages.RDBStorage(target, engine_kwargs=kwargs)
         except ImportError as e:
+            hint = "pip install the module named above, or name an installed driver in the URL"
+            if backend == "postgresql":
+                hint = ("pip install 'psycopg[binary]' (in vaelab's sweep extra; a plain postgresql:// URL then "
+                        "uses it as postgresql+psycopg://), or install the driver that the URL names")
             raise VaelabError(
                 f"cannot open the study storage {mask_url(url)}: its database driver is missing ({e.__cause__ or e})",
-                "pip install the module it names (postgresql:// needs 'psycopg[binary]'), or name an installed "
-                "driver in the URL, e.g. postgresql+psycopg2://",
+                hint,
             ) from None
         except Exception as e:
             text = str(getattr(e, "orig", None) or e).strip().splitlines()[0][:200]
-            if "already exists" in text and attempt < 3:  # two workers created the tables at once
+            if any(s in text.lower() for s in _CREATE_RACE) and attempt < 5:  # workers created the tables at once
                 time.sleep(0.3 * (attempt + 1))
                 continue
             raise VaelabError(
