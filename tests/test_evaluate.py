@@ -182,7 +182,12 @@ def test_ssim_matches_scikit_image():
         a = torch.rand(shape, generator=g)
         b = (a + 0.15 * torch.randn(shape, generator=g)).clamp(0, 1)
         ours = ssim_per_image(b, a)
+        box = ssim_per_image(b, a, "box7")
         for i in range(shape[0]):
+            a_i, b_i = a[i].permute(1, 2, 0).double().numpy(), b[i].permute(1, 2, 0).double().numpy()
+            # the box window is scikit-image's default call
+            assert box[i].item() == pytest.approx(structural_similarity(a_i, b_i, data_range=1.0, channel_axis=2), abs=5e-5)
+            assert box[i].item() != pytest.approx(ours[i].item(), abs=1e-3)
             ref = structural_similarity(
                 a[i].permute(1, 2, 0).double().numpy(),
                 b[i].permute(1, 2, 0).double().numpy(),

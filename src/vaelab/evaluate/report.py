@@ -45,7 +45,7 @@ def summary_rows(result: dict) -> list[tuple[str, str]]:
         rows.append(("NLL, binarized data", f"{_f(nll['nll_binarized'])} nats (ELBO {_f(nll['elbo_binarized'])})"))
     rows += [
         ("MSE per pixel / PSNR", f"{rq['mse']:.5f} / {_f(rq['psnr'])} dB"),
-        ("SSIM", _f(rq["ssim"], 4)),
+        ("SSIM (Gaussian 11x11 / 7x7 box)", f"{_f(rq['ssim'], 4)} / {_f(rq['ssim_box7'], 4)}" if "ssim_box7" in rq else _f(rq["ssim"], 4)),
         ("active units", f"{result['active_units']} of {result['latent_dim']}"),
     ]
     fid = result.get("fid")
