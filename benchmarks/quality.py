@@ -138,26 +138,26 @@ def fashion_elbo(limit: float) -> Callable[[Step], Row]:
 
 def mnist148(step: Step) -> Row:
     ev = step.evaluate("--no-fid", "--nll-samples", step.k(10))
-    ssim = ev["recon_quality"]["ssim"]
+    ssim, box7 = ev["recon_quality"]["ssim"], ev["recon_quality"]["ssim_box7"]
     files = step.args.mnist148
     gmm = step.classify("gmm", "--labelled", f"npz:{files}/val.npz", "--test", f"npz:{files}/test.npz")
     f1 = gmm["f1_macro"]
     return Row(
-        f"SSIM {ssim:.3f}; GMM macro F1 {f1:.4f} (accuracy {gmm['accuracy']:.4f})",
+        f"SSIM {ssim:.3f} (Gaussian 11x11), {box7:.3f} (7x7 box, the seed's scale); GMM macro F1 {f1:.4f}",
         ssim >= 0.80 and f1 >= 0.97,
-        {"ssim": ssim, "mse": ev["recon_quality"]["mse"], "f1_macro": f1, "f1_micro": gmm["f1_micro"],
+        {"ssim": ssim, "ssim_box7": box7, "mse": ev["recon_quality"]["mse"], "f1_macro": f1, "f1_micro": gmm["f1_micro"],
          "accuracy": gmm["accuracy"], "ssim_met": ssim >= 0.80, "f1_met": f1 >= 0.97},
     )
 
 
 def mnist100(step: Step) -> Row:
+    """The recipe's number is label spreading (a k-NN graph over all 60,000 codes); the GMM, the MLP head and
+    k-NN on the 100 labelled codes alone are reported next to it."""
     res = {}
-    for method, params in (("gmm", ["-p", "n_components_per_class=3"]), ("mlp", []), ("knn", [])):
-        rep = step.classify(method, "--labels-per-class", "10", *params)
-        res[method] = rep["accuracy"]
-    best = max(res, key=res.get)
-    text = ", ".join(f"{m} {a:.1%}" for m, a in res.items())
-    return Row(f"{res['gmm']:.1%} GMM ({text})", res["gmm"] >= 0.92, {"accuracy": res, "best": best})
+    for method, params in (("spread", []), ("gmm", ["-p", "n_components_per_class=3"]), ("mlp", []), ("knn", [])):
+        res[method] = step.classify(method, "--labels-per-class", "10", *params)["accuracy"]
+    text = ", ".join(f"{m} {a:.1%}" for m, a in res.items() if m != "spread")
+    return Row(f"{res['spread']:.1%} label spreading ({text})", res["spread"] >= 0.92, {"accuracy": res})
 
 
 def mnist_nll(limit: float | None) -> Callable[[Step], Row]:
@@ -223,10 +223,10 @@ def mnist148_files(out: Path) -> list[str]:
 
 RECIPES = [
     Recipe("fashion-z2", "Fashion-MNIST, best vaelab VAE at z=2, beta=1 (BCE on grey levels)",
-           "261.66 (seed 004, MLP)", "<= 245", "fashion-best-z2", {"quick": 1, "cpu": 30, "full": 200},
+           "261.66 (seed 004, MLP)", "<= 245", "fashion-best-z2", {"quick": 1, "cpu": 60, "full": 300},
            fashion_elbo(245.0)),
     Recipe("fashion-z10", "Fashion-MNIST, best vaelab VAE at z=10, beta=1", "241.50 (seed 004, MLP)", "<= 228",
-           "fashion-best-z10", {"quick": 1, "cpu": 30, "full": 200}, fashion_elbo(228.0)),
+           "fashion-best-z10", {"quick": 1, "cpu": 60, "full": 300}, fashion_elbo(228.0)),
     Recipe("mnist148", "MNIST digits 1/4/8 from NumPy arrays, z=2: test SSIM; GMM seeded from val.npz",
            "SSIM 0.694 (seed 001)", "SSIM >= 0.80, macro F1 >= 0.97", "mnist-148-best", {"quick": 1, "cpu": 60, "full": 200},
            mnist148, data_files=lambda out: mnist148_files(out)),
@@ -240,7 +240,7 @@ RECIPES = [
     Recipe("cvae", "Fashion-MNIST conditional VAE: class-conditional samples judged by the feature classifier",
            "seed 004: a per-class grid only", ">= 90%", "fashion-cvae-z2", {"quick": 1, "cpu": 30, "full": 100}, cvae),
     Recipe("gmm-fid", "Fashion-MNIST FID of samples: prior vs ex-post GMM sampler (z=10 run)",
-           "Ghosh et al. 2020: GMM improves FID", "GMM < prior", "fashion-best-z10", {"quick": 1, "cpu": 30, "full": 200},
+           "Ghosh et al. 2020: GMM improves FID", "GMM < prior", "fashion-best-z10", {"quick": 1, "cpu": 60, "full": 300},
            gmm_fid),
     Recipe("photos-128", "photo folder at 128 px, latent 128, then the MLP head on latent samples",
            "seed 000: accuracy/F1 only", "a working recipe", "photos-128", {"quick": 1, "cpu": 60, "full": 250}, photos),

@@ -181,6 +181,22 @@ def test_classifiers_refuse_too_few_labelled_classes_with_one_line_errors():
         C.make("gmm", {"covariance": "diag"})
 
 
+def test_label_spreading_follows_the_manifold_where_nearest_labels_do_not():
+    from sklearn.datasets import make_circles
+
+    X, y = make_circles(600, factor=0.4, noise=0.04, random_state=0)
+    yl = np.full_like(y, -1)
+    yl[[np.where(y == 0)[0][0], np.where(y == 1)[0][0]]] = [0, 1]  # one label per ring
+    spread = C.make("spread").fit(X, yl)
+    X_test, y_test = make_circles(300, factor=0.4, noise=0.04, random_state=1)
+    assert spread.score(X_test, y_test) > 0.97
+    assert C.make("knn").fit(X, yl).score(X_test, y_test) < 0.9  # the two labels alone cut straight across
+    assert spread.classes_.tolist() == [0, 1] and spread.fit_X_.shape == (600, 2)
+    np.testing.assert_allclose(spread.predict_proba(X_test).sum(1), 1.0)
+    with pytest.raises(VaelabError, match="alpha"):
+        C.make("spread", {"alpha": 1.0}).fit(X, yl)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # MLP head and baselines
 
@@ -204,7 +220,7 @@ def test_mlp_head_learns_a_separable_problem_from_posterior_samples():
 @pytest.mark.parametrize("method", list(C.CLASSIFIERS))
 def test_save_load_round_trip_gives_identical_predictions(method, tmp_path):
     X, y = blobs(50, seed=7)
-    yl = few_labels(y, 5) if method == "gmm" else y
+    yl = few_labels(y, 5) if C.CLASSIFIERS[method].semi_supervised else y
     clf = C.make(method).fit(X, yl)
     npz, meta = C.save(clf, tmp_path / f"{method}.npz", class_names=["a", "b", "c"])
     assert npz.is_file() and meta.name == f"{method}.classifier.json"
@@ -296,7 +312,7 @@ def real_digits_run(tmp_path_factory) -> Path:
 # CLI
 
 
-@pytest.mark.parametrize("method", ["gmm", "mlp", "logreg", "knn"])
+@pytest.mark.parametrize("method", ["gmm", "spread", "mlp", "logreg", "knn"])
 def test_cli_classify_and_predict_each_method(method, run_dir, tmp_path, capsys):
     extra = ["-p", "max_epochs=20"] if method == "mlp" else []
     assert cli("classify", run_dir, "--method", method, "--labels-per-class", "5", "--seed", "1", *extra) == 0

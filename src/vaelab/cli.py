@@ -472,7 +472,7 @@ def features_train(
 # ---------------------------------------------------------------------------------------------------------
 # classify / predict (issue: latent classifiers)
 
-METHODS_HELP = "gmm (semi-supervised Gaussian mixture), mlp (head on K latent samples), logreg, knn."
+METHODS_HELP = "gmm (semi-supervised Gaussian mixture), spread (label spreading on a k-NN graph), mlp (head on K latent samples), logreg, knn."
 
 
 def _classifier_params(params: list[str] | None) -> dict:
@@ -564,8 +564,10 @@ def classify(
     table.add_row("precision / recall (macro)", f"{rep['precision_macro']:.4f} / {rep['recall_macro']:.4f}")
     table.add_row("F1 macro / micro", f"{rep['f1_macro']:.4f} / {rep['f1_micro']:.4f}")
     fitted = rep["fitted"]
-    if "n_iter_" in fitted:
+    if "lower_bound_" in fitted:
         table.add_row("EM", f"{fitted['n_iter_']} iterations, {'converged' if fitted['converged_'] else 'NOT converged'}, lower bound {fitted['lower_bound_']:.4f}")
+    if "n_neighbors_" in fitted and "n_iter_" in fitted:
+        table.add_row("label spreading", f"{fitted['n_iter_']} iterations on a {fitted['n_neighbors_']}-nearest-neighbour graph")
     if "best_epoch_" in fitted:
         stop = f"best validation accuracy {_pct(fitted['val_accuracy_'])}" if fitted["early_stopping_"] else "too few labels for a hold-out: no early stopping"
         table.add_row("training", f"epoch {fitted['best_epoch_']} of {fitted['n_epochs_']} ({stop})")

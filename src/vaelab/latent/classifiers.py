@@ -96,6 +96,7 @@ class LatentClassifier(ClassifierMixin, BaseEstimator):
     """
 
     method: str = ""
+    semi_supervised = False  # fitted on the unlabelled codes too (y = -1), not only the labelled ones
 
     def predict(self, X) -> np.ndarray:
         """The most probable class of each row, as labels from ``classes_``."""
@@ -133,6 +134,7 @@ class SemiSupervisedGMM(LatentClassifier):
     """
 
     method = "gmm"
+    semi_supervised = True
 
     def __init__(
         self,
@@ -576,8 +578,92 @@ class KNNClassifier(_ScikitLearnClassifier):
         self.n_features_in_ = int(scalars["n_features_in_"])
 
 
+# ---------------------------------------------------------------------------------------------------------
+# label spreading over a nearest-neighbour graph of labelled + unlabelled codes
+
+
+class LabelSpreadingClassifier(LatentClassifier):
+    """Label spreading (Zhou et al. 2004) with scikit-learn's LabelSpreading on latent means.
+
+    A k-nearest-neighbour graph joins the labelled and unlabelled codes; each point's label distribution
+    is repeatedly replaced by ``alpha`` x its neighbours' average + (1 - alpha) x its own initial labels
+    (one-hot for labelled points, zero for unlabelled ones), so labels flow along the data's manifold
+    rather than across the gaps between clusters. A new code gets the summed label distributions of its
+    ``n_neighbors`` nearest fitted codes, as LabelSpreading.predict_proba does with the knn kernel. The
+    fitted codes and their distributions are the saved state (N x (D + classes) numbers).
+    """
+
+    method = "spread"
+    semi_supervised = True
+
+    def __init__(self, n_neighbors: int = 10, alpha: float = 0.9, max_iter: int = 1000, tol: float = 1e-6):
+        self.n_neighbors = n_neighbors
+        self.alpha = alpha
+        self.max_iter = max_iter
+        self.tol = tol
+
+    def fit(self, X, y) -> LabelSpreadingClassifier:
+        """X: (N, D) latent means; y: (N,) class labels, -1 for unlabelled points."""
+        import warnings
+
+        from sklearn.semi_supervised import LabelSpreading
+
+        if int(self.n_neighbors) < 1 or int(self.max_iter) < 1:
+            raise VaelabError(f"n_neighbors={self.n_neighbors}, max_iter={self.max_iter}", "use at least 1")
+        if not 0 < self.alpha < 1:
+            raise VaelabError(f"alpha is {self.alpha}", "use a clamping factor in (0, 1), e.g. 0.9")
+        X, y = _check_Xy(X, y)
+        _labelled_classes(y, "label spreading")
+        k = min(int(self.n_neighbors), len(X) - 1)
+        if k < 1:
+            raise VaelabError("label spreading needs at least two latent codes", "give more images")
+        # a small tol: labels far (in hops) from every labelled code change little per iteration but
+        # must still arrive; scikit-learn's 1e-3 stops before they reach the ends of a long cluster
+        est = LabelSpreading(kernel="knn", n_neighbors=k, alpha=float(self.alpha), max_iter=int(self.max_iter), tol=float(self.tol))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # max_iter reached: the distributions are still usable
+            est.fit(X, y)
+        self.n_neighbors_ = k
+        self.classes_ = est.classes_
+        self.fit_X_ = X.astype(np.float32)
+        self.label_distributions_ = est.label_distributions_.astype(np.float32)
+        self.n_iter_ = int(est.n_iter_)
+        self.n_features_in_ = X.shape[1]
+        self._index()
+        return self
+
+    def _index(self) -> None:
+        from sklearn.neighbors import NearestNeighbors
+
+        self.nn_ = NearestNeighbors(n_neighbors=self.n_neighbors_).fit(self.fit_X_)
+
+    def predict_proba(self, X) -> np.ndarray:
+        _check_fitted(self, "nn_")
+        X = _check_X(X)
+        _check_dim(self, X)
+        idx = self.nn_.kneighbors(X.astype(np.float32), return_distance=False)
+        p = self.label_distributions_[idx].sum(1).astype(np.float64)
+        total = p.sum(1, keepdims=True)
+        # a point whose neighbours got no label mass (an island the labels never reached): uniform
+        return np.where(total > 0, p / np.where(total > 0, total, 1), 1.0 / p.shape[1])
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {"fit_X_": self.fit_X_, "label_distributions_": self.label_distributions_, "classes_": self.classes_}
+
+    def _scalars(self) -> dict[str, Any]:
+        return {"n_neighbors_": int(self.n_neighbors_), "n_iter_": self.n_iter_, "n_features_in_": int(self.n_features_in_)}
+
+    def _restore(self, scalars, arrays) -> None:
+        for k, v in scalars.items():
+            setattr(self, k, v)
+        self.fit_X_, self.label_distributions_ = arrays["fit_X_"], arrays["label_distributions_"]
+        self.classes_ = arrays["classes_"]
+        self._index()
+
+
 CLASSIFIERS: dict[str, type[LatentClassifier]] = {
     "gmm": SemiSupervisedGMM,
+    "spread": LabelSpreadingClassifier,
     "mlp": MLPHead,
     "logreg": LogRegClassifier,
     "knn": KNNClassifier,

@@ -282,7 +282,7 @@ def fit_labels(
     idx = draw_per_class(pool.labels, labels_per_class, seed, strict=strict, class_names=data.class_names)
     X, y = pool.z[idx], pool.labels[idx]
     n_unlabelled = 0
-    if method == "gmm":
+    if clf.semi_supervised:
         rest = data.train.z
         if data.pool is None:  # the training images not drawn as labels are the unlabelled set
             rest = np.delete(rest, idx, axis=0)
