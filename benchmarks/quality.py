@@ -238,7 +238,7 @@ RECIPES = [
     Recipe("nll-conv", "MNIST NLL, conv VAE, same protocol", "86.76 (IWAE paper, MLP)", "reported",
            "mnist-nll-conv", {"quick": 1, "cpu": 30, "full": 300}, mnist_nll(None)),
     Recipe("cvae", "Fashion-MNIST conditional VAE: class-conditional samples judged by the feature classifier",
-           "seed 004: a per-class grid only", ">= 90%", "fashion-cvae-z2", {"quick": 1, "cpu": 30, "full": 100}, cvae),
+           "seed 004: a per-class grid only", ">= 90%", "fashion-cvae-best", {"quick": 1, "cpu": 60, "full": 300}, cvae),
     Recipe("gmm-fid", "Fashion-MNIST FID of samples: prior vs ex-post GMM sampler (z=10 run)",
            "Ghosh et al. 2020: GMM improves FID", "GMM < prior", "fashion-best-z10", {"quick": 1, "cpu": 60, "full": 300},
            gmm_fid),
@@ -344,7 +344,6 @@ def main() -> None:
     out = (args.out or ROOT / "runs" / "quality" / args.budget).resolve()
     out.mkdir(parents=True, exist_ok=True)
     results_path = out / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     if os.environ.get("VAELAB_DATA") is None:
         print("note: VAELAB_DATA is not set; datasets are looked up in the user cache", file=sys.stderr)
 
@@ -371,9 +370,14 @@ def main() -> None:
             except Exception as e:  # one failed recipe still leaves the others' rows
                 entry.update(error=str(e), met=False)
                 log(f"{recipe.name} failed: {e}")
+            # merge into the file as it is now: another quality.py on other recipes may have written it
+            results = json.loads(results_path.read_text()) if results_path.is_file() else {}
             results[recipe.name] = entry
-            results_path.write_text(json.dumps(results, indent=2))
+            tmp = results_path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(results, indent=2))
+            os.replace(tmp, results_path)
             log(f"{recipe.name}: {entry.get('value', entry.get('error'))}")
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     order = [r.name for r in RECIPES if r.name in results]
     print(table({n: results[n] for n in order}))
 
