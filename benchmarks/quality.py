@@ -309,7 +309,7 @@ def machine() -> str:
 def table(results: dict) -> str:
     head = "| workflow | anchor | vaelab | target | met | epochs | train time | machine |"
     lines = [head, "|" + "---|" * 8]
-    for name, r in results.items():
+    for r in results.values():
         met = {True: "yes", False: "**no**", None: "works"}[r["met"]] if "error" not in r else "error"
         value = r.get("value") or r.get("error", "")
         lines.append(
