@@ -226,10 +226,10 @@ def mnist148_files(out: Path) -> list[str]:
 
 RECIPES = [
     Recipe("fashion-z2", "Fashion-MNIST, best vaelab VAE at z=2, beta=1 (BCE on grey levels)",
-           "261.66 (seed 004, MLP)", "<= 245", "fashion-best-z2", {"quick": 1, "cpu": 60, "full": 300},
+           "261.66 (seed 004, MLP)", "<= 245", "fashion-best-z2", {"quick": 1, "cpu": 30, "full": 300},
            fashion_elbo(245.0)),
     Recipe("fashion-z10", "Fashion-MNIST, best vaelab VAE at z=10, beta=1", "241.50 (seed 004, MLP)", "<= 228",
-           "fashion-best-z10", {"quick": 1, "cpu": 60, "full": 300}, fashion_elbo(228.0)),
+           "fashion-best-z10", {"quick": 1, "cpu": 30, "full": 300}, fashion_elbo(228.0)),
     Recipe("mnist148", "MNIST digits 1/4/8 from NumPy arrays, z=2: test SSIM; GMM seeded from val.npz",
            "SSIM 0.694 (seed 001)", "SSIM >= 0.80, macro F1 >= 0.97", "mnist-148-best", {"quick": 1, "cpu": 60, "full": 200},
            mnist148, data_files=lambda out: mnist148_files(out)),
@@ -243,7 +243,7 @@ RECIPES = [
     Recipe("cvae", "Fashion-MNIST conditional VAE: class-conditional samples judged by the feature classifier",
            "seed 004: a per-class grid only", ">= 90%", "fashion-cvae-best", {"quick": 1, "cpu": 60, "full": 300}, cvae),
     Recipe("gmm-fid", "Fashion-MNIST FID of samples: prior vs ex-post GMM sampler (z=10 run)",
-           "Ghosh et al. 2020: GMM improves FID", "GMM < prior", "fashion-best-z10", {"quick": 1, "cpu": 60, "full": 300},
+           "Ghosh et al. 2020: GMM improves FID", "GMM < prior", "fashion-best-z10", {"quick": 1, "cpu": 30, "full": 300},
            gmm_fid),
     Recipe("photos-128", "photo folder at 128 px, latent 128, then the MLP head on latent samples",
            "seed 000: accuracy/F1 only", "a working recipe", "photos-128", {"quick": 1, "cpu": 60, "full": 250}, photos),
