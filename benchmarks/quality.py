@@ -236,17 +236,17 @@ RECIPES = [
     Recipe("mnist100", "MNIST, 100 labels (10 per class) from VAE latents", "88.2% (M1+TSVM, Kingma et al. 2014)",
            ">= 92%", "mnist-100-labels", {"quick": 1, "cpu": 20, "full": 100}, mnist100),
     Recipe("nll-mlp", "MNIST NLL, one-stochastic-layer MLP VAE, dynamic binarization, IS k=1000",
-           "86.76 (IWAE paper, VAE k=1)", "<= 86", "mnist-nll-mlp", {"quick": 1, "cpu": 100, "full": 1000},
+           "86.76 (IWAE paper, VAE k=1)", "<= 86", "mnist-nll-mlp", {"quick": 1, "cpu": 50, "full": 1000},
            mnist_nll(86.0)),
     Recipe("nll-conv", "MNIST NLL, conv VAE, same protocol", "86.76 (IWAE paper, MLP)", "reported",
            "mnist-nll-conv", {"quick": 1, "cpu": 10, "full": 300}, mnist_nll(None, cpu_k=100)),
     Recipe("cvae", "Fashion-MNIST conditional VAE: class-conditional samples judged by the feature classifier",
-           "seed 004: a per-class grid only", ">= 90%", "fashion-cvae-best", {"quick": 1, "cpu": 60, "full": 300}, cvae),
+           "seed 004: a per-class grid only", ">= 90%", "fashion-cvae-best", {"quick": 1, "cpu": 30, "full": 300}, cvae),
     Recipe("gmm-fid", "Fashion-MNIST FID of samples: prior vs ex-post GMM sampler (z=10 run)",
            "Ghosh et al. 2020: GMM improves FID", "GMM < prior", "fashion-best-z10", {"quick": 1, "cpu": 30, "full": 300},
            gmm_fid),
     Recipe("photos-128", "photo folder at 128 px, latent 128, then the MLP head on latent samples",
-           "seed 000: accuracy/F1 only", "a working recipe", "photos-128", {"quick": 1, "cpu": 60, "full": 250}, photos),
+           "seed 000: accuracy/F1 only", "a working recipe", "photos-128", {"quick": 1, "cpu": 20, "full": 250}, photos),
     Recipe("landscape-256", "photo folder at 256 px, BCE + beta, samples each epoch, stop and resume",
            "seed 003: none", "trains, resumes, samples each epoch", "landscape-256", {"quick": 2, "cpu": 6, "full": 50},
            landscape),
@@ -306,7 +306,13 @@ def machine() -> str:
 
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    cpu = platform.processor() or platform.machine()
+    try:  # Linux: the CPU's marketing name, e.g. "AMD EPYC 7B13"
+        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} thread(s)"
 
 
 def table(results: dict) -> str:
