@@ -485,3 +485,20 @@ def test_gaussian_run_has_no_binarized_nll(tmp_path):
     assert "nll_binarized" not in res["nll"] and "Gaussian" in res["loss"]["note"]
     assert res["nll"]["nll"] <= res["loss"]["elbo"] + 1.0
     assert res["per_image"]["nll"].shape == (res["n_images"],)
+
+
+def test_cli_evaluates_the_val_split_of_data_without_a_test_split(tmp_path, capsys):
+    """A photo folder with train/ and val/ only: `vaelab evaluate RUN` says so and evaluates val."""
+    from conftest import cli, tiny_config
+    from vaelab.train import fit
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "digits.npz", images=rng.integers(0, 256, (80, 28, 28), dtype=np.uint8), labels=rng.integers(0, 2, 80))
+    cfg = tiny_config(tmp_path, f"data.source=npz:{tmp_path / 'digits.npz'}", "data.classes=null", "data.val_fraction=0.25", "train.epochs=1")
+    run_dir = tmp_path / "run"
+    fit(cfg, run_dir=run_dir, quiet=True)
+    assert cli("evaluate", run_dir, "--no-fid", "--nll-samples", "1") == 0
+    out = capsys.readouterr().out
+    assert "no test split; evaluating its val split" in out
+    result = json.loads((run_dir / "eval" / "val.json").read_text())
+    assert result["split"] == "val" and result["n_images"] == 20 and not (run_dir / "eval" / "test.json").exists()

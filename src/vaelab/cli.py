@@ -347,7 +347,7 @@ app.add_typer(features_app, name="features")
 @app.command()
 def evaluate(
     run: Annotated[Path, typer.Argument(help="A run directory.")],
-    split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
+    split: Annotated[str | None, typer.Option(help="train, val or test (default: test; val when the data has none).")] = None,
     data: Annotated[str | None, typer.Option(help="Evaluate on this data spec instead of the run's own data.")] = None,
     nll_samples: Annotated[int, typer.Option(help="Importance samples k of the NLL (1000 or 5000 for papers).")] = 100,
     no_fid: Annotated[bool, typer.Option("--no-fid", help="Skip FID, precision/recall and conditional accuracy.")] = False,
@@ -380,6 +380,10 @@ def evaluate(
     if inception is not None and no_fid:
         raise VaelabError("--inception and --no-fid contradict each other", "drop one of them")
     r = load_run(run, checkpoint=checkpoint)
+    if split is None:  # a photo folder with train/ and val/ only has no test split: say so, use val
+        split = "test" if data is not None or r.data().has_split("test") else "val"
+        if split == "val":
+            console.print("note: the run's data has no test split; evaluating its val split", highlight=False)
     result = evaluate_run(
         r,
         split=split,
