@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+from vaelab.run import read_metrics
+
 ROOT = Path(__file__).resolve().parent.parent
 BUDGETS = ("quick", "cpu", "full")
 
@@ -95,6 +97,7 @@ class Recipe:
     measure: Callable[[Step], Row]
     overrides: list[str] = field(default_factory=list)
     data_files: Callable[[Path], list[str]] | None = None  # extra overrides that need prepared files
+    resume_last_epoch: bool = False  # train all but the last epoch, then `vaelab train --resume` for it
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -213,12 +216,12 @@ def photos(step: Step) -> Row:
 
 def landscape(step: Step) -> Row:
     """Trained for all but one epoch by the runner; resume for the last one and check the per-epoch samples."""
-    rows = [json.loads(line) for line in (step.run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = read_metrics(step.run_dir)
     epochs = [r["epoch"] for r in rows]
     samples = sorted(int(p.stem.rsplit("_", 1)[1]) for p in (step.run_dir / "images").glob("samples_epoch_*.png"))
     ok = epochs == list(range(1, len(epochs) + 1)) and samples == epochs
     return Row(
-        f"{len(epochs)} epochs (resumed at {step.args._resumed_at.get(step.run_dir.name, '-')}), samples for epochs "
+        f"{len(epochs)} epochs (resumed at {len(epochs) - 1}), samples for epochs "
         f"{samples[0]}..{samples[-1]}, val -ELBO {rows[-1]['val/elbo']:.0f}",
         ok,
         {"epochs": epochs, "sample_epochs": samples, "val_elbo": rows[-1]["val/elbo"]},
@@ -255,7 +258,7 @@ RECIPES = [
            "seed 000: accuracy/F1 only", "a working recipe", "photos-128", {"quick": 1, "cpu": 20, "full": 250}, photos),
     Recipe("landscape-256", "photo folder at 256 px, BCE + beta, samples each epoch, stop and resume",
            "seed 003: none", "trains, resumes, samples each epoch", "landscape-256", {"quick": 2, "cpu": 6, "full": 50},
-           landscape),
+           landscape, resume_last_epoch=True),
 ]
 
 
@@ -264,29 +267,22 @@ RECIPES = [
 
 
 def trained_epochs(run_dir: Path) -> int:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return 0
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return max((r["epoch"] for r in rows), default=0)
+    return max((r["epoch"] for r in read_metrics(run_dir)), default=0)
 
 
-def train(recipe: Recipe, run_dir: Path, epochs: int, args, log) -> float:
-    """Train (or finish training) the recipe's run; returns the wall seconds spent now."""
+def train(recipe: Recipe, run_dir: Path, epochs: int, args, log) -> None:
+    """Train (or finish training) the recipe's run."""
     step = Step(run_dir, args.budget, args, log)
     extra = list(recipe.overrides) + (recipe.data_files(args.mnist148) if recipe.data_files else [])
     if args.budget == "quick":
         extra.append("data.limit=2000")
-    t = time.perf_counter()
     have = trained_epochs(run_dir)
-    if recipe.name == "landscape-256" and have < epochs:  # stop one epoch early, then resume: the recipe's point
+    if recipe.resume_last_epoch and have < epochs:
         if have < epochs - 1:
             _train_cmd(step, recipe, run_dir, epochs - 1, extra, have)
-        args._resumed_at[run_dir.name] = epochs - 1
         step.vaelab("train", "--resume", str(run_dir), f"train.epochs={epochs}", "-q")
     elif have < epochs:
         _train_cmd(step, recipe, run_dir, epochs, extra, have)
-    return time.perf_counter() - t
 
 
 def _train_cmd(step: Step, recipe: Recipe, run_dir: Path, epochs: int, extra: list[str], have: int) -> None:
@@ -302,8 +298,7 @@ def _train_cmd(step: Step, recipe: Recipe, run_dir: Path, epochs: int, extra: li
 
 
 def train_seconds(run_dir: Path) -> float:
-    path = run_dir / "metrics.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    rows = read_metrics(run_dir)
     return float(rows[-1].get("time", 0.0)) if rows else 0.0
 
 
@@ -343,7 +338,6 @@ def main() -> None:
     parser.add_argument("--no-measure", action="store_true", help="print the last measured table only")
     parser.add_argument("--list", action="store_true", help="list the recipes and exit")
     args = parser.parse_args()
-    args._resumed_at = {}
 
     if args.list:
         for r in RECIPES:

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import copy_run
+from conftest import cli, copy_run, tiny_config
 from vaelab.errors import VaelabError
 from vaelab.evaluate.fid import fid, frechet_distance, precision_recall
 from vaelab.evaluate.likelihood import active_units, bits_per_dim, importance_sampled, likelihood_terms
@@ -489,7 +489,6 @@ def test_gaussian_run_has_no_binarized_nll(tmp_path):
 
 def test_cli_evaluates_the_val_split_of_data_without_a_test_split(tmp_path, capsys):
     """A photo folder with train/ and val/ only: `vaelab evaluate RUN` says so and evaluates val."""
-    from conftest import cli, tiny_config
     from vaelab.train import fit
 
     rng = np.random.default_rng(0)

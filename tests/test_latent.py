@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import cli
 from vaelab.errors import VaelabError
 from vaelab.latent import classifiers as C
 from vaelab.latent import fewlabels as F
@@ -41,17 +42,6 @@ def few_labels(y: np.ndarray, per_class: int, seed: int = 0) -> np.ndarray:
     idx = F.draw_per_class(y, per_class, seed)
     out[idx] = y[idx]
     return out
-
-
-def cli(*args: str) -> int:
-    """Run the CLI in-process (the console script's error handling included); returns the exit code."""
-    from vaelab.cli import main
-
-    try:
-        main([str(a) for a in args])
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 def write_idx(folder: Path, images: np.ndarray, labels: np.ndarray | None = None) -> str:

@@ -65,7 +65,9 @@ def fake_evaluate_run(run, split="test"):
     from vaelab.train import evaluate_terms
 
     data = run.data()
-    part = data.split(split if data.has_split(split) else "val")
+    if split is None:  # as evaluate_run: the test split, else val
+        split = "test" if data.has_split("test") else "val"
+    part = data.split(split)
     t = evaluate_terms(run.model, part.images, part.labels, run.config)
     return {
         "split": split, "checkpoint": str(run.checkpoint), "n_images": t["n"],

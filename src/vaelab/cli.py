@@ -39,6 +39,11 @@ def _plain(value):
     return Text(value) if isinstance(value, str) else value
 
 console = Console()
+
+
+def _say_dim(msg: str) -> None:
+    """A library's progress line, dimmed (the `progress=` callback of long library calls)."""
+    console.print(f"[dim]{msg}[/]", highlight=False)
 err_console = Console(stderr=True)
 
 app = typer.Typer(
@@ -380,10 +385,6 @@ def evaluate(
     if inception is not None and no_fid:
         raise VaelabError("--inception and --no-fid contradict each other", "drop one of them")
     r = load_run(run, checkpoint=checkpoint)
-    if split is None:  # a photo folder with train/ and val/ only has no test split: say so, use val
-        split = "test" if data is not None or r.data().has_split("test") else "val"
-        if split == "val":
-            console.print("note: the run's data has no test split; evaluating its val split", highlight=False)
     result = evaluate_run(
         r,
         split=split,
@@ -396,8 +397,11 @@ def evaluate(
         gmm_components=gmm_components,
         batch_size=batch_size,
         seed=seed,
-        progress=lambda msg: console.print(f"[dim]{msg}[/]", highlight=False),
+        progress=_say_dim,
     )
+    if split is None and result["split"] != "test":  # a photo folder with train/ and val/ only
+        console.print("note: the run's data has no test split; evaluating its val split", highlight=False)
+    split = result["split"]
     out = Path(r.path) / "eval"
     _write_bytes(out / f"{split}.json", json_bytes(result))
     _write_bytes(out / f"{split}_per_image.npz", npz_bytes(result))
@@ -458,7 +462,7 @@ def features_train(
         seed=seed,
         device=device,
         limit=limit,
-        progress=lambda msg: console.print(f"[dim]{msg}[/]", highlight=False),
+        progress=_say_dim,
     )
     folder = save_feature_net(trained, out if out is not None else cache_path(spec, data.shape, limit))
     m = trained.meta

@@ -46,8 +46,10 @@ def _as_run(run):
     return run
 
 
-def resolve_split(run, data: ImageSet | str | None, split: str) -> tuple[ImageSet, ImageSet | None]:
-    """(the split to evaluate, the set whose 'train' split fits the GMM sampler, or None)."""
+def resolve_split(run, data: ImageSet | str | None, split: str | None) -> tuple[str, ImageSet, ImageSet | None]:
+    """(the split's name, its images, the set whose 'train' split fits the GMM sampler, or None).
+
+    `split` None: 'test', or 'val' for the run's own data when it has no test split (a train/val folder)."""
     if data is None:
         full = run.data()
     elif isinstance(data, str):
@@ -62,9 +64,11 @@ def resolve_split(run, data: ImageSet | str | None, split: str) -> tuple[ImageSe
             )
     else:
         full = data
+    if split is None:
+        split = "test" if data is not None or full.has_split("test") else "val"
     part = full.split(split)
     check_fits(run.model, part, f"the '{split}' split of {full.source or 'the data'}")
-    return part, (full if full.has_split("train") else None)
+    return split, part, (full if full.has_split("train") else None)
 
 
 def _subsample(n: int, cap: int, seed: int) -> torch.Tensor:
@@ -114,7 +118,7 @@ def resolve_features(
 
 def evaluate_run(
     run,
-    split: str = "test",
+    split: str | None = "test",
     data: ImageSet | str | None = None,
     nll_samples: int = 100,
     *,
@@ -130,6 +134,8 @@ def evaluate_run(
 ) -> dict:
     """Evaluate a run (a `Run` or its directory) on one split; see the module doc for the keys.
 
+    `split` None: the test split, or val when the run's data has none (``result["split"]`` says which).
+
     `features`: None or 'auto' (the cached network for the run's data, trained and cached when missing),
     a feature-network folder, or a `TrainedFeatureNet`. `binarized` (default: Bernoulli models on grey
     images) adds the NLL on dynamically binarized images.
@@ -142,7 +148,7 @@ def evaluate_run(
     run = _as_run(run)
     model = run.model.eval()
     device = run.device
-    part, full = resolve_split(run, data, split)
+    split, part, full = resolve_split(run, data, split)
     if model.conditional and part.labels is None:
         raise VaelabError("this conditional model needs labelled images to evaluate", "give a labelled data spec with --data")
     labels = part.labels

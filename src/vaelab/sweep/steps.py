@@ -94,12 +94,10 @@ def evaluate_trial(run_dir: str | Path, split: str = "test") -> dict:
     from ..train.checkpoint import atomic_write
 
     fn = _require(EVALUATE, "--evaluate")
-    run = load_run(run_dir)
-    if not run.data().has_split(split):
-        split = "val"
-    result = fn(run, split=split)
+    result = fn(load_run(run_dir), split=None if split == "test" else split)  # None: test, else val
     if not isinstance(result, dict):
         raise VaelabError(f"{EVALUATE[0]}.{EVALUATE[1]} returned {type(result).__name__}, not a dict of metrics")
+    split = result.get("split", split)
     if "per_image" in result:
         for name, data in ((f"{split}.json", json_bytes(result)), (f"{split}_per_image.npz", npz_bytes(result))):
             atomic_write(Path(run_dir) / EVAL_DIR / name, lambda f, d=data: f.write(d))
