@@ -335,7 +335,8 @@ def test_ensure_feature_net_trains_and_caches_when_missing(tmp_path, monkeypatch
 
     monkeypatch.setenv("VAELAB_CACHE", str(tmp_path))
     said: list[str] = []
-    got = feats.ensure_feature_net("mnist-sample", (1, 28, 28), progress=said.append, epochs=1, widths=(4, 8, 16), batch_size=256)
+    with torch.no_grad():  # as under evaluate_run: training must still get gradients
+        got = feats.ensure_feature_net("mnist-sample", (1, 28, 28), progress=said.append, epochs=1, widths=(4, 8, 16), batch_size=256)
     assert "training one" in said[0] and "trained feature network mnist-sample-1x28x28 in" in said[-1]
     assert got.path == tmp_path / "features" / "mnist-sample-1x28x28" and (got.path / "model.safetensors").is_file()
     said.clear()

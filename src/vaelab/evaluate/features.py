@@ -270,6 +270,7 @@ def _shift(x: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
     return out
 
 
+@torch.enable_grad()  # callers (evaluate_run) may run under no_grad
 def train_feature_net(
     data: ImageSet,
     *,

@@ -98,7 +98,6 @@ def _reconstruct_batched(model, images: torch.Tensor, labels: torch.Tensor | Non
     return torch.cat(out)
 
 
-@torch.no_grad()
 def resolve_features(
     run, features, inception: str | Path | None, spec: str | None, device, progress: Callable[[str], None] | None
 ):
