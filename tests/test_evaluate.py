@@ -22,6 +22,7 @@ from vaelab.evaluate.reconstruction import PSNR_CAP, psnr_per_image, ssim_per_im
 from vaelab.latent.samplers import GMMSampler
 from vaelab.models.likelihoods import Bernoulli, Gaussian
 from vaelab.models.posterior import DiagonalGaussian
+from vaelab.models.prior import StandardNormalPrior
 
 # ---------------------------------------------------------------------------------------------------------
 # a linear-Gaussian model (probabilistic PCA) whose log-likelihood is known in closed form
@@ -53,6 +54,7 @@ class _PPCA(nn.Module):
         self.mu = torch.randn(dim_x, generator=g, dtype=torch.float64)
         self.s, self.mean_shift, self.std_scale = s, mean_shift, std_scale
         self.likelihood = _LinearGaussian(s)
+        self.prior = StandardNormalPrior(dim_z)
 
     def encode(self, x, y=None) -> DiagonalGaussian:
         m_diag = (self.W * self.W).sum(0) + self.s**2  # (d,) since W^T W is diagonal

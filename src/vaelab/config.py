@@ -50,6 +50,8 @@ class ModelConfig:
     gaussian_sigma: float = 0.1  # the fixed scale, or the learned scale's start value
     beta: float = 1.0  # weight of the KL term; beta-VAE is this number
     free_bits: float = 0.0  # nats per latent dimension below which the KL is not penalised
+    prior: str = "normal"  # normal N(0, I) | mog (learned mixture of Gaussians) | class (learned N(mu_y, sigma_y) per class)
+    prior_components: int = 10  # components of the mog prior
     # mlp
     hidden: list[int] = field(default_factory=lambda: [512, 256])
     # conv
@@ -118,6 +120,7 @@ class Config:
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.arch": ("mlp", "conv"),
     "model.likelihood": ("bernoulli", "gaussian"),
+    "model.prior": ("normal", "mog", "class"),
     "model.gaussian_scale": ("fixed", "learned"),
     "model.norm": ("batch", "instance", "none"),
     "model.decoder_norm": ("batch", "instance", "none"),
@@ -136,6 +139,7 @@ BOUNDS: dict[str, tuple[float, bool]] = {
     "model.latent_dim": (1, True),
     "model.beta": (0, True),
     "model.free_bits": (0, True),
+    "model.prior_components": (1, True),
     "model.gaussian_sigma": (0, False),
     "model.kernel": (1, True),
     "model.dropout": (0, True),
@@ -389,6 +393,10 @@ def validate(cfg: Config) -> Config:
         raise VaelabError(f"'data.val_fraction' is {cfg.data.val_fraction}, it must be below 1", "use e.g. 0.1 (10% of train)")
     if cfg.data.channels not in (None, 1, 3):
         raise VaelabError(f"'data.channels' is {cfg.data.channels}", "use 1 (gray) or 3 (RGB)")
+    if cfg.model.prior == "mog" and cfg.model.free_bits > 0:
+        raise VaelabError("model.free_bits needs a KL per latent dimension, which the mixture prior has not", "use model.free_bits=0 with model.prior=mog")
+    if cfg.model.prior == "class" and not cfg.model.conditional:
+        raise VaelabError("model.prior=class is a learned prior per class label, for conditional models", "set model.conditional=true, or use model.prior=mog")
     if cfg.model.arch == "mlp" and not cfg.model.hidden:
         raise VaelabError("'model.hidden' is empty", "give the MLP at least one hidden size, e.g. [512, 256]")
     if cfg.model.arch == "conv" and not cfg.model.conv_channels:

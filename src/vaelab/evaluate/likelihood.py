@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from ..data import to_float
-from ..models.posterior import standard_normal_log_prob
 
 # elements of a (k_chunk * B, C, H, W) tensor decoded at once: bounds memory whatever k and B are
 DEFAULT_BUDGET = 1 << 23
@@ -66,6 +65,8 @@ def importance_sampled(
     chunk = max(1, min(k, budget // max(1, b * pixels)))
     lse = torch.full((b,), -math.inf, dtype=torch.float64, device=x.device)  # running log-sum-exp of log w
     sum_log_px_z = torch.zeros(b, dtype=torch.float64, device=x.device)
+    sum_kl = torch.zeros(b, dtype=torch.float64, device=x.device)  # Monte-Carlo KL (priors without a closed form)
+    prior = model.prior
     done = 0
     while done < k:
         kc = min(chunk, k - done)
@@ -75,12 +76,15 @@ def importance_sampled(
         params = model.decode(flat, yk)  # (kc*B, C, H, W)
         tk = target.unsqueeze(0).expand(kc, *target.shape).reshape(kc * b, *target.shape[1:])
         log_px_z = model.likelihood.log_prob(params, tk).view(kc, b).double()
-        log_w = log_px_z + standard_normal_log_prob(z).double() - q.log_prob(z).double()  # (kc, B)
+        log_q_minus_p = q.log_prob(z).double() - prior.log_prob(z, y).double()  # (kc, B)
+        log_w = log_px_z - log_q_minus_p
         lse = torch.logaddexp(lse, torch.logsumexp(log_w, dim=0))
         sum_log_px_z += log_px_z.sum(0)
+        sum_kl += log_q_minus_p.sum(0)
         done += kc
     log_px = lse - math.log(k)
-    return log_px, sum_log_px_z / k, q.kl().double(), q.mean.float()
+    kl = prior.kl(q, None, y).double() if prior.analytic else sum_kl / k
+    return log_px, sum_log_px_z / k, kl, q.mean.float()
 
 
 def binarize(images: torch.Tensor, seed: int) -> torch.Tensor:

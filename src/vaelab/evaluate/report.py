@@ -53,11 +53,15 @@ def summary_rows(result: dict) -> list[tuple[str, str]]:
         fn = fid["feature_net"]
         acc = fn.get("test_accuracy")
         rows.append(("feature network", f"{fn.get('name')}" + (f" ({fn.get('held_out', 'test')} acc {acc:.4f})" if acc is not None else "")))
-        for key, label in (("prior", "prior N(0, I)"), ("gmm", f"GMM ({fid['gmm_components']} comp.)"), ("recon", "reconstructions")):
+        prior = (result.get("model") or {}).get("prior", "normal")
+        prior_label = {"normal": "prior N(0, I)", "mog": "prior (learned mixture)", "class": "prior p(z|y)"}.get(prior, "prior")
+        for key, label in (("prior", prior_label), ("gmm", f"GMM ({fid['gmm_components']} comp.)"), ("recon", "reconstructions")):
             rows.append(
                 (f"FID {label}", f"{_f(fid[key])}  (precision {_f(fid['precision'][key], 3)}, recall {_f(fid['recall'][key], 3)})")
             )
     ca = result.get("conditional_accuracy")
     if ca:
-        rows.append(("class-conditional accuracy", f"{ca['accuracy']:.4f} ({ca['n_per_class']} per class)"))
+        rows.append(("class-conditional accuracy", f"{ca['accuracy']:.4f} ({ca['n_per_class']} per class, z from the prior)"))
+        if ca.get("gmm"):
+            rows.append(("  ... z from a GMM per class", f"{ca['gmm']['accuracy']:.4f}"))
     return rows

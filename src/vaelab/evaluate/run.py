@@ -222,6 +222,7 @@ def evaluate_run(
             "arch": model.cfg.arch,
             "latent_dim": model.latent_dim,
             "likelihood": model.cfg.likelihood,
+            "prior": getattr(model.cfg, "prior", "normal"),
             "beta": beta,
             "conditional": model.conditional,
             "image_shape": [c, h, w],
@@ -239,14 +240,18 @@ def evaluate_run(
     # -- generation quality: FID and precision/recall in a feature space ---------------------------------
     if fid:
         t = time.perf_counter()
+        train = full.split("train") if full is not None else run.data().split("train")
+        if model.conditional and train.labels is None:
+            raise VaelabError("the training split has no labels for this conditional model", "give a labelled data spec")
+        train_latents = encode(run, train, batch_size=batch_size)  # posterior means, for the GMM samplers
         result["fid"], extra = _generation_quality(
-            run, part, full, fx, max_generated=max_generated, gmm_components=gmm_components, batch_size=batch_size, seed=seed, say=say
+            run, part, train_latents, fx, max_generated=max_generated, gmm_components=gmm_components, batch_size=batch_size, seed=seed, say=say
         )
         notes += extra
         timings["fid"] = time.perf_counter() - t
         if model.conditional:
             t = time.perf_counter()
-            result["conditional_accuracy"] = _conditional_accuracy(model, part, fx, max_generated, batch_size, seed, notes)
+            result["conditional_accuracy"] = _conditional_accuracy(model, part, fx, max_generated, batch_size, seed, notes, train_latents)
             timings["conditional_accuracy"] = time.perf_counter() - t
     else:
         notes.append("FID, precision/recall" + (" and conditional accuracy" if model.conditional else "") + " skipped (--no-fid)")
@@ -257,7 +262,7 @@ def evaluate_run(
     return result
 
 
-def _generation_quality(run, part: ImageSet, full: ImageSet | None, fx, *, max_generated, gmm_components, batch_size, seed, say):
+def _generation_quality(run, part: ImageSet, train_latents, fx, *, max_generated, gmm_components, batch_size, seed, say):
     from ..latent.samplers import GMMSampler
     from .fid import fid as fid_score
     from .fid import knn_radii, precision_recall
@@ -275,13 +280,10 @@ def _generation_quality(run, part: ImageSet, full: ImageSet | None, fx, *, max_g
 
     g = torch.Generator().manual_seed(seed)
     say(f"{n} samples from the prior")
-    z_prior = torch.randn(n, model.latent_dim, generator=g)
+    z_prior = model.prior.sample(n, labels, generator=g)
     prior = _decode_batched(model, z_prior, labels, batch_size)
 
-    train = full.split("train") if full is not None else run.data().split("train")
-    if model.conditional and train.labels is None:
-        raise VaelabError("the training split has no labels for this conditional model", "give a labelled data spec")
-    z_train = encode(run, train, batch_size=batch_size).z  # posterior means of the training split
+    z_train = train_latents.z  # posterior means of the training split
     k = min(gmm_components, len(z_train))
     say(f"{n} samples from a {k}-component GMM fitted on {len(z_train)} training latents")
     gmm = GMMSampler(k, "full", seed).fit(z_train)
@@ -303,8 +305,13 @@ def _generation_quality(run, part: ImageSet, full: ImageSet | None, fx, *, max_g
     return out, notes
 
 
-def _conditional_accuracy(model, part: ImageSet, fx, max_generated, batch_size, seed, notes) -> dict | None:
-    """Share of class-conditional samples that the feature network classifies as the requested class."""
+def _conditional_accuracy(model, part: ImageSet, fx, max_generated, batch_size, seed, notes, train_latents=None) -> dict | None:
+    """Share of class-conditional samples that the feature network classifies as the requested class.
+
+    `accuracy`/`per_class`: z drawn from the model's prior. With `train_latents`, also `gmm`: z drawn from a
+    Gaussian mixture fitted to the training latents of the requested class (ex-post density estimation per
+    class, Ghosh et al. 2020), which follows where the encoder really put each class.
+    """
     names = list(getattr(fx, "class_names", []) or [])
     run_names = list(part.class_names)
     if not names:
@@ -318,13 +325,29 @@ def _conditional_accuracy(model, part: ImageSet, fx, max_generated, batch_size, 
     per = max(1, min(max_generated, max(len(part), k)) // k)
     labels = torch.arange(k).repeat_interleave(per)
     g = torch.Generator().manual_seed(seed + 2)
-    z = torch.randn(len(labels), model.latent_dim, generator=g)
+    z = model.prior.sample(len(labels), labels, generator=g)
     imgs = _decode_batched(model, z, labels, batch_size)
-    pred = fx.predict(imgs, batch_size)
     want = np.array([names.index(nm) for nm in run_names])[labels.numpy()]
-    hit = pred == want
-    per_class = {nm: float(hit[labels.numpy() == i].mean()) for i, nm in enumerate(run_names)}
-    return {"accuracy": float(hit.mean()), "per_class": per_class, "n_per_class": per, "judge": fx.describe()}
+
+    def score(images):
+        hit = fx.predict(images, batch_size) == want
+        return float(hit.mean()), {nm: float(hit[labels.numpy() == i].mean()) for i, nm in enumerate(run_names)}
+
+    acc, per_class = score(imgs)
+    out = {"accuracy": acc, "per_class": per_class, "n_per_class": per, "judge": fx.describe()}
+    if train_latents is not None and train_latents.labels is not None:
+        from ..latent.samplers import GMMSampler
+
+        zs = []
+        for i in range(k):
+            zi = train_latents.z[np.asarray(train_latents.labels) == i]
+            if len(zi) < 2:
+                notes.append(f"conditional accuracy (GMM sampler) skipped: class {run_names[i]} has {len(zi)} training latents")
+                return out
+            zs.append(torch.from_numpy(GMMSampler(min(5, len(zi)), "full", seed + i).fit(zi).sample(per)))
+        gmm_acc, gmm_per_class = score(_decode_batched(model, torch.cat(zs).float(), labels, batch_size))
+        out["gmm"] = {"accuracy": gmm_acc, "per_class": gmm_per_class, "components_per_class": 5}
+    return out
 
 
 def json_ready(result: dict) -> dict:

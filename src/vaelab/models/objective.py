@@ -1,10 +1,11 @@
 """The training objective: the negative ELBO, with beta, KL warm-up and free bits.
 
-    -ELBO(x) = E_q(z|x)[-log p(x|z)] + KL(q(z|x) || N(0, I))           (Kingma & Welling 2014, eq. 3)
+    -ELBO(x) = E_q(z|x)[-log p(x|z)] + KL(q(z|x) || p(z))              (Kingma & Welling 2014, eq. 3)
     loss     = recon + w * KL_fb,   w = beta * warm-up factor            (Higgins et al. 2017, beta-VAE)
     KL_fb    = sum_d max(lambda, mean_batch KL_d)                        (Kingma et al. 2016, free bits)
 
-Every term is per image, in nats. The reconstruction uses one reparameterised sample of z.
+Every term is per image, in nats. The reconstruction uses one reparameterised sample of z; the KL is exact
+for the normal and class priors, and the one-sample estimate log q(z|x) - log p(z) for a mixture prior.
 """
 
 from __future__ import annotations
@@ -33,12 +34,14 @@ def vae_loss(
 ) -> LossTerms:
     """Loss terms of one batch. `x` is the input in [0, 1]; `target` (default `x`) is what is scored,
     e.g. a binarised copy."""
-    posterior, _, params = model(x, y)
+    posterior, z, params = model(x, y)
     recon = -model.likelihood.log_prob(params, x if target is None else target).mean()
-    kl_dims = posterior.kl_per_dim()  # (B, D)
-    kl = kl_dims.sum(1).mean()
+    prior = model.prior
     if free_bits > 0:
+        kl_dims = prior.kl_per_dim(posterior, y)  # (B, D)
+        kl = kl_dims.sum(1).mean()
         penalised = kl_dims.mean(0).clamp(min=free_bits).sum()
     else:
+        kl = prior.kl(posterior, z, y).mean()
         penalised = kl
     return LossTerms(loss=recon + kl_weight * penalised, recon=recon, kl=kl, elbo_loss=recon + kl)

@@ -16,6 +16,7 @@ from ..errors import VaelabError
 from .blocks import ARCHS
 from .likelihoods import build_likelihood
 from .posterior import DiagonalGaussian
+from .prior import build_prior
 
 
 class VAE(nn.Module):
@@ -28,6 +29,7 @@ class VAE(nn.Module):
         self.cfg = copy.deepcopy(cfg)
         self.encoder, self.decoder = ARCHS[cfg.arch](cfg)
         self.likelihood = build_likelihood(cfg)
+        self.prior = build_prior(cfg)
 
     # -- properties --------------------------------------------------------------------------------------
     @property
@@ -85,7 +87,7 @@ class VAE(nn.Module):
     def sample(
         self, n: int | None = None, labels: torch.Tensor | None = None, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """Images from the prior N(0, I); a conditional model draws class `labels[i]` for image i."""
+        """Images from the prior p(z) (p(z|y) for model.prior=class); a conditional model draws class `labels[i]` for image i."""
         device = next(self.parameters()).device
         if labels is not None:
             labels = torch.as_tensor(labels, device=device).long().flatten()
@@ -98,5 +100,5 @@ class VAE(nn.Module):
             n = 64 if n is None else n
             labels = torch.arange(n, device=device) % self.num_classes
         n = 64 if n is None else n
-        z = torch.randn(n, self.latent_dim, generator=generator, device="cpu" if generator is not None else device)
+        z = self.prior.sample(n, labels, generator=generator)
         return self.generate(z.to(device), labels if self.conditional else None)

@@ -93,8 +93,6 @@ class ImageSnapshots(Callback):
         idx = spread(len(part), self.n_recon)  # across the split, not its first rows (often one class)
         self.x = to_float(part.images[idx].to(ctx.device))
         self.y = part.labels[idx].to(ctx.device) if part.labels is not None else None
-        g = torch.Generator().manual_seed(1234)  # fixed z: the same points every epoch
-        self.z = torch.randn(self.n_samples, ctx.model.latent_dim, generator=g).to(ctx.device)
         k = ctx.model.num_classes
         self.labels = (torch.arange(self.n_samples) % k).to(ctx.device) if ctx.model.conditional else None
         ctx.latest_grids = {}
@@ -117,7 +115,9 @@ class ImageSnapshots(Callback):
         for s in range(0, n, cols):  # a row of originals, then the row of their reconstructions
             pairs += [self.x[s : s + cols], recon[s : s + cols]]
         recon_grid = make_grid(torch.cat(pairs), nrow=cols)
-        samples = model.generate(self.z, self.labels)
+        g = torch.Generator().manual_seed(1234)  # the same prior draws every epoch (a learned prior moves them)
+        z = model.prior.sample(self.n_samples, self.labels, generator=g).to(ctx.device)
+        samples = model.generate(z, self.labels)
         nrow = model.num_classes if model.conditional and model.num_classes <= 16 else 8
         sample_grid = make_grid(samples, nrow=nrow)
         model.train(was)

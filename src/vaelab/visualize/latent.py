@@ -69,6 +69,20 @@ def dims_plane(latent_dim: int, i: int = 0, j: int = 1) -> Plane:
     return Plane(np.zeros(latent_dim), e[i], e[j], f"$z_{{{i}}}$", f"$z_{{{j}}}$")
 
 
+def prior_plane(model, i: int = 0, j: int = 1) -> Plane:
+    """The plane of latent dimensions i and j, centred and scaled to the model's prior (its mean and standard
+    deviation per dimension): the dims plane itself for N(0, I); a learned prior's grid covers where its mass is."""
+    d = model.latent_dim
+    if d < 2:
+        return Plane(np.zeros(1), np.ones(1), np.zeros(1), "$z_{0}$", "")
+    plane = dims_plane(d, i, j)
+    prior = getattr(model, "prior", None)
+    if prior is None or type(prior).__name__ == "StandardNormalPrior":
+        return plane
+    mean, std = (t.double().numpy() for t in prior.moments())
+    return Plane(mean, plane.u * std, plane.v * std, f"$z_{{{i}}}$ (prior sd units)", f"$z_{{{j}}}$ (prior sd units)")
+
+
 def pca_plane(z: np.ndarray, scaled: bool = True) -> Plane:
     """The plane of the first two principal axes of latents `z` (N, D), through their mean; `scaled`: one
     unit is one standard deviation along each axis (for the manifold grid), else one latent unit."""
@@ -125,9 +139,8 @@ def manifold_figure(
     """
     if grid < 2:
         raise VaelabError(f"the manifold grid is {grid} x {grid}", "use a grid of at least 2")
-    d = model.latent_dim
     if plane is None:
-        plane = dims_plane(d) if d >= 2 else Plane(np.zeros(1), np.ones(1), np.zeros(1), "$z_{0}$", "")
+        plane = prior_plane(model)
     z, values = manifold_latents(plane, grid)
     panels = classes if model.conditional else [(None, None)]
     if model.conditional and not classes:

@@ -31,6 +31,7 @@ from .latent import (
     interpolation_figure,
     manifold_figure,
     pca_plane,
+    prior_plane,
     scatter_figure,
     traversal_figure,
 )
@@ -351,9 +352,9 @@ class RunFigures:
         if self.dims:
             if len(self.dims) < 2:
                 raise VaelabError("a plane needs two latent dimensions", "give --dims i,j")
-            return dims_plane(d, *self.dims[:2])
+            return prior_plane(self.model, *self.dims[:2]) if scaled else dims_plane(d, *self.dims[:2])
         if d <= 2 or self.data_error is not None:
-            return dims_plane(d) if d >= 2 else Plane(np.zeros(1), np.ones(1), np.zeros(1), "$z_{0}$", "")
+            return prior_plane(self.model) if scaled or d < 2 else dims_plane(d)
         return pca_plane(self.latents.z, scaled=scaled)
 
     def _fig_manifold(self):

@@ -1,0 +1,185 @@
+"""The prior p(z) (or p(z|y)): the standard normal, a learned mixture of Gaussians, or a learned Gaussian per class.
+
+    normal:  p(z)   = N(0, I)                                             (Kingma & Welling 2014)
+    mog:     p(z)   = sum_k pi_k N(mu_k, diag sigma_k^2), all learned       (Dilokthanakul et al. 2016; cf. the
+                                                                           VampPrior, Tomczak & Welling 2018)
+    class:   p(z|y) = N(mu_y, diag sigma_y^2), learned, one per class      (conditional prior of the CVAE,
+                                                                           Sohn et al. 2015)
+
+A learned prior lets the aggregate posterior keep its shape (clusters, classes) instead of being squeezed into
+one Gaussian, which lowers the KL at a given reconstruction, most of all in a small latent space. Each prior
+gives ``kl(q, z, y)``: analytic where it exists (normal, class), otherwise the Monte-Carlo estimate
+log q(z|x) - log p(z) at the posterior samples ``z`` (unbiased; the ELBO stays a bound).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ..errors import VaelabError
+from .posterior import LOG_2PI, DiagonalGaussian, standard_normal_log_prob
+
+
+def _gaussian_log_prob(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(z; mean, diag exp(logvar)) summed over the last dimension (broadcasting)."""
+    return (-0.5 * ((z - mean) ** 2 * torch.exp(-logvar) + logvar + LOG_2PI)).sum(-1)
+
+
+def _draw(n: int, d: int, generator: torch.Generator | None, device) -> torch.Tensor:
+    """n x d standard normal draws; with a generator they are drawn on the CPU (reproducible everywhere)."""
+    return torch.randn(n, d, generator=generator, device="cpu" if generator is not None else device)
+
+
+class StandardNormalPrior(nn.Module):
+    """p(z) = N(0, I); no parameters."""
+
+    analytic = True
+
+    def __init__(self, latent_dim: int):
+        super().__init__()
+        self.latent_dim = latent_dim
+
+    def log_prob(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return standard_normal_log_prob(z)
+
+    def kl_per_dim(self, q: DiagonalGaussian, y: torch.Tensor | None = None) -> torch.Tensor:
+        return q.kl_per_dim()
+
+    def kl(
+        self, q: DiagonalGaussian, z: torch.Tensor | None = None, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """KL(q(z|x) || p(z)) per image, (B,)."""
+        return self.kl_per_dim(q, y).sum(-1)
+
+    @torch.no_grad()
+    def sample(
+        self, n: int, y: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        return _draw(n, self.latent_dim, generator, "cpu")
+
+    @torch.no_grad()
+    def moments(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and standard deviation of each latent dimension under the prior (for plot ranges)."""
+        return torch.zeros(self.latent_dim), torch.ones(self.latent_dim)
+
+
+class ClassPrior(StandardNormalPrior):
+    """p(z|y) = N(mu_y, diag sigma_y^2): one learned Gaussian per class (conditional models)."""
+
+    def __init__(self, latent_dim: int, num_classes: int):
+        super().__init__(latent_dim)
+        if num_classes < 1:
+            raise VaelabError(
+                "model.prior=class needs class labels", "train a conditional model on labelled data"
+            )
+        self.mean = nn.Parameter(torch.zeros(num_classes, latent_dim))
+        self.logvar = nn.Parameter(torch.zeros(num_classes, latent_dim))
+
+    def _params(self, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if y is None:
+            raise VaelabError("the class prior p(z|y) needs class labels", "pass labels (e.g. --label k)")
+        y = y.long().to(self.mean.device)
+        return self.mean[y], self.logvar[y]
+
+    def log_prob(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        mean, logvar = self._params(y)  # (B, D), broadcasts over leading sample dimensions of z
+        return _gaussian_log_prob(z, mean, logvar)
+
+    def kl_per_dim(self, q: DiagonalGaussian, y: torch.Tensor | None = None) -> torch.Tensor:
+        """KL(N(m, s^2) || N(mu, sigma^2)) per dimension: 0.5 * (log sigma^2/s^2 + (s^2 + (m - mu)^2)/sigma^2 - 1)."""
+        mean, logvar = self._params(y)
+        return 0.5 * (logvar - q.logvar + (q.var + (q.mean - mean) ** 2) * torch.exp(-logvar) - 1.0)
+
+    @torch.no_grad()
+    def sample(
+        self, n: int, y: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        if y is None:
+            raise VaelabError(
+                "the class prior p(z|y) needs class labels to sample", "pass labels (e.g. --label k)"
+            )
+        mean, logvar = self._params(torch.as_tensor(y).flatten()[:n])
+        eps = _draw(n, self.latent_dim, generator, self.mean.device).to(self.mean.device)
+        return mean + torch.exp(0.5 * logvar) * eps
+
+    @torch.no_grad()
+    def moments(self) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = self.mean.mean(0)
+        second = (torch.exp(self.logvar) + self.mean**2).mean(0)
+        return mean.cpu(), (second - mean**2).clamp(min=1e-12).sqrt().cpu()
+
+
+class MixturePrior(StandardNormalPrior):
+    """p(z) = sum_k pi_k N(mu_k, diag sigma_k^2), with means, variances and weights learned."""
+
+    analytic = False
+
+    def __init__(self, latent_dim: int, components: int, seed: int = 0):
+        super().__init__(latent_dim)
+        if components < 1:
+            raise VaelabError(
+                f"model.prior_components is {components}", "use at least one component, e.g. 10"
+            )
+        g = torch.Generator().manual_seed(seed)
+        self.mean = nn.Parameter(
+            torch.randn(components, latent_dim, generator=g)
+        )  # spread like N(0, I) draws
+        self.logvar = nn.Parameter(torch.zeros(components, latent_dim))
+        self.logits = nn.Parameter(torch.zeros(components))
+
+    def log_prob(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        per = _gaussian_log_prob(z.unsqueeze(-2), self.mean, self.logvar)  # (..., K)
+        return torch.logsumexp(per + torch.log_softmax(self.logits, 0), dim=-1)
+
+    def kl_per_dim(self, q: DiagonalGaussian, y: torch.Tensor | None = None) -> torch.Tensor:
+        raise VaelabError(
+            "a mixture prior has no KL per latent dimension", "use model.free_bits=0 with model.prior=mog"
+        )
+
+    def kl(
+        self, q: DiagonalGaussian, z: torch.Tensor | None = None, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Monte-Carlo KL: mean over the samples z ((B, D) or (S, B, D)) of log q(z|x) - log p(z); (B,)."""
+        if z is None:
+            z = q.rsample()
+        est = q.log_prob(z) - self.log_prob(z)
+        return est if est.dim() == 1 else est.mean(0)
+
+    @torch.no_grad()
+    def sample(
+        self, n: int, y: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        probs = torch.softmax(self.logits.detach().float().cpu(), 0)
+        k = torch.multinomial(probs, n, replacement=True, generator=generator).to(self.mean.device)
+        eps = _draw(n, self.latent_dim, generator, self.mean.device).to(self.mean.device)
+        return self.mean[k] + torch.exp(0.5 * self.logvar[k]) * eps
+
+    @torch.no_grad()
+    def moments(self) -> tuple[torch.Tensor, torch.Tensor]:
+        w = torch.softmax(self.logits, 0)[:, None]
+        mean = (w * self.mean).sum(0)
+        second = (w * (torch.exp(self.logvar) + self.mean**2)).sum(0)
+        return mean.cpu(), (second - mean**2).clamp(min=1e-12).sqrt().cpu()
+
+
+def build_prior(cfg) -> nn.Module:
+    """The prior named by ``cfg.prior`` (see PRIORS)."""
+    kind = getattr(cfg, "prior", "normal")
+    if kind == "normal":
+        return StandardNormalPrior(cfg.latent_dim)
+    if kind == "mog":
+        return MixturePrior(cfg.latent_dim, int(cfg.prior_components))
+    if kind == "class":
+        if not cfg.conditional:
+            raise VaelabError(
+                "model.prior=class is a prior per class label, for conditional models",
+                "set model.conditional=true (and use labelled data), or use model.prior=mog",
+            )
+        return ClassPrior(cfg.latent_dim, int(cfg.num_classes or 0))
+    raise VaelabError(f"unknown prior '{kind}'", f"use one of: {', '.join(PRIORS)}")
+
+
+PRIORS = {"normal": StandardNormalPrior, "mog": MixturePrior, "class": ClassPrior}
+
+__all__ = ["PRIORS", "ClassPrior", "MixturePrior", "StandardNormalPrior", "build_prior"]
