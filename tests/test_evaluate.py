@@ -62,7 +62,7 @@ class _PPCA(nn.Module):
         var = (self.s**2 / m_diag) * self.std_scale**2
         return DiagonalGaussian(mean, torch.log(var).expand_as(mean))
 
-    def decode(self, z, y=None):
+    def decode(self, z, y=None, context=None):
         return z @ self.W.T + self.mu
 
     def sample_x(self, n: int, seed: int = 1) -> torch.Tensor:

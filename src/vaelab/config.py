@@ -52,6 +52,10 @@ class ModelConfig:
     free_bits: float = 0.0  # nats per latent dimension below which the KL is not penalised
     prior: str = "normal"  # normal N(0, I) | mog (learned mixture of Gaussians) | class (learned N(mu_y, sigma_y) per class)
     prior_components: int = 10  # components of the mog prior
+    # autoregressive head (PixelVAE): 0 = a factorized decoder; n >= 1 = masked conv layers over earlier pixels
+    pixelcnn_layers: int = 0
+    pixelcnn_channels: int = 32  # features of the head
+    pixelcnn_kernel: int = 7  # the first masked layer's kernel (odd); sets how many rows above a pixel sees
     # mlp
     hidden: list[int] = field(default_factory=lambda: [512, 256])
     # conv
@@ -140,6 +144,9 @@ BOUNDS: dict[str, tuple[float, bool]] = {
     "model.beta": (0, True),
     "model.free_bits": (0, True),
     "model.prior_components": (1, True),
+    "model.pixelcnn_layers": (0, True),
+    "model.pixelcnn_channels": (1, True),
+    "model.pixelcnn_kernel": (3, True),
     "model.gaussian_sigma": (0, False),
     "model.kernel": (1, True),
     "model.dropout": (0, True),
@@ -397,6 +404,8 @@ def validate(cfg: Config) -> Config:
         raise VaelabError("model.free_bits needs a KL per latent dimension, which the mixture prior has not", "use model.free_bits=0 with model.prior=mog")
     if cfg.model.prior == "class" and not cfg.model.conditional:
         raise VaelabError("model.prior=class is a learned prior per class label, for conditional models", "set model.conditional=true, or use model.prior=mog")
+    if cfg.model.pixelcnn_layers and cfg.model.pixelcnn_kernel % 2 == 0:
+        raise VaelabError(f"'model.pixelcnn_kernel' is {cfg.model.pixelcnn_kernel}, it must be odd", "use 3, 5 or 7")
     if cfg.model.arch == "mlp" and not cfg.model.hidden:
         raise VaelabError("'model.hidden' is empty", "give the MLP at least one hidden size, e.g. [512, 256]")
     if cfg.model.arch == "conv" and not cfg.model.conv_channels:

@@ -73,8 +73,8 @@ def importance_sampled(
         z = q.sample(kc)  # (kc, B, D)
         flat = z.reshape(kc * b, -1)
         yk = None if y is None else y.repeat(kc)  # (kc*B,) matches z's (kc, B) flattening
-        params = model.decode(flat, yk)  # (kc*B, C, H, W)
         tk = target.unsqueeze(0).expand(kc, *target.shape).reshape(kc * b, *target.shape[1:])
+        params = model.decode(flat, yk, context=tk)  # (kc*B, C, H, W)
         log_px_z = model.likelihood.log_prob(params, tk).view(kc, b).double()
         log_q_minus_p = q.log_prob(z).double() - prior.log_prob(z, y).double()  # (kc, B)
         log_w = log_px_z - log_q_minus_p

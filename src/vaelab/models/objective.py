@@ -34,8 +34,9 @@ def vae_loss(
 ) -> LossTerms:
     """Loss terms of one batch. `x` is the input in [0, 1]; `target` (default `x`) is what is scored,
     e.g. a binarised copy."""
-    posterior, z, params = model(x, y)
-    recon = -model.likelihood.log_prob(params, x if target is None else target).mean()
+    target = x if target is None else target
+    posterior, z, params = model(x, y, target)
+    recon = -model.likelihood.log_prob(params, target).mean()
     prior = model.prior
     if free_bits > 0:
         kl_dims = prior.kl_per_dim(posterior, y)  # (B, D)

@@ -1,4 +1,7 @@
-"""The VAE: an encoder to q(z|x), a decoder to p(x|z), and a likelihood. No optimizer, loss, I/O or plots.
+"""The VAE: an encoder to q(z|x), a decoder to p(x|z), a prior p(z) and a likelihood. No optimizer, loss, I/O
+or plots. With ``pixelcnn_layers`` the decoder ends in an autoregressive head (`autoregressive.PixelCNNHead`):
+scoring an image then takes it as context (``decode(z, y, context=x)``), and decoding without one generates
+pixel by pixel.
 
 The constructor's `ModelConfig` *is* the model's description: it is saved beside the weights, so
 `build(cfg)` + `load_state_dict` rebuilds any checkpoint.
@@ -13,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import VaelabError
+from .autoregressive import PixelCNNHead
 from .blocks import ARCHS
 from .likelihoods import build_likelihood
 from .posterior import DiagonalGaussian
@@ -30,6 +34,10 @@ class VAE(nn.Module):
         self.encoder, self.decoder = ARCHS[cfg.arch](cfg)
         self.likelihood = build_likelihood(cfg)
         self.prior = build_prior(cfg)
+        layers = int(getattr(cfg, "pixelcnn_layers", 0) or 0)
+        self.head = (
+            PixelCNNHead(cfg.channels, int(cfg.pixelcnn_channels), layers, int(cfg.pixelcnn_kernel)) if layers > 0 else None
+        )
 
     # -- properties --------------------------------------------------------------------------------------
     @property
@@ -62,15 +70,28 @@ class VAE(nn.Module):
         mean, logvar = h.float().chunk(2, dim=1)
         return DiagonalGaussian(mean, logvar)
 
-    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """z: (B, D) -> the likelihood's parameters (B, C, H, W) (logits for Bernoulli)."""
-        return self.decoder(z, self._onehot(y))
+    @property
+    def autoregressive(self) -> bool:
+        return self.head is not None
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
-        """One pass for training: (posterior, z, decoder output)."""
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None, context: torch.Tensor | None = None) -> torch.Tensor:
+        """z: (B, D) -> the likelihood's parameters (B, C, H, W) (logits for Bernoulli).
+
+        An autoregressive model needs the image being scored as ``context`` (B, C, H, W) in [0, 1] (teacher
+        forcing); without one it generates the image pixel by pixel and returns the parameters it drew from.
+        A factorized decoder ignores ``context``."""
+        base = self.decoder(z, self._onehot(y))
+        if self.head is None:
+            return base
+        if context is None:
+            return self.head.generate(base, self.likelihood.mean)
+        return self.head(base, context)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, target: torch.Tensor | None = None):
+        """One pass for training: (posterior, z, decoder output); `target` (default x) is the image scored."""
         posterior = self.encode(x, y)
         z = posterior.rsample()
-        return posterior, z, self.decode(z, y)
+        return posterior, z, self.decode(z, y, context=x if target is None else target)
 
     # -- conveniences (no gradient) ----------------------------------------------------------------------
     @torch.no_grad()
