@@ -420,6 +420,7 @@ def test_evaluate_conditional_run_judges_its_samples(tiny_conditional_run, featu
     ca = res["conditional_accuracy"]
     assert set(ca["per_class"]) == {"1", "4", "8"} and ca["n_per_class"] == 20  # 60 images, 3 classes
     assert 0.0 <= ca["accuracy"] <= 1.0
+    assert set(ca["gmm"]["per_class"]) == {"1", "4", "8"} and 0.0 <= ca["gmm"]["accuracy"] <= 1.0  # per-class GMM z
     assert res["fid"]["gmm"] >= 0 and "nll_binarized" in res["nll"]
 
 

@@ -283,6 +283,29 @@ def test_conditional_run_samples_the_requested_labels(tiny_conditional_run, tmp_
     assert code == 2 and "class '7' is not one of the model's 3 classes" in err
 
 
+def test_gmm_sampler_from_the_cli_draws_each_class_where_its_codes_lie(tiny_conditional_run, tiny_run, tmp_path, capsys):
+    from vaelab.latent import encode
+    from vaelab.latent.samplers import ClassGMMSampler
+
+    run = load_run(tiny_conditional_run)
+    train = encode(run, split="train")
+    sampler = ClassGMMSampler(2, seed=0).fit(train.z, train.labels, 3)
+    labels = torch.tensor([2, 0, 2, 1] * 200).numpy()
+    z = sampler.sample(labels)
+    for k in range(3):  # each class's draws sit on that class's codes, not on the others'
+        assert abs(z[labels == k].mean(0) - train.z[train.labels == k].mean(0)).max() < 0.3
+    code, err = cli(capsys, "sample", str(tiny_conditional_run), "-n", "6", "--label", "4", "--sampler", "gmm",
+                    "--out", str(tmp_path / "fours.png"))
+    assert code == 0 and (tmp_path / "fours.png").stat().st_size > 100, err
+    code, err = cli(capsys, "sample", str(tiny_run), "-n", "4", "--sampler", "gmm", "--components", "3",
+                    "--out", str(tmp_path / "g.png"))
+    assert code == 0 and (tmp_path / "g.png").stat().st_size > 100, err
+    code, err = cli(capsys, "sample", str(tiny_run), "--sampler", "flow", "--out", str(tmp_path / "x.png"))
+    assert code == 2 and "use prior or gmm" in err and not (tmp_path / "x.png").exists()
+    with pytest.raises(VaelabError, match="at least 2"):
+        ClassGMMSampler().fit(train.z[:3], train.labels[:3] * 0, 3)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # bad input: one line on stderr, exit 2, no traceback
 

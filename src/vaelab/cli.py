@@ -254,10 +254,16 @@ def sample(
     out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("samples.png"),
     seed: int = 0,
     nrow: Annotated[int | None, typer.Option(help="Images per row.")] = None,
+    sampler: Annotated[
+        str, typer.Option(help="prior: z from the model's prior; gmm: from a Gaussian mixture fitted to the training latents (one per class for a conditional model).")
+    ] = "prior",
+    components: Annotated[int | None, typer.Option(help="Components of the gmm sampler (default 10; 5 per class for conditional models).")] = None,
 ):
-    """Draw images from the prior of a trained run into one PNG grid.
+    """Draw images from a trained run into one PNG grid: z from the prior, or from the ex-post GMM.
 
-    Example: vaelab sample runs/fashion-cvae -n 64 --label Sneaker --out sneakers.png
+    Examples: vaelab sample runs/fashion-cvae -n 64 --label Sneaker --out sneakers.png
+
+    vaelab sample runs/fashion-cvae --sampler gmm --out per-class-gmm.png
     """
     import torch
 
@@ -266,6 +272,8 @@ def sample(
 
     if n < 1:
         raise VaelabError(f"-n is {n}", "ask for at least one image")
+    if sampler not in ("prior", "gmm"):
+        raise VaelabError(f"--sampler is '{sampler}'", "use prior or gmm")
     r = load_run(run)
     labels = None
     if label is not None:
@@ -273,10 +281,37 @@ def sample(
             raise VaelabError(f"{run} is not a conditional model, so --label does not apply", "train with model.conditional=true")
         labels = torch.full((n,), _class_index(r, label))
     g = torch.Generator().manual_seed(seed)
-    images = r.model.sample(n, labels=labels, generator=g)
+    if sampler == "prior":
+        images = r.model.sample(n, labels=labels, generator=g)
+        what = "the prior"
+    else:
+        images, what = _gmm_samples(r, n, labels, components, seed)
     grid = make_grid(images, nrow=nrow)
     _write_bytes(out, png_bytes(grid, 2 if grid.shape[0] < 400 else 1))
-    console.print(f"wrote {out} ({n} samples from {r.checkpoint})", markup=False, highlight=False)
+    console.print(f"wrote {out} ({n} samples from {what}, {r.checkpoint})", markup=False, highlight=False)
+
+
+def _gmm_samples(r, n: int, labels, components: int | None, seed: int):
+    """Images decoded from z drawn from a GMM fitted to the training latent means (per class if conditional)."""
+    import torch
+
+    from .latent.encode import encode
+    from .latent.samplers import ClassGMMSampler, GMMSampler
+
+    if components is not None and components < 1:
+        raise VaelabError(f"--components is {components}", "use at least 1")
+    train = encode(r, split="train")
+    model = r.model
+    if model.conditional:
+        k = model.num_classes
+        labels = torch.arange(n) % k if labels is None else labels
+        z = ClassGMMSampler(components or 5, seed=seed).fit(train.z, train.labels, k, list(r.class_names)).sample(labels.numpy())
+        what = f"a {components or 5}-component GMM per class"
+    else:
+        z = GMMSampler(components or 10, seed=seed).fit(train.z).sample(n)
+        what = f"a {components or 10}-component GMM"
+    y = labels.to(r.device) if labels is not None else None
+    return model.generate(torch.from_numpy(z).to(r.device), y), f"{what} on {len(train)} training latents"
 
 
 def _class_index(run, label: str) -> int:

@@ -305,6 +305,9 @@ def _generation_quality(run, part: ImageSet, train_latents, fx, *, max_generated
     return out, notes
 
 
+GMM_PER_CLASS = 5  # components of the per-class GMM sampler of conditional models
+
+
 def _conditional_accuracy(model, part: ImageSet, fx, max_generated, batch_size, seed, notes, train_latents=None) -> dict | None:
     """Share of class-conditional samples that the feature network classifies as the requested class.
 
@@ -336,17 +339,16 @@ def _conditional_accuracy(model, part: ImageSet, fx, max_generated, batch_size, 
     acc, per_class = score(imgs)
     out = {"accuracy": acc, "per_class": per_class, "n_per_class": per, "judge": fx.describe()}
     if train_latents is not None and train_latents.labels is not None:
-        from ..latent.samplers import GMMSampler
+        from ..latent.samplers import ClassGMMSampler
 
-        zs = []
-        for i in range(k):
-            zi = train_latents.z[np.asarray(train_latents.labels) == i]
-            if len(zi) < 2:
-                notes.append(f"conditional accuracy (GMM sampler) skipped: class {run_names[i]} has {len(zi)} training latents")
-                return out
-            zs.append(torch.from_numpy(GMMSampler(min(5, len(zi)), "full", seed + i).fit(zi).sample(per)))
-        gmm_acc, gmm_per_class = score(_decode_batched(model, torch.cat(zs).float(), labels, batch_size))
-        out["gmm"] = {"accuracy": gmm_acc, "per_class": gmm_per_class, "components_per_class": 5}
+        try:
+            sampler = ClassGMMSampler(GMM_PER_CLASS, "full", seed).fit(train_latents.z, train_latents.labels, k, run_names)
+        except VaelabError as e:
+            notes.append(f"conditional accuracy (GMM sampler) skipped: {e.message}")
+            return out
+        z_gmm = torch.from_numpy(sampler.sample(labels.numpy()))
+        gmm_acc, gmm_per_class = score(_decode_batched(model, z_gmm, labels, batch_size))
+        out["gmm"] = {"accuracy": gmm_acc, "per_class": gmm_per_class, "components_per_class": GMM_PER_CLASS}
     return out
 
 
