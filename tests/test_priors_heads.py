@@ -204,3 +204,21 @@ def test_runs_with_a_mixture_prior_and_a_head_train_evaluate_and_sample(tmp_path
 
     r = load_run(run)
     assert r.model.autoregressive and r.model.prior.mean.shape == (3, 2)
+
+
+def test_the_manifold_grid_covers_a_learned_prior():
+    from vaelab.visualize.latent import dims_plane, prior_plane
+
+    normal = build(model_cfg())
+    plane = prior_plane(normal, 0, 2)
+    ref = dims_plane(3, 0, 2)
+    assert (plane.origin == ref.origin).all() and (plane.u == ref.u).all() and (plane.v == ref.v).all()
+    mog = _randomised_model(build(model_cfg(prior="mog", prior_components=4)))
+    mean, std = (t.numpy() for t in mog.prior.moments())
+    plane = prior_plane(mog, 0, 2)
+    assert abs(plane.origin - mean).max() < 1e-6 and abs(plane.u[0] - std[0]) < 1e-6 and plane.u[1] == 0
+
+
+def _randomised_model(model):
+    _randomised(model.prior)
+    return model

@@ -34,7 +34,8 @@ def _draw(n: int, d: int, generator: torch.Generator | None, device) -> torch.Te
 class StandardNormalPrior(nn.Module):
     """p(z) = N(0, I); no parameters."""
 
-    analytic = True
+    analytic = True  # KL(q || p) in closed form
+    learned = False  # has parameters of its own
 
     def __init__(self, latent_dim: int):
         super().__init__()
@@ -66,6 +67,8 @@ class StandardNormalPrior(nn.Module):
 
 class ClassPrior(StandardNormalPrior):
     """p(z|y) = N(mu_y, diag sigma_y^2): one learned Gaussian per class (conditional models)."""
+
+    learned = True
 
     def __init__(self, latent_dim: int, num_classes: int):
         super().__init__(latent_dim)
@@ -114,6 +117,7 @@ class MixturePrior(StandardNormalPrior):
     """p(z) = sum_k pi_k N(mu_k, diag sigma_k^2), with means, variances and weights learned."""
 
     analytic = False
+    learned = True
 
     def __init__(self, latent_dim: int, components: int, seed: int = 0):
         super().__init__(latent_dim)

@@ -77,7 +77,7 @@ def prior_plane(model, i: int = 0, j: int = 1) -> Plane:
         return Plane(np.zeros(1), np.ones(1), np.zeros(1), "$z_{0}$", "")
     plane = dims_plane(d, i, j)
     prior = getattr(model, "prior", None)
-    if prior is None or type(prior).__name__ == "StandardNormalPrior":
+    if prior is None or not prior.learned:
         return plane
     mean, std = (t.double().numpy() for t in prior.moments())
     return Plane(mean, plane.u * std, plane.v * std, f"$z_{{{i}}}$ (prior sd units)", f"$z_{{{j}}}$ (prior sd units)")
