@@ -200,6 +200,8 @@ def test_runs_with_a_mixture_prior_and_a_head_train_evaluate_and_sample(tmp_path
     assert 0.0 < ev["recon_quality"]["ssim"] <= 1.0
     out = tmp_path / "s.png"
     assert cli("sample", run, "-n", "4", "--out", out) == 0 and out.stat().st_size > 0
+    assert cli("plot", run, "manifold", "samples", "recon") == 0
+    assert all((tmp_path / "tiny" / "figures" / f"{f}.png").stat().st_size > 0 for f in ("manifold", "samples", "recon"))
     from vaelab.run import load_run
 
     r = load_run(run)
