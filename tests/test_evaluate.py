@@ -422,6 +422,10 @@ def test_evaluate_conditional_run_judges_its_samples(tiny_conditional_run, featu
     assert 0.0 <= ca["accuracy"] <= 1.0
     assert set(ca["gmm"]["per_class"]) == {"1", "4", "8"} and 0.0 <= ca["gmm"]["accuracy"] <= 1.0  # per-class GMM z
     assert res["fid"]["gmm"] >= 0 and "nll_binarized" in res["nll"]
+    cold = evaluate_run(tiny_conditional_run, split="val", nll_samples=1, features=load_feature_net(feature_net_dir),
+                        max_generated=60, temperature=0.3)
+    assert cold["fid"]["temperature"] == 0.3 and cold["conditional_accuracy"]["temperature"] == 0.3
+    assert cold["fid"]["prior"] != res["fid"]["prior"] and cold["fid"]["recon"] == res["fid"]["recon"]  # only samples change
 
 
 def _write_idx(folder: Path, size: int, n: int = 8) -> None:

@@ -224,3 +224,32 @@ def test_the_manifold_grid_covers_a_learned_prior():
 def _randomised_model(model):
     _randomised(model.prior)
     return model
+
+
+def test_temperature_scales_the_spread_of_every_sampler():
+    from vaelab.latent.samplers import GMMSampler
+    from vaelab.models.prior import StandardNormalPrior
+
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    assert abs(StandardNormalPrior(2).sample(20000, generator=g(), temperature=0.5).std().item() - 0.5) < 0.01
+    cls = _randomised(ClassPrior(2, 3))
+    z = cls.sample(20000, torch.zeros(20000, dtype=torch.long), generator=g(), temperature=0.5)
+    assert torch.allclose(z.std(0), 0.5 * torch.exp(0.5 * cls.logvar[0]), rtol=0.05)
+    assert torch.allclose(z.mean(0), cls.mean[0], atol=0.02)
+    mog = MixturePrior(2, 1)
+    with torch.no_grad():
+        mog.logvar.fill_(math.log(4.0))
+    assert (mog.sample(20000, generator=g(), temperature=0.25).std(0) - 0.5).abs().max() < 0.01
+    rng = torch.Generator().manual_seed(0)
+    pts = (torch.randn(4000, 2, generator=rng) * torch.tensor([2.0, 0.5])).numpy()
+    s = GMMSampler(1, seed=0).fit(pts)
+    hot, cold = s.sample(20000), GMMSampler(1, seed=0).fit(pts).sample(20000, temperature=0.5)
+    assert abs(cold.std(0) / hot.std(0) - 0.5).max() < 0.03
+
+
+def test_evaluate_records_its_sampling_temperature(tiny_conditional_run, tmp_path):
+    from conftest import copy_run
+
+    run = copy_run(tiny_conditional_run, tmp_path)
+    assert cli("evaluate", run, "--temperature", "0") == 2
+    assert not (run / "eval" / "test.json").exists()

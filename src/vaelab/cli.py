@@ -258,12 +258,13 @@ def sample(
         str, typer.Option(help="prior: z from the model's prior; gmm: from a Gaussian mixture fitted to the training latents (one per class for a conditional model).")
     ] = "prior",
     components: Annotated[int | None, typer.Option(help="Components of the gmm sampler (default 10; 5 per class for conditional models).")] = None,
+    temperature: Annotated[float, typer.Option(help="Scale of the spread of z (1: the sampler itself; below 1: more typical, less varied).")] = 1.0,
 ):
     """Draw images from a trained run into one PNG grid: z from the prior, or from the ex-post GMM.
 
     Examples: vaelab sample runs/fashion-cvae -n 64 --label Sneaker --out sneakers.png
 
-    vaelab sample runs/fashion-cvae --sampler gmm --out per-class-gmm.png
+    vaelab sample runs/fashion-cvae --sampler gmm --temperature 0.7 --out per-class-gmm.png
     """
     import torch
 
@@ -274,6 +275,8 @@ def sample(
         raise VaelabError(f"-n is {n}", "ask for at least one image")
     if sampler not in ("prior", "gmm"):
         raise VaelabError(f"--sampler is '{sampler}'", "use prior or gmm")
+    if not temperature > 0:
+        raise VaelabError(f"--temperature is {temperature}", "use a positive number, e.g. 0.7 (1 draws from the sampler itself)")
     r = load_run(run)
     labels = None
     if label is not None:
@@ -282,16 +285,18 @@ def sample(
         labels = torch.full((n,), _class_index(r, label))
     g = torch.Generator().manual_seed(seed)
     if sampler == "prior":
-        images = r.model.sample(n, labels=labels, generator=g)
+        images = r.model.sample(n, labels=labels, generator=g, temperature=temperature)
         what = "the prior"
     else:
-        images, what = _gmm_samples(r, n, labels, components, seed)
+        images, what = _gmm_samples(r, n, labels, components, seed, temperature)
+    if temperature != 1:
+        what += f" at temperature {temperature:g}"
     grid = make_grid(images, nrow=nrow)
     _write_bytes(out, png_bytes(grid, 2 if grid.shape[0] < 400 else 1))
     console.print(f"wrote {out} ({n} samples from {what}, {r.checkpoint})", markup=False, highlight=False)
 
 
-def _gmm_samples(r, n: int, labels, components: int | None, seed: int):
+def _gmm_samples(r, n: int, labels, components: int | None, seed: int, temperature: float = 1.0):
     """Images decoded from z drawn from a GMM fitted to the training latent means (per class if conditional)."""
     import torch
 
@@ -305,10 +310,10 @@ def _gmm_samples(r, n: int, labels, components: int | None, seed: int):
     if model.conditional:
         k = model.num_classes
         labels = torch.arange(n) % k if labels is None else labels
-        z = ClassGMMSampler(components or 5, seed=seed).fit(train.z, train.labels, k, list(r.class_names)).sample(labels.numpy())
+        z = ClassGMMSampler(components or 5, seed=seed).fit(train.z, train.labels, k, list(r.class_names)).sample(labels.numpy(), temperature)
         what = f"a {components or 5}-component GMM per class"
     else:
-        z = GMMSampler(components or 10, seed=seed).fit(train.z).sample(n)
+        z = GMMSampler(components or 10, seed=seed).fit(train.z).sample(n, temperature=temperature)
         what = f"a {components or 10}-component GMM"
     y = labels.to(r.device) if labels is not None else None
     return model.generate(torch.from_numpy(z).to(r.device), y), f"{what} on {len(train)} training latents"
@@ -395,6 +400,7 @@ def evaluate(
     inception: Annotated[Path | None, typer.Option(help="Local Inception-v3 weights file for FID (no download).")] = None,
     max_generated: Annotated[int, typer.Option(help="At most this many generated (and real) images for FID.")] = 10_000,
     gmm_components: Annotated[int, typer.Option(help="Components of the ex-post GMM sampler.")] = 10,
+    temperature: Annotated[float, typer.Option(help="Spread of z for the generated images (below 1: more typical, less varied).")] = 1.0,
     checkpoint: Annotated[str, typer.Option(help="best, last, or a .ckpt file.")] = "best",
     batch_size: int = 500,
     seed: int = 0,
@@ -417,6 +423,8 @@ def evaluate(
 
     if nll_samples < 1:
         raise VaelabError(f"--nll-samples is {nll_samples}", "use k >= 1 importance samples (100 by default, 1000+ for papers)")
+    if not temperature > 0:
+        raise VaelabError(f"--temperature is {temperature}", "use a positive number (1, the default, draws from the samplers themselves)")
     if inception is not None and no_fid:
         raise VaelabError("--inception and --no-fid contradict each other", "drop one of them")
     r = load_run(run, checkpoint=checkpoint)
@@ -430,6 +438,7 @@ def evaluate(
         inception=inception,
         max_generated=max_generated,
         gmm_components=gmm_components,
+        temperature=temperature,
         batch_size=batch_size,
         seed=seed,
         progress=_say_dim,

@@ -53,6 +53,8 @@ def summary_rows(result: dict) -> list[tuple[str, str]]:
         fn = fid["feature_net"]
         acc = fn.get("test_accuracy")
         rows.append(("feature network", f"{fn.get('name')}" + (f" ({fn.get('held_out', 'test')} acc {acc:.4f})" if acc is not None else "")))
+        if fid.get("temperature", 1.0) != 1.0:
+            rows.append(("sampling temperature", f"{fid['temperature']:g} (z spread scaled; 1 is the sampler itself)"))
         prior = (result.get("model") or {}).get("prior", "normal")
         prior_label = {"normal": "prior N(0, I)", "mog": "prior (learned mixture)", "class": "prior p(z|y)"}.get(prior, "prior")
         for key, label in (("prior", prior_label), ("gmm", f"GMM ({fid['gmm_components']} comp.)"), ("recon", "reconstructions")):

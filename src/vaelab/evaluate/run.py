@@ -126,6 +126,7 @@ def evaluate_run(
     inception: str | Path | None = None,
     max_generated: int = 10_000,
     gmm_components: int = 10,
+    temperature: float = 1.0,
     binarized: bool | None = None,
     batch_size: int = 500,
     seed: int = 0,
@@ -137,7 +138,8 @@ def evaluate_run(
 
     `features`: None or 'auto' (the cached network for the run's data, trained and cached when missing),
     a feature-network folder, or a `TrainedFeatureNet`. `binarized` (default: Bernoulli models on grey
-    images) adds the NLL on dynamically binarized images.
+    images) adds the NLL on dynamically binarized images. `temperature` scales the spread of z for the
+    generated images (prior, GMM sampler, conditional samples); 1 draws from the samplers themselves.
     """
     if nll_samples < 1:
         raise VaelabError(f"--nll-samples is {nll_samples}", "use k >= 1 importance samples (100 by default, 1000+ for papers)")
@@ -245,13 +247,16 @@ def evaluate_run(
             raise VaelabError("the training split has no labels for this conditional model", "give a labelled data spec")
         train_latents = encode(run, train, batch_size=batch_size)  # posterior means, for the GMM samplers
         result["fid"], extra = _generation_quality(
-            run, part, train_latents, fx, max_generated=max_generated, gmm_components=gmm_components, batch_size=batch_size, seed=seed, say=say
+            run, part, train_latents, fx, max_generated=max_generated, gmm_components=gmm_components, batch_size=batch_size, seed=seed, say=say,
+            temperature=temperature,
         )
         notes += extra
         timings["fid"] = time.perf_counter() - t
         if model.conditional:
             t = time.perf_counter()
-            result["conditional_accuracy"] = _conditional_accuracy(model, part, fx, max_generated, batch_size, seed, notes, train_latents)
+            result["conditional_accuracy"] = _conditional_accuracy(
+                model, part, fx, max_generated, batch_size, seed, notes, train_latents, temperature
+            )
             timings["conditional_accuracy"] = time.perf_counter() - t
     else:
         notes.append("FID, precision/recall" + (" and conditional accuracy" if model.conditional else "") + " skipped (--no-fid)")
@@ -262,7 +267,7 @@ def evaluate_run(
     return result
 
 
-def _generation_quality(run, part: ImageSet, train_latents, fx, *, max_generated, gmm_components, batch_size, seed, say):
+def _generation_quality(run, part: ImageSet, train_latents, fx, *, max_generated, gmm_components, batch_size, seed, say, temperature=1.0):
     from ..latent.samplers import GMMSampler
     from .fid import fid as fid_score
     from .fid import knn_radii, precision_recall
@@ -280,19 +285,19 @@ def _generation_quality(run, part: ImageSet, train_latents, fx, *, max_generated
 
     g = torch.Generator().manual_seed(seed)
     say(f"{n} samples from the prior")
-    z_prior = model.prior.sample(n, labels, generator=g)
+    z_prior = model.prior.sample(n, labels, generator=g, temperature=temperature)
     prior = _decode_batched(model, z_prior, labels, batch_size)
 
     z_train = train_latents.z  # posterior means of the training split
     k = min(gmm_components, len(z_train))
     say(f"{n} samples from a {k}-component GMM fitted on {len(z_train)} training latents")
     gmm = GMMSampler(k, "full", seed).fit(z_train)
-    gmm_imgs = _decode_batched(model, torch.from_numpy(gmm.sample(n)), labels, batch_size)
+    gmm_imgs = _decode_batched(model, torch.from_numpy(gmm.sample(n, temperature=temperature)), labels, batch_size)
 
     say(f"{n} reconstructions")
     recon = _reconstruct_batched(model, real, labels, batch_size)
 
-    out = {"feature_net": fx.describe(), "n_generated": n, "n_real": n, "gmm_components": k}
+    out = {"feature_net": fx.describe(), "n_generated": n, "n_real": n, "gmm_components": k, "temperature": temperature}
     precision, recall = {}, {}
     radii = knn_radii(f_real, k=3)
     for name, imgs in (("prior", prior), ("gmm", gmm_imgs), ("recon", recon)):
@@ -308,7 +313,9 @@ def _generation_quality(run, part: ImageSet, train_latents, fx, *, max_generated
 GMM_PER_CLASS = 5  # components of the per-class GMM sampler of conditional models
 
 
-def _conditional_accuracy(model, part: ImageSet, fx, max_generated, batch_size, seed, notes, train_latents=None) -> dict | None:
+def _conditional_accuracy(
+    model, part: ImageSet, fx, max_generated, batch_size, seed, notes, train_latents=None, temperature: float = 1.0
+) -> dict | None:
     """Share of class-conditional samples that the feature network classifies as the requested class.
 
     `accuracy`/`per_class`: z drawn from the model's prior. With `train_latents`, also `gmm`: z drawn from a
@@ -328,7 +335,7 @@ def _conditional_accuracy(model, part: ImageSet, fx, max_generated, batch_size, 
     per = max(1, min(max_generated, max(len(part), k)) // k)
     labels = torch.arange(k).repeat_interleave(per)
     g = torch.Generator().manual_seed(seed + 2)
-    z = model.prior.sample(len(labels), labels, generator=g)
+    z = model.prior.sample(len(labels), labels, generator=g, temperature=temperature)
     imgs = _decode_batched(model, z, labels, batch_size)
     want = np.array([names.index(nm) for nm in run_names])[labels.numpy()]
 
@@ -337,7 +344,7 @@ def _conditional_accuracy(model, part: ImageSet, fx, max_generated, batch_size, 
         return float(hit.mean()), {nm: float(hit[labels.numpy() == i].mean()) for i, nm in enumerate(run_names)}
 
     acc, per_class = score(imgs)
-    out = {"accuracy": acc, "per_class": per_class, "n_per_class": per, "judge": fx.describe()}
+    out = {"accuracy": acc, "per_class": per_class, "n_per_class": per, "judge": fx.describe(), "temperature": temperature}
     if train_latents is not None and train_latents.labels is not None:
         from ..latent.samplers import ClassGMMSampler
 
@@ -346,7 +353,7 @@ def _conditional_accuracy(model, part: ImageSet, fx, max_generated, batch_size, 
         except VaelabError as e:
             notes.append(f"conditional accuracy (GMM sampler) skipped: {e.message}")
             return out
-        z_gmm = torch.from_numpy(sampler.sample(labels.numpy()))
+        z_gmm = torch.from_numpy(sampler.sample(labels.numpy(), temperature))
         gmm_acc, gmm_per_class = score(_decode_batched(model, z_gmm, labels, batch_size))
         out["gmm"] = {"accuracy": gmm_acc, "per_class": gmm_per_class, "components_per_class": GMM_PER_CLASS}
     return out

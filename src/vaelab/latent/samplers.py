@@ -45,15 +45,18 @@ class GMMSampler:
         self._rng = np.random.default_rng(self.seed)
         return self
 
-    def sample(self, n: int, return_components: bool = False):
-        """`n` draws (n, D) float32 from the fitted mixture, in random order (and their components (n,))."""
+    def sample(self, n: int, return_components: bool = False, temperature: float = 1.0):
+        """`n` draws (n, D) float32 from the fitted mixture, in random order (and their components (n,)).
+
+        ``temperature`` scales every component's spread (its covariance by temperature^2)."""
         if not hasattr(self, "mixture_"):
             raise VaelabError("the GMM sampler is not fitted", "call .fit(z) first")
         counts = self._rng.multinomial(n, self.weights_ / self.weights_.sum())
         parts, comps = [], []
         for c, m in enumerate(counts):
             if m:
-                parts.append(self._rng.multivariate_normal(self.means_[c], self.covariances_[c], size=m, method="eigh"))
+                draws = self._rng.multivariate_normal(self.means_[c], self.covariances_[c], size=m, method="eigh")
+                parts.append(self.means_[c] + temperature * (draws - self.means_[c]))
                 comps.append(np.full(m, c))
         z = np.concatenate(parts) if parts else np.zeros((0, self.means_.shape[1]))
         comp = np.concatenate(comps) if comps else np.zeros(0, dtype=int)
@@ -96,7 +99,7 @@ class ClassGMMSampler:
             self.samplers_.append(GMMSampler(min(self.n_components, len(zk)), self.covariance_type, self.seed + k).fit(zk))
         return self
 
-    def sample(self, labels: np.ndarray) -> np.ndarray:
+    def sample(self, labels: np.ndarray, temperature: float = 1.0) -> np.ndarray:
         """One draw per entry of `labels` (n,), from that class's mixture: (n, D) float32, in the labels' order."""
         if not hasattr(self, "samplers_"):
             raise VaelabError("the per-class GMM sampler is not fitted", "call .fit(z, labels, num_classes) first")
@@ -105,7 +108,7 @@ class ClassGMMSampler:
         for k, sampler in enumerate(self.samplers_):
             idx = np.flatnonzero(labels == k)
             if len(idx):
-                out[idx] = sampler.sample(len(idx))
+                out[idx] = sampler.sample(len(idx), temperature=temperature)
         return out
 
 

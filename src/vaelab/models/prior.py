@@ -9,7 +9,9 @@
 A learned prior lets the aggregate posterior keep its shape (clusters, classes) instead of being squeezed into
 one Gaussian, which lowers the KL at a given reconstruction, most of all in a small latent space. Each prior
 gives ``kl(q, z, y)``: analytic where it exists (normal, class), otherwise the Monte-Carlo estimate
-log q(z|x) - log p(z) at the posterior samples ``z`` (unbiased; the ELBO stays a bound).
+log q(z|x) - log p(z) at the posterior samples ``z`` (unbiased; the ELBO stays a bound). ``sample(n, y,
+generator, temperature)`` scales each Gaussian's spread by the temperature (below 1: less varied, more
+typical samples, the reduced temperature of Kingma & Dhariwal 2018).
 """
 
 from __future__ import annotations
@@ -55,9 +57,9 @@ class StandardNormalPrior(nn.Module):
 
     @torch.no_grad()
     def sample(
-        self, n: int, y: torch.Tensor | None = None, generator: torch.Generator | None = None
+        self, n: int, y: torch.Tensor | None = None, generator: torch.Generator | None = None, temperature: float = 1.0
     ) -> torch.Tensor:
-        return _draw(n, self.latent_dim, generator, "cpu")
+        return temperature * _draw(n, self.latent_dim, generator, "cpu")
 
     @torch.no_grad()
     def moments(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,7 +98,7 @@ class ClassPrior(StandardNormalPrior):
 
     @torch.no_grad()
     def sample(
-        self, n: int, y: torch.Tensor | None = None, generator: torch.Generator | None = None
+        self, n: int, y: torch.Tensor | None = None, generator: torch.Generator | None = None, temperature: float = 1.0
     ) -> torch.Tensor:
         if y is None:
             raise VaelabError(
@@ -104,7 +106,7 @@ class ClassPrior(StandardNormalPrior):
             )
         mean, logvar = self._params(torch.as_tensor(y).flatten()[:n])
         eps = _draw(n, self.latent_dim, generator, self.mean.device).to(self.mean.device)
-        return mean + torch.exp(0.5 * logvar) * eps
+        return mean + temperature * torch.exp(0.5 * logvar) * eps
 
     @torch.no_grad()
     def moments(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,12 +154,12 @@ class MixturePrior(StandardNormalPrior):
 
     @torch.no_grad()
     def sample(
-        self, n: int, y: torch.Tensor | None = None, generator: torch.Generator | None = None
+        self, n: int, y: torch.Tensor | None = None, generator: torch.Generator | None = None, temperature: float = 1.0
     ) -> torch.Tensor:
         probs = torch.softmax(self.logits.detach().float().cpu(), 0)
         k = torch.multinomial(probs, n, replacement=True, generator=generator).to(self.mean.device)
         eps = _draw(n, self.latent_dim, generator, self.mean.device).to(self.mean.device)
-        return self.mean[k] + torch.exp(0.5 * self.logvar[k]) * eps
+        return self.mean[k] + temperature * torch.exp(0.5 * self.logvar[k]) * eps
 
     @torch.no_grad()
     def moments(self) -> tuple[torch.Tensor, torch.Tensor]:

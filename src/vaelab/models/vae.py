@@ -106,7 +106,11 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def sample(
-        self, n: int | None = None, labels: torch.Tensor | None = None, generator: torch.Generator | None = None
+        self,
+        n: int | None = None,
+        labels: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        temperature: float = 1.0,
     ) -> torch.Tensor:
         """Images from the prior p(z) (p(z|y) for model.prior=class); a conditional model draws class `labels[i]` for image i."""
         device = next(self.parameters()).device
@@ -121,5 +125,5 @@ class VAE(nn.Module):
             n = 64 if n is None else n
             labels = torch.arange(n, device=device) % self.num_classes
         n = 64 if n is None else n
-        z = self.prior.sample(n, labels, generator=generator)
+        z = self.prior.sample(n, labels, generator=generator, temperature=temperature)
         return self.generate(z.to(device), labels if self.conditional else None)
