@@ -6,8 +6,9 @@ into the run directory, and the checkpoints are only read.
 
     split, checkpoint, n_images, loss{elbo, objective, recon, kl, bits_per_dim, beta},
     nll{k, nll, bits_per_dim, elbo, nll_binarized?, elbo_binarized?}, recon_quality{mse, psnr, ssim, ssim_box7, per_class},
-    active_units, fid{feature_net, n_generated, prior, gmm, recon, precision{..}, recall{..}} | null,
-    conditional_accuracy{accuracy, per_class, n_per_class} (conditional models), notes[]
+    active_units, fid{feature_net, n_generated, temperature, prior, gmm, recon, precision{..}, recall{..}} | null,
+    conditional_accuracy{accuracy, per_class, n_per_class, temperature, gmm{accuracy, per_class}} (conditional
+    models; z from the prior, and from a GMM per class), notes[]
 """
 
 from __future__ import annotations
