@@ -262,7 +262,7 @@ RECIPES = [
     Recipe("nll-conv", "MNIST NLL, conv VAE, same protocol", "86.76 (IWAE paper, MLP)", "reported",
            "mnist-nll-conv", {"quick": 1, "cpu": 5, "full": 300}, mnist_nll(None, cpu_k=100)),
     Recipe("cvae", "Fashion-MNIST conditional VAE: class-conditional samples judged by the feature classifier",
-           "seed 004: a per-class grid only", ">= 90%", "fashion-cvae-best", {"quick": 1, "cpu": 30, "full": 300}, cvae),
+           "seed 004: a per-class grid only", ">= 90%", "fashion-cvae-best", {"quick": 1, "cpu": 100, "full": 300}, cvae),
     Recipe("gmm-fid", "Fashion-MNIST FID of samples: prior vs ex-post GMM sampler (z=10, factorized decoder)",
            "Ghosh et al. 2020: GMM improves FID", "GMM < prior", "fashion-wide-z10", {"quick": 1, "cpu": 30, "full": 300},
            gmm_fid),
