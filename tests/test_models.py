@@ -168,6 +168,42 @@ def test_loss_terms_beta_and_free_bits():
     assert t1.recon > 0 and t1.kl >= 0
 
 
+def test_ssim_weight_adds_one_minus_ssim_of_the_decoder_mean():
+    from vaelab.evaluate.reconstruction import ssim_per_image
+    from vaelab.models.objective import ssim_term
+
+    torch.manual_seed(0)
+    model = build(model_cfg(latent_dim=4))
+    x = torch.rand(6, 1, 28, 28)
+    torch.manual_seed(1)
+    plain = vae_loss(model, x, kl_weight=1.0)
+    torch.manual_seed(1)
+    _, _, params = model(x)
+    torch.manual_seed(1)
+    with_ssim = vae_loss(model, x, kl_weight=1.0, ssim_weight=50.0)
+    mean = model.likelihood.mean(params)
+    expected = 50.0 * (1 - ssim_per_image(mean.detach(), x)).mean()  # the index vaelab evaluate reports
+    torch.testing.assert_close(with_ssim.loss - plain.loss, expected, rtol=1e-4, atol=1e-4)
+    assert expected > 1.0  # an untrained decoder's mean is far from x in structure
+    torch.testing.assert_close(with_ssim.recon, plain.recon)  # the ELBO's terms are untouched
+    torch.testing.assert_close(with_ssim.elbo_loss, plain.elbo_loss)
+    torch.testing.assert_close(ssim_term(x, x), torch.ones(6))
+    # it is differentiable through the decoder
+    model.zero_grad()
+    torch.manual_seed(2)
+    vae_loss(model, x, ssim_weight=50.0).loss.backward()
+    g_ssim = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    model.zero_grad()
+    torch.manual_seed(2)  # the same z, so only the SSIM term can change the gradient
+    vae_loss(model, x).loss.backward()
+    assert any(not torch.allclose(a, p.grad) for a, p in zip(g_ssim, [p for p in model.parameters() if p.grad is not None], strict=True))
+
+
+def test_ssim_weight_must_not_be_negative():
+    with pytest.raises(VaelabError, match="ssim_weight"):
+        load_config(None, ["model.ssim_weight=-1"])
+
+
 @pytest.mark.parametrize("name", ["mlp", "conv-transpose", "conv-classic5", "cond-mlp", "cond-conv"])
 def test_one_step_changes_every_parameter(name):
     torch.manual_seed(0)

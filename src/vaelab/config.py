@@ -50,6 +50,7 @@ class ModelConfig:
     gaussian_sigma: float = 0.1  # the fixed scale, or the learned scale's start value
     beta: float = 1.0  # weight of the KL term; beta-VAE is this number
     free_bits: float = 0.0  # nats per latent dimension below which the KL is not penalised
+    ssim_weight: float = 0.0  # weight of a (1 - SSIM) reconstruction term added to the loss (not the ELBO); 0 = off
     prior: str = "normal"  # normal N(0, I) | mog (learned mixture of Gaussians) | class (learned N(mu_y, sigma_y) per class)
     prior_components: int = 10  # components of the mog prior
     # autoregressive head (PixelVAE): 0 = a factorized decoder; n >= 1 = masked conv layers over earlier pixels
@@ -143,6 +144,7 @@ BOUNDS: dict[str, tuple[float, bool]] = {
     "model.latent_dim": (1, True),
     "model.beta": (0, True),
     "model.free_bits": (0, True),
+    "model.ssim_weight": (0, True),
     "model.prior_components": (1, True),
     "model.pixelcnn_layers": (0, True),
     "model.pixelcnn_channels": (1, True),

@@ -338,7 +338,7 @@ def train_epoch(ctx: Context, model, optimizer, scheduler, images, labels, stop:
             x = torch.bernoulli(x)
         y = labels.index_select(0, idx) if use_labels else None
         w = kl_weight(cfg, state.step, n_batches)
-        terms = vae_loss(model, x, y, kl_weight=w, free_bits=cfg.model.free_bits)
+        terms = vae_loss(model, x, y, kl_weight=w, free_bits=cfg.model.free_bits, ssim_weight=cfg.model.ssim_weight)
         optimizer.zero_grad(set_to_none=True)
         fabric.backward(terms.loss)
         norm = None
