@@ -152,18 +152,24 @@ def test_gaussian_log_prob_matches_torch(scale):
     assert any(p is model.likelihood.log_sigma for p in model.parameters()) == (scale == "learned")
 
 
-def test_loss_terms_beta_and_free_bits():
+def _loss_with_seed(model, x, seed: int = 1, **kw):
+    """vae_loss with the z sample fixed by `seed`, so calls with different weights see the same z."""
+    torch.manual_seed(seed)
+    return vae_loss(model, x, **kw)
+
+
+def _small_model_and_batch():
     torch.manual_seed(0)
-    model = build(model_cfg(latent_dim=4))
-    x = torch.rand(6, 1, 28, 28)
-    torch.manual_seed(1)
-    t1 = vae_loss(model, x, kl_weight=1.0)
-    torch.manual_seed(1)
-    t4 = vae_loss(model, x, kl_weight=4.0)
+    return build(model_cfg(latent_dim=4)), torch.rand(6, 1, 28, 28)
+
+
+def test_loss_terms_beta_and_free_bits():
+    model, x = _small_model_and_batch()
+    t1 = _loss_with_seed(model, x, kl_weight=1.0)
+    t4 = _loss_with_seed(model, x, kl_weight=4.0)
     torch.testing.assert_close(t1.elbo_loss, t1.recon + t1.kl)
     torch.testing.assert_close(t4.loss, t4.recon + 4.0 * t4.kl)
-    torch.manual_seed(1)
-    fb = vae_loss(model, x, kl_weight=1.0, free_bits=100.0)  # every dimension under the floor
+    fb = _loss_with_seed(model, x, kl_weight=1.0, free_bits=100.0)  # every dimension under the floor
     torch.testing.assert_close(fb.loss, fb.recon + torch.tensor(400.0))
     assert t1.recon > 0 and t1.kl >= 0
 
@@ -172,15 +178,11 @@ def test_ssim_weight_adds_one_minus_ssim_of_the_decoder_mean():
     from vaelab.evaluate.reconstruction import ssim_per_image
     from vaelab.models.objective import ssim_term
 
-    torch.manual_seed(0)
-    model = build(model_cfg(latent_dim=4))
-    x = torch.rand(6, 1, 28, 28)
-    torch.manual_seed(1)
-    plain = vae_loss(model, x, kl_weight=1.0)
+    model, x = _small_model_and_batch()
+    plain = _loss_with_seed(model, x, kl_weight=1.0)
     torch.manual_seed(1)
     _, _, params = model(x)
-    torch.manual_seed(1)
-    with_ssim = vae_loss(model, x, kl_weight=1.0, ssim_weight=50.0)
+    with_ssim = _loss_with_seed(model, x, kl_weight=1.0, ssim_weight=50.0)
     mean = model.likelihood.mean(params)
     expected = 50.0 * (1 - ssim_per_image(mean.detach(), x)).mean()  # the index vaelab evaluate reports
     torch.testing.assert_close(with_ssim.loss - plain.loss, expected, rtol=1e-4, atol=1e-4)
@@ -190,12 +192,10 @@ def test_ssim_weight_adds_one_minus_ssim_of_the_decoder_mean():
     torch.testing.assert_close(ssim_term(x, x), torch.ones(6))
     # it is differentiable through the decoder
     model.zero_grad()
-    torch.manual_seed(2)
-    vae_loss(model, x, ssim_weight=50.0).loss.backward()
+    _loss_with_seed(model, x, 2, ssim_weight=50.0).loss.backward()
     g_ssim = [p.grad.clone() for p in model.parameters() if p.grad is not None]
     model.zero_grad()
-    torch.manual_seed(2)  # the same z, so only the SSIM term can change the gradient
-    vae_loss(model, x).loss.backward()
+    _loss_with_seed(model, x, 2).loss.backward()  # the same z, so only the SSIM term can change the gradient
     assert any(not torch.allclose(a, p.grad) for a, p in zip(g_ssim, [p for p in model.parameters() if p.grad is not None], strict=True))
 
 
