@@ -192,7 +192,7 @@ def evaluate_run(
     }
     if model.cfg.free_bits > 0:
         notes.append(f"the run trained with free bits {model.cfg.free_bits}; 'objective' is recon + beta * KL without them")
-    if getattr(model.cfg, "ssim_weight", 0) > 0:
+    if model.cfg.ssim_weight > 0:
         notes.append(f"the run trained with an SSIM term (weight {model.cfg.ssim_weight}); 'objective' is recon + beta * KL without it")
     if binarized is None:
         binarized = is_bernoulli and c == 1
