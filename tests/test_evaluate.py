@@ -18,7 +18,7 @@ from conftest import cli, copy_run, tiny_config
 from vaelab.errors import VaelabError
 from vaelab.evaluate.fid import fid, frechet_distance, precision_recall
 from vaelab.evaluate.likelihood import active_units, bits_per_dim, importance_sampled, likelihood_terms
-from vaelab.evaluate.reconstruction import PSNR_CAP, psnr_per_image, ssim_per_image, summarize
+from vaelab.evaluate.reconstruction import PSNR_CAP, psnr_per_image, ssim_per_image, ssim_separable, summarize
 from vaelab.latent.samplers import GMMSampler
 from vaelab.models.likelihoods import Bernoulli, Gaussian
 from vaelab.models.posterior import DiagonalGaussian
@@ -201,6 +201,19 @@ def test_ssim_matches_scikit_image():
             )
             assert ours[i].item() == pytest.approx(ref, abs=1e-5)
     assert torch.allclose(ssim_per_image(a, a), torch.ones(len(a)))
+
+
+def test_separable_ssim_equals_torchmetrics_and_its_gradient():
+    g = torch.Generator().manual_seed(1)
+    for shape in ((4, 1, 28, 28), (2, 3, 40, 24), (2, 1, 10, 10)):  # the last is under the window: the fallback
+        a = torch.rand(shape, generator=g)
+        b = (a + 0.2 * torch.randn(shape, generator=g)).clamp(0, 1).requires_grad_(True)
+        fast, ref = ssim_separable(b, a), ssim_per_image(b, a)
+        torch.testing.assert_close(fast, ref, atol=1e-5, rtol=0)
+        (g_fast,) = torch.autograd.grad(fast.sum(), b)
+        (g_ref,) = torch.autograd.grad(ref.sum(), b)
+        torch.testing.assert_close(g_fast, g_ref, atol=1e-6, rtol=1e-4)
+    assert ssim_separable(a, a).tolist() == pytest.approx([1.0, 1.0])
 
 
 def test_psnr_matches_its_formula_and_caps_a_perfect_reconstruction():

@@ -42,6 +42,38 @@ def ssim_per_image(preds: torch.Tensor, target: torch.Tensor, window: str = "gau
     return full.flatten(1).mean(1)
 
 
+def _gaussian_band(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(n - 2 SSIM_PAD, n) matrix whose rows are the 1-D Gaussian window at each valid offset."""
+    k = 2 * SSIM_PAD + 1
+    g = torch.exp(-0.5 * ((torch.arange(k, dtype=dtype, device=device) - SSIM_PAD) / SSIM_SIGMA) ** 2)
+    rows = n - k + 1
+    cols = torch.arange(rows, device=device)[:, None] + torch.arange(k, device=device)[None, :]
+    return torch.zeros(rows, n, dtype=dtype, device=device).scatter_(1, cols, (g / g.sum()).expand(rows, k))
+
+
+def ssim_separable(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """`ssim_per_image(preds, target)` (the Gaussian window), as two banded matrix products per map.
+
+    The window is separable, so filtering an (H, W) map over the valid region is A_H @ map @ A_W^T. Same
+    numbers as torchmetrics' 2-D convolution (the tests hold it to 1e-5), but its backward pass is about
+    60x faster on CPU, where a single-channel 11 x 11 convolution's gradient is slow: the training loss's
+    `model.ssim_weight` term uses it. Images under 11 px fall back to `ssim_per_image`."""
+    if min(preds.shape[-2:]) <= 2 * SSIM_PAD:
+        return ssim_per_image(preds, target)
+    x, y = preds.float(), target.float()
+    a_h = _gaussian_band(x.shape[-2], x.device, x.dtype)
+    a_w = a_h if x.shape[-1] == x.shape[-2] else _gaussian_band(x.shape[-1], x.device, x.dtype)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return a_h @ t @ a_w.T
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x, var_y, cov = blur(x * x) - mu_x**2, blur(y * y) - mu_y**2, blur(x * y) - mu_x * mu_y
+    c1, c2 = 0.01**2, 0.03**2  # (K1 L)^2, (K2 L)^2 with data range L = 1
+    ssim = (2 * mu_x * mu_y + c1) * (2 * cov + c2) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return ssim.flatten(1).mean(1)
+
+
 def psnr_per_image(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """PSNR in dB of each image pair with data range 1, (B,), capped at PSNR_CAP."""
     psnr = peak_signal_noise_ratio(preds.float(), target.float(), data_range=1.0, reduction="none", dim=(1, 2, 3))
