@@ -252,7 +252,7 @@ RECIPES = [
     Recipe("fashion-z10", "Fashion-MNIST, best vaelab VAE at z=10, beta=1 (MLP + autoregressive head)", "241.50 (seed 004, MLP)", "<= 228",
            "fashion-best-z10", {"quick": 1, "cpu": 30, "full": 300}, fashion_elbo(228.0)),
     Recipe("mnist148", "MNIST digits 1/4/8 from NumPy arrays, z=2: test SSIM; GMM seeded from val.npz",
-           "SSIM 0.694 (seed 001)", "SSIM >= 0.80, macro F1 >= 0.97", "mnist-148-best", {"quick": 1, "cpu": 60, "full": 200},
+           "SSIM 0.694 (seed 001)", "SSIM >= 0.80, macro F1 >= 0.97", "mnist-148-best", {"quick": 1, "cpu": 150, "full": 300},
            mnist148, data_files=lambda out: mnist148_files(out)),
     Recipe("mnist100", "MNIST, 100 labels (10 per class) from VAE latents", "88.2% (M1+TSVM, Kingma et al. 2014)",
            ">= 92%", "mnist-100-labels", {"quick": 1, "cpu": 20, "full": 100}, mnist100),
