@@ -149,13 +149,17 @@ def mnist148(step: Step) -> Row:
     ev = step.evaluate("--no-fid", "--nll-samples", step.k(10))
     ssim, box7 = ev["recon_quality"]["ssim"], ev["recon_quality"]["ssim_box7"]
     files = step.args.mnist148
-    gmm = step.classify("gmm", "--labelled", f"npz:{files}/val.npz", "--test", f"npz:{files}/test.npz")
+    seeded = ("--labelled", f"npz:{files}/val.npz", "--test", f"npz:{files}/test.npz")
+    # three components per class: the ReLU model's class clusters are curved, one Gaussian each drifts in EM
+    one = step.classify("gmm", *seeded)  # the seed's three groups, one per digit, reported next to it
+    gmm = step.classify("gmm", *seeded, "-p", "n_components_per_class=3")  # RUN/classify/gmm.json is this one
     f1 = gmm["f1_macro"]
     return Row(
-        f"SSIM {ssim:.3f} (Gaussian 11x11), {box7:.3f} (7x7 box, the seed's scale); GMM macro F1 {f1:.4f}",
+        f"SSIM {ssim:.3f} (Gaussian 11x11), {box7:.3f} (7x7 box, the seed's scale); GMM macro F1 {f1:.4f} "
+        f"(3 components per digit; {one['f1_macro']:.4f} with one)",
         ssim >= 0.80 and f1 >= 0.97,
         {"ssim": ssim, "ssim_box7": box7, "mse": ev["recon_quality"]["mse"], "f1_macro": f1, "f1_micro": gmm["f1_micro"],
-         "accuracy": gmm["accuracy"], "ssim_met": ssim >= 0.80, "f1_met": f1 >= 0.97},
+         "accuracy": gmm["accuracy"], "f1_macro_one_component": one["f1_macro"], "ssim_met": ssim >= 0.80, "f1_met": f1 >= 0.97},
     )
 
 
