@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import needs_data, shared_data
@@ -64,3 +65,22 @@ def test_quick_mnist148_recipe_end_to_end(tmp_path):
     assert gmm["accuracy"] > 0.6  # one epoch on 2,000 digits already separates 1/4/8 far above chance (1/3)
     assert row["met"] == (row["detail"]["ssim"] >= 0.80 and row["detail"]["f1_macro"] >= 0.97)
     assert "| MNIST digits 1/4/8" in done.stdout and row["epochs"] == 1
+
+
+def test_ssim_ceiling_scores_a_copied_test_set_as_perfect(tmp_path):
+    """Test digits that are copies of training digits: the nearest training image is the digit itself."""
+    rng = np.random.default_rng(0)
+    train = (rng.random((40, 28, 28)) * 255).astype(np.uint8)
+    labels = np.repeat([1, 4, 8, 1], 10)
+    np.savez(tmp_path / "train.npz", images=train, labels=labels)
+    keep = [0, 12, 25, 33]
+    noisy = train[keep].copy()
+    noisy[1] = 255 - noisy[1]  # one test digit that is no training digit: its SSIM is below 1
+    np.savez(tmp_path / "test.npz", images=noisy, labels=labels[keep])
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ssim_ceiling.py"), str(tmp_path), "--k", "3"],
+                         capture_output=True, text=True, check=True).stdout
+    rows = {ln.split(" | ")[0].strip("| "): ln.split(" | ") for ln in out.splitlines() if ln.startswith("| nearest") or ln.startswith("| best")}
+    nearest = rows["nearest training image (pixel L2)"]
+    assert float(nearest[3]) == pytest.approx(1.0) and float(nearest[5].strip(" |")) == pytest.approx(1.0)  # digits 1 and 8: copies
+    assert float(nearest[4]) < 0.5  # digit 4, the inverted one
+    assert float(rows["best of the 3 nearest, by SSIM (oracle)"][1]) >= float(nearest[1])
