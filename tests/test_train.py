@@ -221,6 +221,21 @@ def test_kl_warmup_by_epochs_or_steps(tmp_path):
     assert [r["kl_weight"] for r in rows] == [0.25, 0.5]
 
 
+def test_validation_loss_is_the_trained_objective_with_its_ssim_term(tmp_path, capsys):
+    """With model.ssim_weight the validation loss (what picks best.ckpt) carries the SSIM term as training
+    does, val/ssim is logged, and the epoch line's terms add up to the loss shown."""
+    from vaelab.train.callbacks import val_loss_terms
+
+    cfg = tiny_config(tmp_path, "model.beta=0.5", "model.ssim_weight=50", "name=ssim", *QUICK)
+    row = read_metrics(fit(cfg, quiet=True)["run_dir"])[-1]
+    assert 0 < row["val/ssim"] < 1
+    assert row["val/loss"] == pytest.approx(row["val/recon"] + 0.5 * row["val/kl"] + 50 * (1 - row["val/ssim"]))
+    text = val_loss_terms(row, cfg.model)
+    assert text.startswith("recon ") and "0.5 x kl" in text and "50 x (1 - SSIM 0." in text
+    plain = read_metrics(fit(tiny_config(tmp_path, "name=plain", *QUICK), quiet=True)["run_dir"])[-1]
+    assert "val/ssim" not in plain and plain["val/loss"] == pytest.approx(plain["val/recon"] + plain["val/kl"])
+    assert val_loss_terms(plain, tiny_config(tmp_path).model) == f"recon {plain['val/recon']:.2f} + kl {plain['val/kl']:.2f}"
+
 def test_gradient_clipping_changes_training(tmp_path):
     plain = fit(tiny_config(tmp_path, "train.epochs=1", "name=plain", *QUICK), quiet=True)["run_dir"]
     clipped = fit(tiny_config(tmp_path, "train.epochs=1", "name=clip", "train.grad_clip=0.01", *QUICK),

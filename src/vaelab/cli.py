@@ -230,17 +230,20 @@ def train(
         soft_wrap=True,
     )
     result = fit(cfg, run_dir=target, resume=resume is not None, quiet=quiet)
-    _print_fit_summary(result)
+    _print_fit_summary(result, cfg)
 
 
-def _print_fit_summary(result: dict) -> None:
+def _print_fit_summary(result: dict, cfg) -> None:
+    from .train.callbacks import val_loss_terms
+
     last = result["last"]
     table = Table(title="training summary", show_header=False)
     table.add_row("run directory", result["run_dir"])
     table.add_row("epochs / steps", f"{result['epochs']} / {result['steps']}  ({result['stop_reason']})")
-    if last:
-        split = "val" if "val/loss" in last else "train"
-        table.add_row(f"{split} loss per image (nats)", f"{last[split + '/loss']:.2f} = recon {last[split + '/recon']:.2f} + kl {last[split + '/kl']:.2f}")
+    if last and "val/loss" in last:
+        table.add_row("val loss per image (nats)", f"{last['val/loss']:.2f} = {val_loss_terms(last, cfg.model)}")
+    elif last:  # the training loss also carries the KL warm-up and free bits: its terms, not a sum
+        table.add_row("train loss per image (nats)", f"{last['train/loss']:.2f} (recon {last['train/recon']:.2f}, kl {last['train/kl']:.2f})")
     table.add_row("best epoch", f"{result['best_epoch']} ({result['best_val']:.2f})")
     table.add_row("time", f"{result['train_time']:.1f} s")
     console.print(table)
@@ -364,7 +367,7 @@ def demo(
     cfg = load_config(Path(str(files("vaelab") / "resources" / "demo.yaml")), overrides)
     run_dir = new_run_dir(cfg)  # OUT_DIR/demo, or demo-2... when a demo run is already there (never overwritten)
     console.print(f"1/4 training the demo VAE on {cfg.data.source} into {run_dir}", highlight=False)
-    _print_fit_summary(fit(cfg, run_dir=run_dir, quiet=quiet))
+    _print_fit_summary(fit(cfg, run_dir=run_dir, quiet=quiet), cfg)
     run = load_run(run_dir)
     console.print("2/4 evaluating on the validation split (FID: vaelab evaluate RUN --split val)", highlight=False)
     result = evaluate_run(run, split="val", fid=False)

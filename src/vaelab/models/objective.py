@@ -25,6 +25,7 @@ class LossTerms:
     recon: torch.Tensor  # mean over the batch of -log p(x|z), nats per image
     kl: torch.Tensor  # mean over the batch of KL(q(z|x) || p(z)), nats per image
     elbo_loss: torch.Tensor  # recon + kl: the -ELBO with beta = 1
+    ssim: torch.Tensor | None = None  # mean over the batch of SSIM(E[x|z], x), when the loss has the SSIM term
 
 
 def vae_loss(
@@ -51,9 +52,11 @@ def vae_loss(
         kl = prior.kl(posterior, z, y).mean()
         penalised = kl
     loss = recon + kl_weight * penalised
+    ssim = None
     if ssim_weight > 0:  # the index `vaelab evaluate` reports, in its fast differentiable form
         from ..evaluate.reconstruction import ssim_separable
 
-        loss = loss + ssim_weight * (1 - ssim_separable(model.likelihood.mean(params), target)).mean()
-    return LossTerms(loss=loss, recon=recon, kl=kl, elbo_loss=recon + kl)
+        ssim = ssim_separable(model.likelihood.mean(params), target).mean()
+        loss = loss + ssim_weight * (1 - ssim)
+    return LossTerms(loss=loss, recon=recon, kl=kl, elbo_loss=recon + kl, ssim=ssim)
 

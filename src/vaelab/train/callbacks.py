@@ -24,6 +24,15 @@ def spread(n: int, k: int) -> torch.Tensor:
     return torch.linspace(0, n - 1, k).round().long()
 
 
+def val_loss_terms(row: dict, model_cfg) -> str:
+    """What a metrics row's val/loss adds up from: 'recon R + kl K', with beta and the SSIM term when set."""
+    beta, gamma = model_cfg.beta, model_cfg.ssim_weight
+    text = f"recon {row['val/recon']:.2f} + {'' if beta == 1 else f'{beta:g} x '}kl {row['val/kl']:.2f}"
+    if gamma > 0 and "val/ssim" in row:
+        text += f" + {gamma:g} x (1 - SSIM {row['val/ssim']:.4f})"
+    return text
+
+
 class Callback:
     def on_fit_start(self, ctx) -> None: ...
 
@@ -212,7 +221,7 @@ class Progress(Callback):
             self.bar.remove_task(self.task)
             self.task = None
         val = (
-            f"  val {row['val/loss']:.2f} (recon {row['val/recon']:.2f} + kl {row['val/kl']:.2f})"
+            f"  val {row['val/loss']:.2f} ({val_loss_terms(row, ctx.cfg.model)})"
             if "val/loss" in row
             else ""
         )

@@ -126,6 +126,9 @@ def split_tensors(data: ImageSet, split: str, device) -> tuple[torch.Tensor, tor
 def evaluate_terms(model, images: torch.Tensor, labels, cfg: Config, fabric=None, seed: int = 0) -> dict[str, float]:
     """Mean loss terms per image over a set (one z sample each, with a fixed seed so epochs compare).
 
+    ``loss`` is recon + beta * KL, plus the SSIM term when the model trains with one (then ``ssim``, the mean
+    SSIM of the one-sample reconstructions, is returned too): the objective training minimizes, without
+    its schedules (KL warm-up, free bits), so the best epoch is chosen on it.
     Under DDP each rank scores its shard and the sums are all-reduced. The global RNG is untouched.
     """
     was_training = model.training
@@ -133,8 +136,9 @@ def evaluate_terms(model, images: torch.Tensor, labels, cfg: Config, fabric=None
     rank, world = (fabric.global_rank, fabric.world_size) if fabric is not None else (0, 1)
     n = images.shape[0]
     idx = torch.arange(rank, n, world, device=images.device)
-    sums = torch.zeros(4, dtype=torch.float64, device=images.device)
+    sums = torch.zeros(6, dtype=torch.float64, device=images.device)  # recon, kl, elbo, loss, ssim (x k), k
     bs = cfg.train.eval_batch_size
+    gamma = cfg.model.ssim_weight
     devices = [images.device] if images.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices, device_type=images.device.type):
         torch.manual_seed(seed)
@@ -142,14 +146,20 @@ def evaluate_terms(model, images: torch.Tensor, labels, cfg: Config, fabric=None
             b = idx[s : s + bs]
             x = to_float(images[b])
             y = labels[b] if labels is not None and cfg.model.conditional else None
-            t = vae_loss(model, x, y, kl_weight=cfg.model.beta)
+            t = vae_loss(model, x, y, kl_weight=cfg.model.beta, ssim_weight=gamma)
             k = len(b)
-            sums += torch.stack([t.recon * k, t.kl * k, t.elbo_loss * k, torch.tensor(float(k), device=sums.device)]).double()
+            ssim = t.ssim if t.ssim is not None else torch.zeros((), device=sums.device)
+            one = torch.ones((), device=sums.device)
+            sums += torch.stack([t.recon, t.kl, t.elbo_loss, t.loss, ssim, one]).double() * k
     if world > 1:
         sums = fabric.all_reduce(sums, reduce_op="sum")
     model.train(was_training)
-    recon, kl, elbo, count = (sums / sums[3].clamp(min=1)).tolist()[:3] + [float(sums[3])]
-    return {"loss": recon + cfg.model.beta * kl, "recon": recon, "kl": kl, "elbo": elbo, "n": int(count)}
+    count = float(sums[5])
+    recon, kl, elbo, loss, ssim = (sums[:5] / max(count, 1.0)).tolist()
+    out = {"loss": loss, "recon": recon, "kl": kl, "elbo": elbo, "n": int(count)}
+    if gamma > 0:
+        out["ssim"] = ssim
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -746,8 +756,9 @@ def _metrics_row(state, train_terms, val_terms, optimizer, cfg, steps_per_epoch,
     for k in ("loss", "recon", "kl", "elbo"):
         row[f"train/{k}"] = train_terms[k]
     if val_terms:
-        for k in ("loss", "recon", "kl", "elbo"):
-            row[f"val/{k}"] = val_terms[k]
+        for k in ("loss", "recon", "kl", "elbo", "ssim"):
+            if k in val_terms:
+                row[f"val/{k}"] = val_terms[k]
     row["lr"] = optimizer.param_groups[0]["lr"]
     row["kl_weight"] = kl_weight(cfg, state.step, steps_per_epoch)
     row["grad_norm"] = train_terms["grad_norm"]

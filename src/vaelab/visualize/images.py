@@ -87,7 +87,7 @@ def recon_figure(
             top.tick_params(length=0)
             top.spines["top"].set_visible(False)
     mean = float(np.mean(ssim)) if len(ssim) else float("nan")
-    fig.suptitle(f"Reconstructions (posterior mean), mean SSIM {mean:.3f}", fontsize=10)
+    fig.suptitle(f"Reconstructions (posterior mean), mean SSIM of these {n}: {mean:.3f}", fontsize=10)
     return fig
 
 
