@@ -313,7 +313,8 @@ class _NaNLossAt:
             self.calls += 1
             if self.calls in self.bad:
                 nan = float("nan")
-                terms = dataclasses.replace(terms, **{f.name: getattr(terms, f.name) * nan for f in dataclasses.fields(terms)})
+                fields = {f.name: getattr(terms, f.name) for f in dataclasses.fields(terms)}
+                terms = dataclasses.replace(terms, **{k: v * nan for k, v in fields.items() if v is not None})
         return terms
 
 
