@@ -217,6 +217,12 @@ def test_curves_four_panels_and_elbo_when_beta_differs():
     assert len(fig.axes[0].get_lines()) == 3  # train, val, best-epoch marker
     fig = curves_figure(rows(beta_gap=5.0))
     assert len(fig.axes[0].get_lines()) == 5  # + train and val -ELBO
+    with_ssim = rows()
+    for i, r in enumerate(with_ssim):
+        r["val/ssim"] = 0.5 + 0.05 * i
+    fig = curves_figure(with_ssim)  # + a twin axis on the reconstruction panel
+    twin = [a for a in fig.axes if a.get_ylabel() == "val SSIM"]
+    assert len(fig.axes) == 6 and len(twin) == 1 and list(twin[0].get_lines()[0].get_ydata()) == [0.5, 0.55, 0.6, 0.65, 0.7]
     with pytest.raises(VaelabError, match="no training epochs"):
         curves_figure([])
 

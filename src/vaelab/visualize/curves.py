@@ -1,4 +1,5 @@
-"""Training curves from metrics.jsonl rows: total loss, reconstruction and KL (train and val), and the lr."""
+"""Training curves from metrics.jsonl rows: total loss, reconstruction (with the validation SSIM when the
+loss has an SSIM term) and KL, train and val, and the lr."""
 
 from __future__ import annotations
 
@@ -70,6 +71,13 @@ def curves_figure(rows: list[dict], title: str = "Training curves") -> Figure:
         ax.grid(alpha=0.3)
         if plotted:
             ax.legend(fontsize=7)
+    es, ssim = _series(rows, "val/ssim")  # logged when the loss has an SSIM term
+    if len(ssim):
+        twin = axes[1].twinx()
+        twin.plot(es, ssim, color="tab:red", linestyle="--", marker="o" if len(ssim) <= 30 else None, markersize=2, label="val SSIM")
+        twin.set_ylabel("val SSIM", fontsize=8, color="tab:red")
+        twin.tick_params(labelsize=7)
+        twin.legend(fontsize=7, loc="center right")
     ax = axes[3]
     e, lr = _series(rows, "lr")
     if len(lr):
