@@ -264,7 +264,7 @@ RECIPES = [
            "86.76 (IWAE paper, VAE k=1)", "<= 86", "mnist-nll-mlp", {"quick": 1, "cpu": 100, "full": 1000},
            mnist_nll(86.0)),
     Recipe("nll-conv", "MNIST NLL, conv VAE, same protocol", "86.76 (IWAE paper, MLP)", "reported",
-           "mnist-nll-conv", {"quick": 1, "cpu": 30, "full": 300}, mnist_nll(None)),
+           "mnist-nll-conv", {"quick": 1, "cpu": 100, "full": 300}, mnist_nll(None)),
     Recipe("cvae", "Fashion-MNIST conditional VAE: class-conditional samples judged by the feature classifier",
            "seed 004: a per-class grid only", ">= 90%", "fashion-cvae-best", {"quick": 1, "cpu": 100, "full": 300}, cvae),
     Recipe("gmm-fid", "Fashion-MNIST FID of samples: prior vs ex-post GMM sampler (z=10, factorized decoder)",
