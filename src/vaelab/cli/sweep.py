@@ -1,0 +1,146 @@
+"""`vaelab sweep`: studies of several configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from ..errors import VaelabError
+from ._common import Overrides, Quiet, Table, _split_config_args, _write_bytes, app, console
+
+
+@app.command()
+def sweep(
+    config: Annotated[Path | None, typer.Argument(help="A config or study YAML (with an optional sweep: section).", show_default=False)] = None,
+    overrides: Overrides = None,
+    grid: Annotated[list[str] | None, typer.Option("--grid", help="KEY=V1,V2,... to vary (repeat: the product).", show_default=False)] = None,
+    seeds: Annotated[int | None, typer.Option(help="Train every grid point with this many seeds (mean ± std).", show_default=False)] = None,
+    jobs: Annotated[int, typer.Option(help="Worker processes on this machine.")] = 1,
+    evaluate: Annotated[bool | None, typer.Option("--evaluate/--no-evaluate", help="Evaluate each trial on the test split.", show_default=False)] = None,
+    classify: Annotated[list[str] | None, typer.Option("--classify", help="Fit this latent classifier per trial (e.g. gmm).", show_default=False)] = None,
+    study_dir: Annotated[Path | None, typer.Option(help="Study directory (default: out_dir/name).", show_default=False)] = None,
+    storage: Annotated[str | None, typer.Option(help="Database URL of the study (default: sqlite in the study directory).", show_default=False)] = None,
+    worker: Annotated[bool, typer.Option("--worker", help="Only run trials (join a study from another machine); no results files.")] = False,
+    search: Annotated[bool, typer.Option("--search", help="Sample lr, beta, latent size with Optuna TPE instead of a grid.")] = False,
+    trials: Annotated[int | None, typer.Option(help="Trials of --search.", show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", help="Reuse a study directory made by another config.")] = False,
+    quiet: Quiet = False,
+):
+    """Train a family of configs, evaluate each, and compare them in one table, figures and report.
+
+    Every trial is an ordinary run in STUDY/trials/<name>; the study state is an Optuna study, so an
+    interrupted sweep resumes (run the same command again) and workers on several machines can share
+    one study (--storage URL --worker).
+
+    Examples:
+
+      vaelab sweep data.source=mnist-sample --grid model.beta=0.5,1,4 --grid model.latent_dim=2,10 --evaluate
+
+      vaelab sweep configs/fashion-study.yaml                 # the named variants of its sweep: section
+
+      vaelab sweep data.source=mnist-sample --search --trials 20 --jobs 2
+
+      vaelab sweep configs/fashion-study.yaml --storage postgresql://u:p@db/vaelab --worker   # on each machine
+    """
+    import shlex
+
+    import optuna
+
+    from ..sweep import (
+        build_plan,
+        build_results,
+        finish_steps,
+        prepare_study,
+        run_workers,
+        study_outputs,
+        study_status,
+    )
+    from ..sweep.steps import check_available
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    config, overrides = _split_config_args(config, overrides)
+    if jobs < 1:
+        raise VaelabError(f"--jobs is {jobs}", "use 1 or more worker processes")
+    plan = build_plan(config, overrides, grid, seeds, search, trials, evaluate, classify)
+    check_available(plan.evaluate, plan.classify)
+    directory = study_dir or Path(plan.base["out_dir"]) / plan.name
+    info = prepare_study(plan, directory, storage, force)
+    what = f"{plan.search['trials']} search trials" if plan.is_search else f"{info['total']} trials"
+    console.print(f"study [bold]{escape(str(directory))}[/]: {what} ({info['complete']} done, {info['waiting']} queued, "
+                  f"{info['running']} running elsewhere); storage {info['storage']}", highlight=False)
+    if info["moved_aside"]:
+        console.print(f"--force: set aside {len(info['moved_aside'])} trial folder(s) of the old config in {directory / 'replaced'}")
+    run_workers(plan, directory, storage, jobs=jobs, evaluate=plan.evaluate, classify=plan.classify,
+                on_event=_sweep_event if not quiet else None, show_epochs=jobs == 1 and not quiet)
+    if worker:
+        console.print("worker done: no trial left to run")
+        return
+    status = study_status(plan, directory, storage)
+    errors = finish_steps(plan, directory, status, plan.evaluate, plan.classify, _sweep_event if not quiet else None)
+    args = ([str(config)] if config else []) + overrides + [f"--grid={g}" for g in grid or []]
+    args += [f"--seeds={seeds}"] * (seeds is not None) + ["--search"] * search + [f"--trials={trials}"] * (trials is not None)
+    args += {True: ["--evaluate"], False: ["--no-evaluate"], None: []}[evaluate] + [f"--classify={m}" for m in classify or []]
+    args += [f"--study-dir={study_dir}"] * (study_dir is not None)
+    command = "vaelab sweep " + " ".join(shlex.quote(a) for a in args)
+    results = build_results(plan, directory, status)
+    for rel, data in study_outputs(plan, directory, status, command, results).items():
+        _write_bytes(directory / rel, data)
+    _print_results(results, directory)
+    elsewhere = sorted(k for k, v in status.items() if v["state"] == "complete" and not (directory / "trials" / k).is_dir())
+    if elsewhere:
+        console.print(f"{len(elsewhere)} trial(s) ran on other machines and their folders are not in "
+                      f"{escape(str(directory / 'trials'))} ({escape(', '.join(elsewhere[:3]))}{' ...' if len(elsewhere) > 3 else ''}): "
+                      "copy them there and run the same command again to fill their rows", highlight=False)
+    failed = sorted(k for k, v in status.items() if v["state"] in ("failed", "interrupted", "not started"))
+    if failed or errors:
+        names = ", ".join(failed[:5]) + (" ..." if len(failed) > 5 else "")
+        first = next((f"; {k}: {status[k]['error'][:160]}" for k in failed if status[k].get("error")), "")
+        raise VaelabError(
+            f"{len(failed)} of {len(status)} trials did not finish ({names}){first}" if failed else errors[0],
+            f"see {directory / 'report.html'} and trials/<name>/sweep.json; run the same command again to retry",
+        )
+
+
+def _sweep_event(event: dict) -> None:
+    """One line per trial event (module level: worker processes of --jobs call it too)."""
+    kind, name = event["event"], escape(str(event.get("trial", "")))
+    if kind == "start":
+        how = {"new": "training", "partial": f"resuming from epoch {event['epoch']}", "finished": "already trained"}[event["state"]]
+        text = f"trial {name}: {how} ({event['epochs']} epoch{'s' if event['epochs'] != 1 else ''})"
+    elif kind == "done":
+        t = event.get("train_time")
+        text = f"trial {name}: done, best val -ELBO {event['value']:.2f}" + (f", {t:.1f} s" if t else "")
+    elif kind == "step":
+        text = f"trial {name}: {escape(str(event['step']))}"
+    elif kind == "failed":
+        text = f"[red]trial {name}: failed[/]: {escape(str(event['error']))}"
+    elif kind == "pruned":
+        text = f"trial {name}: {escape(str(event['message']))}"
+    elif kind == "interrupted":
+        text = f"trial {name}: interrupted, checkpoint kept"
+    else:
+        text = f"trial {name}: {escape(str(event.get('message', kind)))}"
+    Console().print(text, highlight=False, soft_wrap=True)
+
+
+def _print_results(results, directory: Path) -> None:
+    """The study's table (mean ± std per point with several seeds) as a rich table."""
+    from ..sweep.results import cells, visible
+
+    rows, columns = (results.summary, results.summary_columns) if results.summary is not None else (results.rows, results.columns)
+    cols = [c for c in visible(rows, columns) if c.key not in ("epochs", "train_time_s")]  # in results.md
+    if all(r.get("status") == "complete" for r in results.rows):
+        cols = [c for c in cols if c.key != "status"]
+    table = Table(title=f"study results ({len(results.rows)} trials)")
+    for c in cols:
+        table.add_column(c.header, justify="right" if c.numeric else "left")
+    for line in cells(rows, cols, with_std=results.summary is not None):
+        table.add_row(*line)
+    console.print(table)
+    console.print(f"wrote {directory / 'results.csv'}, results.md, figures/, report.html", highlight=False)
+
+
