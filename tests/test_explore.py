@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.client
-import io
 import json
 import os
 import signal
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from conftest import cli, copy_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -245,6 +245,13 @@ def test_path_traversal_serves_nothing_but_the_apps_files(app, path):
     status, _, body = app.get(path)
     assert status == 404, path
     assert b"root:" not in body and b"model:" not in body
+
+
+def test_a_foreign_host_header_is_refused(app):
+    conn = http.client.HTTPConnection(app.host, app.port, timeout=30)
+    conn.request("GET", "/api/info", headers={"Host": "evil.example:8765"})
+    assert conn.getresponse().status == 403  # DNS rebinding: another site's name pointed at 127.0.0.1
+    conn.close()
 
 
 def test_the_server_survives_a_burst_of_1000_requests(app):

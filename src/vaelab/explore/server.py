@@ -63,6 +63,7 @@ class ExploreServer(ThreadingHTTPServer):
         self.explorer = explorer
         self.static = load_static()
         self._slots = threading.BoundedSemaphore(max_threads)
+        self.loopback = str(address[0]) in ("127.0.0.1", "localhost", "::1") or str(address[0]).startswith("127.")
         super().__init__(address, Handler)
 
     @property
@@ -190,6 +191,8 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             return self._send_json({"error": "too many query fields"}, HTTPStatus.BAD_REQUEST)
         path = parts.path
+        if not self._host_allowed():
+            return self._send_json({"error": "this app answers only to localhost"}, HTTPStatus.FORBIDDEN)
         try:
             if path in ("/", "/index.html"):
                 return self._static("index.html")
@@ -207,6 +210,15 @@ class Handler(BaseHTTPRequestHandler):
             return  # the client went away
         except Exception as e:  # noqa: BLE001 - one failed request must not take the app down
             self._send_json({"error": f"{type(e).__name__}: {str(e)[:200]}"}, HTTPStatus.INTERNAL_SERVER_ERROR)
+
+    def _host_allowed(self) -> bool:
+        """Bound to loopback, answer only to a loopback Host header: a web page that re-points its own name
+        at 127.0.0.1 (DNS rebinding) cannot read the app."""
+        if not self.server.loopback:
+            return True
+        host = (self.headers.get("Host") or "").strip().lower()
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return name in ("127.0.0.1", "localhost", "[::1]", "::1") or name.startswith("127.")
 
     # -- responses ---------------------------------------------------------------------------------------
     def _send(self, body: bytes, ctype: str, status: int = 200, headers: dict | None = None, cache: bool = False):
