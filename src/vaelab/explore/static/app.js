@@ -124,6 +124,7 @@ async function pump() {
   try {
     const r = await api(`/api/decode?${q.query}${shiftParam()}${labelParam()}`);
     const lat = r.headers.get("X-Latent");
+    $("edited").textContent = S.vec && S.strength !== 0 ? `+ ${S.strength.toFixed(2)} × the attribute vector` : "";
     const blob = await r.blob();
     await showDecoded(blob);
     if (lat && q.setZ) {
