@@ -99,7 +99,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows = [measure(*case, args.requests) for case in CASES]
     print(f"decode round-trip, {args.requests} sequential requests, torch threads {args.threads}, untrained recipe models")
-    print("| model | median ms | p90 ms | max ms | decoder only ms | burst images/s |")
+    print("| model | median ms | p90 ms | max ms | decoder only ms | burst of 64, images/s |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['model']} | {r['median']:.1f} | {r['p90']:.1f} | {r['max']:.1f} | {r['decoder']:.1f} | {r['burst']:.0f} |")
