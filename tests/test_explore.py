@@ -364,14 +364,10 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]
 
 
-def _browser_or_skip():
-    if not Path(CHROMIUM).is_file():
-        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("playwright is not installed (pip install playwright; no browser download needed)")
-    return sync_playwright
+def _has_playwright() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("playwright") is not None
 
 
 def _decoded_pixels(page) -> str:
@@ -383,14 +379,17 @@ def _decoded_pixels(page) -> str:
 def _after_decode(page, action) -> str:
     seq = page.get_attribute("#decoded", "data-seq")
     action()
-    page.wait_for_function(f"document.getElementById('decoded').dataset.seq !== '{seq}'", timeout=20000)
-    page.wait_for_timeout(150)  # a drag may have queued one more decode: let it land
+    # the image changed and no decode is in flight or queued (S is the page's state)
+    page.wait_for_function(f"document.getElementById('decoded').dataset.seq !== '{seq}' && !S.busy && !S.pending", timeout=20000)
     return _decoded_pixels(page)
 
 
 @pytest.mark.browser
+@pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="Debian's chromium is not installed (apt-get install -y chromium)")
+@pytest.mark.skipif(not _has_playwright(), reason="playwright is not installed (pip install playwright; no browser download)")
 def test_the_app_works_in_headless_chromium(app, tmp_path):
-    sync_playwright = _browser_or_skip()
+    from playwright.sync_api import sync_playwright
+
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -401,7 +400,7 @@ def test_the_app_works_in_headless_chromium(app, tmp_path):
             page.on("request", lambda r: outside.append(r.url) if not r.url.startswith((f"http://{app.host}:{app.port}/", "blob:", "data:")) else None)
             page.goto(f"http://{app.host}:{app.port}/")
             page.wait_for_selector('#map[data-ready="1"]', timeout=20000)
-            page.wait_for_function("document.getElementById('decoded').dataset.seq !== '0'", timeout=20000)
+            page.wait_for_function("document.getElementById('decoded').dataset.seq !== '0' && !S.busy && !S.pending", timeout=20000)
             box = page.locator("#map").bounding_box()
             first = _after_decode(page, lambda: page.mouse.click(box["x"] + 0.15 * box["width"], box["y"] + 0.15 * box["height"]))
             second = _after_decode(page, lambda: page.mouse.click(box["x"] + 0.85 * box["width"], box["y"] + 0.8 * box["height"]))

@@ -214,7 +214,12 @@ async function updateVector() {
   $("nFrom").textContent = S.setFrom.length; $("nTo").textContent = S.setTo.length;
   let q;
   if (sets) {
-    if (!S.setFrom.length || !S.setTo.length) { S.vec = null; $("attrnote").textContent = "Pick images for both sets (with the buttons, for the current image)."; decodeCurrent(); return; }
+    if (!S.setFrom.length || !S.setTo.length) {
+      const had = S.vec && S.strength !== 0;
+      S.vec = null; $("attrnote").textContent = "Pick images for both sets (with the buttons, for the current image).";
+      if (had) decodeCurrent();
+      return;
+    }
     q = `from_set=${S.setFrom.join(",")}&to_set=${S.setTo.join(",")}`;
   } else {
     if (!S.info.labels) { S.vec = null; $("attrnote").textContent = "These images have no labels: pick two sets of images instead."; return; }
@@ -224,7 +229,7 @@ async function updateVector() {
     const v = await (await api(`/api/attribute?${q}`)).json();
     S.vec = v.vector;
     $("attrnote").textContent = `current point + strength × vector (‖vector‖ = ${v.norm.toFixed(2)}): “to” mean code − “from” mean code.`;
-    decodeCurrent();
+    if (S.strength !== 0) decodeCurrent();
   } catch (e) { status(e.message); }
 }
 function sample() {
