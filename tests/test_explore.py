@@ -298,6 +298,24 @@ def test_conditional_app_needs_a_class_and_pca_and_tsne_maps(tiny_conditional_ru
         a.server.server_close()
 
 
+def test_unlabelled_images_get_picked_sets_instead_of_classes(tiny_run):
+    from vaelab import load_run
+    from vaelab.data import ImageSet
+
+    images = load_run(tiny_run).data().split("val").images[:20]
+    a = start_app(tiny_run, data=ImageSet(images, source="unlabelled"), method="pca")
+    try:
+        status, info = a.json("/api/info")
+        assert info["labels"] is None and info["n"] == 20 and info["split"] == "train"
+        assert a.server.explorer.cache_path is None
+        status, body = a.json("/api/attribute?from=0&to=1")
+        assert status == 400 and "no labels" in body["error"]
+        assert a.json("/api/attribute?from_set=0,1&to_set=2,3")[0] == 200
+    finally:
+        a.server.shutdown()
+        a.server.server_close()
+
+
 def test_the_map_is_cached_in_the_run(tiny_run, tmp_path):
     from vaelab import load_run
     from vaelab.explore import Explorer

@@ -100,7 +100,8 @@ class Explorer:
 
     ``data``: a data spec (default: the run's own data); ``split``: val, test or train (default the first
     present, in that order); ``method``: auto (the latent itself when 2-D, else PCA), pca, tsne, umap;
-    ``limit``: map only the first N images of the split. The codes and the map are cached in RUN/explore/."""
+    ``limit``: map only the first N images of the split. The codes and the map are cached in RUN/explore/
+    (keyed by the checkpoint, data spec, split and limit; not for an in-memory ImageSet)."""
 
     def __init__(self, run, split: str | None = None, method: str = "auto", data: str | None = None,
                  limit: int | None = None, cache: bool = True, progress=None):
@@ -131,8 +132,9 @@ class Explorer:
         k = max(self.model.num_classes, len(names), int(self.labels.max()) + 1 if self.labels is not None and len(self.labels) else 0)
         self.class_names = names + [str(i) for i in range(len(names), k)]
         self.cache_path = None
-        key = hashlib.sha1(f"{run.checkpoint.resolve()}|{_stamp(run.checkpoint)}|{data or run.data_spec}|{self.split}|{limit}|{len(ds)}".encode()).hexdigest()[:12]
-        if cache:
+        if cache and (data is None or isinstance(data, str)):  # an in-memory ImageSet has no name to cache under
+            spec = data or run.data_spec
+            key = hashlib.sha1(f"{run.checkpoint.resolve()}|{_stamp(run.checkpoint)}|{spec}|{self.split}|{limit}|{len(ds)}".encode()).hexdigest()[:12]
             self.cache_path = run.path / CACHE_DIR / f"map-{self.split}-{self.method}-{key}.npz"
         self.projection = self._load_cache()
         self.cached = self.projection is not None
