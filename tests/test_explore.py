@@ -427,7 +427,20 @@ def test_the_app_works_in_headless_chromium(app, tmp_path):
             slider.focus()
             moved = _after_decode(page, lambda: page.keyboard.press("Home"))
             assert moved != second  # the traversal slider changes the image
-            page.mouse.move(box["x"] + 0.5 * box["width"], box["y"] + 0.5 * box["height"])
+            def drag():
+                page.mouse.move(box["x"] + 0.2 * box["width"], box["y"] + 0.8 * box["height"])
+                page.mouse.down()
+                page.mouse.move(box["x"] + 0.7 * box["width"], box["y"] + 0.3 * box["height"], steps=8)
+                page.mouse.up()
+
+            dragged = _after_decode(page, drag)
+            assert dragged != moved  # dragging decodes live
+            dot = page.evaluate("""() => { const c = document.getElementById('map'), r = c.getBoundingClientRect();
+                const p = toPx(S.info.xy[7][0], S.info.xy[7][1]);
+                return [r.left + p[0] * r.width / c.width, r.top + p[1] * r.height / c.height]; }""")
+            page.mouse.move(*dot)  # hovering a dot shows its image
+            page.wait_for_function("!document.getElementById('tooltip').hidden && document.getElementById('tipimg').complete"
+                                   " && document.getElementById('tipimg').naturalWidth === 28", timeout=20000)
             page.screenshot(path=str(tmp_path / "explore.png"))
             assert not problems, problems
             assert not outside, outside  # everything comes from the app

@@ -23,8 +23,9 @@ def explore(
     no_browser: Annotated[bool, typer.Option("--no-browser", help="Do not open the page in the web browser.")] = False,
     checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
 ):
-    """Explore the latent space in the browser: the map, live decoding, sliders, interpolation, attribute
-    arithmetic and samples. Served locally (no internet needed); Ctrl-C stops it.
+    """Explore the latent space in the browser: map, live decoding, sliders, interpolation, attributes, samples.
+
+    Served locally (no internet needed) from this process; Ctrl-C stops it.
 
     Examples:
 
@@ -68,8 +69,9 @@ def edit(
 ):
     """Move images from A towards B in the latent space: decode(z + strength * (mean z of B - mean z of A)).
 
-    Writes one PNG: each input image next to its edit (one row per image). A conditional model encodes
-    the images as class A and decodes them as class B.
+    Writes one PNG: each input image next to its edit (one row per image).
+
+    A conditional model encodes the images as class A and decodes them as class B.
 
     Examples:
 
