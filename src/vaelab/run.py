@@ -129,20 +129,25 @@ class Run:
 
     # -- notebook helpers --------------------------------------------------------------------------------
     def _images(self, x: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Float (N, C, H, W) in [0, 1] from an ImageSet, or an array/tensor in any layout `from_arrays` takes."""
+        """Float (N, C, H, W) in [0, 1] from an ImageSet, or an array/tensor in any layout `from_arrays` takes
+        (floats in [0, 1] are used as they are, not rounded to 8 bits)."""
         from .data import ImageSet, to_float
-        from .data.memory import from_arrays
+        from .data.arrays import _layout, _pixels
+        from .data.memory import _as_numpy
 
-        labels = None
-        if not isinstance(x, ImageSet):
-            if isinstance(x, torch.Tensor) and x.is_floating_point() and x.ndim == 4 and tuple(x.shape[1:]) == tuple(self.model.image_shape):
-                return x.to(self.device).float(), None  # already the model's input
-            x = from_arrays(x, image_size=self.model.image_shape[1])
+        if isinstance(x, ImageSet):
+            images, labels = to_float(x.images), x.labels
         else:
-            labels = x.labels
-        if tuple(x.shape) != tuple(self.model.image_shape):
-            raise VaelabError(f"the images have shape {tuple(x.shape)} but the model takes {tuple(self.model.image_shape)} (C, H, W)", "resize them to the model's size and channels")
-        return to_float(x.images.to(self.device)), labels
+            arr = _layout(_as_numpy(x, "the images"), "the images", self.model.image_shape[1])
+            arr = arr[:, :3] if arr.shape[1] == 4 else arr
+            if arr.dtype.kind == "f" and arr.size and np.isfinite(arr).all() and arr.min() >= 0 and arr.max() <= 1:
+                images = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+            else:
+                images = to_float(torch.from_numpy(np.ascontiguousarray(_pixels(arr, "the images"))))
+            labels = None
+        if tuple(images.shape[1:]) != tuple(self.model.image_shape):
+            raise VaelabError(f"the images have shape {tuple(images.shape[1:])} but the model takes {tuple(self.model.image_shape)} (C, H, W)", "resize them to the model's size and channels")
+        return images.to(self.device), labels
 
     def _labels(self, labels: Any, n: int, given: torch.Tensor | None) -> torch.Tensor | None:
         if not self.model.conditional:
