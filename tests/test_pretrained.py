@@ -93,19 +93,24 @@ def test_a_model_saved_alone_asks_for_data(tmp_path, capsys):
     assert "--data SPEC" in capsys.readouterr().err
 
 
-def test_a_pretrained_folder_works_in_every_command_that_takes_a_run(pretrained, tmp_path, capsys):
+def test_a_pretrained_folder_works_in_evaluate_sample_and_export(pretrained, tmp_path, capsys):
     pre = Path(pretrained)
     assert cli("evaluate", pre, "--no-fid", "--nll-samples", "2") == 0
     assert (pre / "eval" / "val_per_image.npz").is_file()
     assert cli("sample", pre, "-n", "4", "--out", tmp_path / "s.png") == 0
+    assert cli("export", pre, "--format", "onnx", "--out", tmp_path / "onnx") == 0
+    assert cli("evaluate", pre, "--checkpoint", "last", "--no-fid", "--nll-samples", "2") == 0
+    assert cli("evaluate", pre, "--checkpoint", "x.ckpt") == 2
+
+
+@pytest.mark.slow
+def test_a_pretrained_folder_works_in_every_command_that_takes_a_run(pretrained, tmp_path, capsys):
+    pre = Path(pretrained)
     assert cli("plot", pre, "recon", "curves", "--out", tmp_path / "figs") == 0
     assert (tmp_path / "figs" / "recon.png").is_file() and (tmp_path / "figs" / "curves.png").is_file()
     assert cli("classify", pre, "--method", "knn", "--labels-per-class", "3") == 0
     assert cli("predict", pre, "--data", "mnist-sample", "--method", "knn") == 0
     assert cli("report", pre) == 0 and (pre / "report.html").is_file()
-    assert cli("export", pre, "--format", "onnx", "--out", tmp_path / "onnx") == 0
-    assert cli("evaluate", pre, "--checkpoint", "last", "--no-fid", "--nll-samples", "2") == 0
-    assert cli("evaluate", pre, "--checkpoint", "x.ckpt") == 2
 
 
 @pytest.mark.parametrize("damage", ["config", "weights", "shape"])

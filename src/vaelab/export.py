@@ -17,6 +17,7 @@ images of another model. Share it as a pretrained folder instead (``--format pre
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -113,9 +114,11 @@ def export_onnx(model: nn.Module, out: Path) -> dict[str, Path]:
         axes = {n: {0: "batch"} for n in names + outputs}
         tmp = path.with_name(f".{path.name}.tmp")
         try:
-            torch.onnx.export(
-                graph.eval(), args, str(tmp), input_names=names, output_names=outputs, dynamic_axes=axes, opset_version=OPSET, dynamo=False
-            )
+            with warnings.catch_warnings():  # the tracer's notes on Python-side checks, not about this graph
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    graph.eval(), args, str(tmp), input_names=names, output_names=outputs, dynamic_axes=axes, opset_version=OPSET, dynamo=False
+                )
             tmp.replace(path)
         except VaelabError:
             raise
@@ -131,11 +134,14 @@ def export_torchscript(model: nn.Module, out: Path) -> dict[str, Path]:
     enc_x, dec_x = example_inputs(model)
     paths = {"encoder": out / "encoder.pt", "decoder": out / "decoder.pt"}
     for graph, args, path in ((EncoderGraph(model), enc_x, paths["encoder"]), (DecoderGraph(model), dec_x, paths["decoder"])):
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():  # TorchScript's deprecation notes
+            warnings.simplefilter("ignore")
             traced = torch.jit.trace(graph.eval(), args, check_trace=False)
         tmp = path.with_name(f".{path.name}.tmp")
         try:
-            torch.jit.save(traced, str(tmp))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.jit.save(traced, str(tmp))
             tmp.replace(path)
         finally:
             tmp.unlink(missing_ok=True)
@@ -159,7 +165,9 @@ def max_difference(model: nn.Module, paths: dict[str, Path], fmt: str, batch: in
             feed = {i.name: a.cpu().numpy() for i, a in zip(sess.get_inputs(), args, strict=True)}
             got += [torch.from_numpy(o) for o in sess.run(None, feed)]
     else:
-        enc, dec = torch.jit.load(str(paths["encoder"])), torch.jit.load(str(paths["decoder"]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            enc, dec = torch.jit.load(str(paths["encoder"])), torch.jit.load(str(paths["decoder"]))
         got = [*enc(*enc_x), dec(*dec_x)]
     return max(float((g.cpu().float() - w.cpu().float()).abs().max()) for g, w in zip(got, want, strict=True))
 
