@@ -12,10 +12,9 @@ import pytest
 import torch
 
 import vaelab
+from conftest import cli
 from vaelab.data import ImageSet
 from vaelab.errors import VaelabError
-
-from conftest import cli
 
 TINY = {"model.hidden": [16], "model.latent_dim": 2, "train.epochs": 2, "train.batch_size": 32, "train.log_every": 2}
 

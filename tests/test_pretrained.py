@@ -14,11 +14,10 @@ import pytest
 import torch
 
 import vaelab
+from conftest import cli
 from vaelab.config import ModelConfig, from_dict, to_dict
 from vaelab.errors import VaelabError
 from vaelab.models import build
-
-from conftest import cli
 
 
 def tiny_model(**changes) -> torch.nn.Module:

@@ -102,7 +102,6 @@ def save_pretrained(
 
 def _copy_run_files(run_dir: Path, folder: Path) -> dict[str, dict]:
     """Copy the run's eval/*.json and metrics.jsonl into the folder; the evaluation results by split."""
-    evals = {}
     if run_dir.resolve() == folder.resolve():
         return _read_evals(folder)
     for p in sorted((run_dir / "eval").glob("*.json")):
