@@ -190,3 +190,14 @@ def test_readme_from_python_snippet_runs(tmp_path, monkeypatch):
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - our own README
     assert (tmp_path / "runs").is_dir()
+
+
+def test_fit_takes_a_torch_dataset_and_the_low_level_fit_refuses_arrays_in_one_line(tmp_path):
+    x, y = blob_images(45)
+    pairs = [(torch.from_numpy(x[i])[None], int(y[i])) for i in range(len(x))]  # a list is a map-style dataset
+    run = vaelab.fit({**TINY, "out_dir": str(tmp_path), "name": "pairs", "train.epochs": 1}, pairs, quiet=True)
+    assert run.data().class_names == ["0", "1", "2"] and len(run.data()) == 45
+    from vaelab.train import fit as train_fit
+
+    with pytest.raises(VaelabError, match="vaelab.fit"):
+        train_fit(vaelab.make_config({**TINY, "out_dir": str(tmp_path)}), data=x)

@@ -243,3 +243,9 @@ def test_cli_export_every_format(tiny_run, tmp_path, capsys):
     assert cli("export", run, "--format", "torchscript", "--out", tmp_path / "ts") == 0
     assert cli("export", run, "--out", tmp_path / "pre") == 0 and vaelab.load_run(tmp_path / "pre").pretrained
     assert cli("export", run, "--format", "tflite") == 2
+
+
+def test_from_pretrained_takes_a_run_directory_too(tiny_run):
+    model = vaelab.VAE.from_pretrained(tiny_run)
+    run = vaelab.load_run(tiny_run)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), run.model.state_dict().values(), strict=True))

@@ -81,6 +81,7 @@ def _io_names(model: nn.Module) -> tuple[list[str], list[str]]:
 
 
 def describe(model: nn.Module, fmt: str, class_names: list[str]) -> dict:
+    """What export.json says: the graphs' inputs and outputs, the image shape, latent size, prior, classes."""
     enc_in, dec_in = _io_names(model)
     c, h, w = model.image_shape
     return {

@@ -210,6 +210,7 @@ def model_card(info: dict, evals: dict[str, dict]) -> str:
 
 
 def read_info(folder: str | Path) -> dict:
+    """The parsed config.json of a pretrained folder, checked to be one vaelab wrote."""
     path = Path(folder) / CONFIG_JSON
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
@@ -303,7 +304,13 @@ class PretrainedMixin:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, *, revision: str | None = None, device: str | torch.device = "cpu"):
-        """The model of a pretrained folder, or of a Hub repo id when huggingface_hub is installed (eval mode)."""
+        """The model of a pretrained folder, or of a Hub repo id when huggingface_hub is installed (eval mode).
+
+        A run directory works too (its best checkpoint): the two are views of one trained model."""
+        from .run import is_run_dir, load_run
+
+        if is_run_dir(Path(name_or_path).expanduser()):
+            return load_run(Path(name_or_path).expanduser(), device=device).model
         _, model, _ = load_pretrained(local_folder(name_or_path, revision), device=device)
         return model
 

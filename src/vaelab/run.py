@@ -32,6 +32,7 @@ CHECKPOINTS = "checkpoints"
 
 
 def is_run_dir(path: str | Path) -> bool:
+    """A folder holding a run's config.yaml."""
     return (Path(path) / CONFIG_FILE).is_file()
 
 
@@ -60,6 +61,7 @@ def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
 
 
 def read_config(run_dir: str | Path) -> Config:
+    """The Config of a run directory's config.yaml."""
     path = require_run_dir(run_dir) / CONFIG_FILE
     return from_dict(load_yaml(path), Config, where=f" in {path}")
 
@@ -94,6 +96,7 @@ class Run:
 
     @property
     def data_spec(self) -> str:
+        """The data spec the run was trained on (``memory`` for data given from Python)."""
         return self.config.data.source
 
     @property
@@ -105,7 +108,8 @@ class Run:
         """The run's data, loaded as in training (overrides: DataConfig fields).
 
         A run trained on in-memory data (``data.source: memory``) gives back the images saved with it
-        (``RUN/data.npz``); when they were not saved, one error asks for the data (``--data SPEC``)."""
+        (``RUN/data.npz``, already prepared, so `overrides` do not apply); when they were not saved, one
+        error asks for the data (``--data SPEC``)."""
         import dataclasses
 
         from .data import from_config
@@ -125,6 +129,7 @@ class Run:
 
     @property
     def device(self) -> torch.device:
+        """Where the model's weights are."""
         return next(self.model.parameters()).device
 
     # -- notebook helpers --------------------------------------------------------------------------------

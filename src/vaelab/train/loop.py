@@ -517,6 +517,8 @@ def _checked_launch(fabric, cfg: Config, run_dir: Path, data, resume: bool, call
     from .rundir import prepare_run_dir
 
     prepare_run_dir(run_dir, resume=resume)
+    if data is not None and not isinstance(data, ImageSet):
+        raise VaelabError(f"train.fit takes an ImageSet as data, not a {type(data).__name__}", "use vaelab.fit(config, data): it takes arrays, tensors and Datasets")
     if data is None:  # once, in this process; spawned DDP workers get it shared
         data = saved_run_data(run_dir) if cfg.data.source == MEMORY_SOURCE else from_config(cfg.data)
     elif save_data:  # in-memory data is kept with the run, so every later command scores these images
