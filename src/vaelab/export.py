@@ -130,29 +130,39 @@ def export_onnx(model: nn.Module, out: Path) -> dict[str, Path]:
     return paths
 
 
-def export_torchscript(model: nn.Module, out: Path) -> dict[str, Path]:
-    """encoder.pt and decoder.pt (traced TorchScript; load with torch.jit.load) in `out`."""
+def trace_graphs(model: nn.Module) -> dict[str, torch.jit.ScriptModule]:
+    """The encoder and the decoder traced to TorchScript (in memory)."""
     enc_x, dec_x = example_inputs(model)
-    paths = {"encoder": out / "encoder.pt", "decoder": out / "decoder.pt"}
-    for graph, args, path in ((EncoderGraph(model), enc_x, paths["encoder"]), (DecoderGraph(model), dec_x, paths["decoder"])):
+    traced = {}
+    for name, graph, args in (("encoder", EncoderGraph(model), enc_x), ("decoder", DecoderGraph(model), dec_x)):
         with torch.no_grad(), warnings.catch_warnings():  # TorchScript's deprecation notes
             warnings.simplefilter("ignore")
-            traced = torch.jit.trace(graph.eval(), args, check_trace=False)
+            traced[name] = torch.jit.trace(graph.eval(), args, check_trace=False)
+    return traced
+
+
+def export_torchscript(model: nn.Module, out: Path) -> tuple[dict[str, Path], dict[str, torch.jit.ScriptModule]]:
+    """encoder.pt and decoder.pt (traced TorchScript; load with torch.jit.load) in `out`: (paths, traced modules)."""
+    traced = trace_graphs(model)
+    paths = {"encoder": out / "encoder.pt", "decoder": out / "decoder.pt"}
+    for name, path in paths.items():
         tmp = path.with_name(f".{path.name}.tmp")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                torch.jit.save(traced, str(tmp))
+                torch.jit.save(traced[name], str(tmp))
             tmp.replace(path)
         finally:
             tmp.unlink(missing_ok=True)
-    return paths
+    return paths, traced
 
 
 @torch.no_grad()
-def max_difference(model: nn.Module, paths: dict[str, Path], fmt: str, batch: int = 3) -> float | None:
+def max_difference(model: nn.Module, exported: dict, fmt: str, batch: int = 3) -> float | None:
     """The largest |exported - torch| over both graphs on a batch of another size than the export's
-    (so the dynamic batch axis is checked too); None when onnxruntime is not installed."""
+    (so the dynamic batch axis is checked too). `exported`: the ONNX files by name (None when onnxruntime
+    is not installed), or the traced TorchScript modules (vaelab never loads a TorchScript file: that can
+    run code)."""
     enc_x, dec_x = example_inputs(model, batch=batch, seed=1)
     want = [*EncoderGraph(model)(*enc_x), DecoderGraph(model)(*dec_x)]
     if fmt == "onnx":
@@ -162,14 +172,11 @@ def max_difference(model: nn.Module, paths: dict[str, Path], fmt: str, batch: in
             return None
         got = []
         for name, args in (("encoder", enc_x), ("decoder", dec_x)):
-            sess = ort.InferenceSession(str(paths[name]), providers=["CPUExecutionProvider"])
+            sess = ort.InferenceSession(str(exported[name]), providers=["CPUExecutionProvider"])
             feed = {i.name: a.cpu().numpy() for i, a in zip(sess.get_inputs(), args, strict=True)}
             got += [torch.from_numpy(o) for o in sess.run(None, feed)]
     else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            enc, dec = torch.jit.load(str(paths["encoder"])), torch.jit.load(str(paths["decoder"]))
-        got = [*enc(*enc_x), dec(*dec_x)]
+        got = [*exported["encoder"](*enc_x), exported["decoder"](*dec_x)]
     return max(float((g.cpu().float() - w.cpu().float()).abs().max()) for g, w in zip(got, want, strict=True))
 
 
@@ -193,8 +200,12 @@ def export_run(run, fmt: str, out: str | Path | None = None) -> dict:
     except OSError as e:
         raise VaelabError(f"cannot write {out}: {e.strerror or e}", "choose a writable folder with --out") from None
     cpu = copy.deepcopy(model).cpu().eval()  # export on CPU: the graphs then run anywhere
-    paths = export_onnx(cpu, out) if fmt == "onnx" else export_torchscript(cpu, out)
-    diff = max_difference(cpu, paths, fmt)
+    if fmt == "onnx":
+        paths = export_onnx(cpu, out)
+        diff = max_difference(cpu, paths, fmt)
+    else:
+        paths, traced = export_torchscript(cpu, out)
+        diff = max_difference(cpu, traced, fmt)
     info = describe(cpu, fmt, list(run.class_names))
     info["max_abs_difference_to_torch"] = diff
     text = json.dumps(info, indent=2) + "\n"
