@@ -32,7 +32,7 @@ def _classifier_params(params: list[str] | None) -> dict:
 
 @app.command()
 def classify(
-    run: Annotated[Path, typer.Argument(help="A run directory.")],
+    run: Annotated[Path, typer.Argument(help="A run directory or a pretrained folder.")],
     method: Annotated[str, typer.Option(help=METHODS_HELP)] = "gmm",
     labels_per_class: Annotated[
         str | None, typer.Option(help="N labels per class from the run's train split (seeded), or 'all'. Default 10.")
@@ -113,7 +113,7 @@ def classify(
 
 @app.command()
 def predict(
-    run: Annotated[Path, typer.Argument(help="A run directory.")],
+    run: Annotated[Path, typer.Argument(help="A run directory or a pretrained folder.")],
     images: Annotated[list[Path] | None, typer.Argument(help="Image files (resized to the model's size).", show_default=False)] = None,
     data: Annotated[str | None, typer.Option(help="Predict every image of this data spec instead.")] = None,
     method: Annotated[str, typer.Option(help="Which saved classifier of the run.")] = "gmm",
