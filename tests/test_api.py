@@ -201,3 +201,16 @@ def test_fit_takes_a_torch_dataset_and_the_low_level_fit_refuses_arrays_in_one_l
 
     with pytest.raises(VaelabError, match="vaelab.fit"):
         train_fit(vaelab.make_config({**TINY, "out_dir": str(tmp_path)}), data=x)
+
+
+def test_a_memory_run_exported_with_its_data_works_without_data_spec(memory_run, tmp_path, capsys):
+    run, data = memory_run
+    assert cli("export", run.path, "--out", tmp_path / "bare") == 0
+    assert cli("export", run.path, "--out", tmp_path / "full", "--with-data") == 0
+    assert "shipped here as data.npz" in (tmp_path / "full" / "README.md").read_text()
+    capsys.readouterr()
+    assert cli("evaluate", tmp_path / "bare", "--no-fid") == 2
+    assert "--data SPEC" in capsys.readouterr().err
+    assert cli("evaluate", tmp_path / "full", "--no-fid", "--nll-samples", "2") == 0
+    result = json.loads((tmp_path / "full" / "eval" / "test.json").read_text())
+    assert result["n_images"] == 15

@@ -180,7 +180,7 @@ def max_difference(model: nn.Module, exported: dict, fmt: str, batch: int = 3) -
     return max(float((g.cpu().float() - w.cpu().float()).abs().max()) for g, w in zip(got, want, strict=True))
 
 
-def export_run(run, fmt: str, out: str | Path | None = None) -> dict:
+def export_run(run, fmt: str, out: str | Path | None = None, include_data: bool = False) -> dict:
     """Export a `Run` (or a pretrained folder's run view) as ``pretrained``, ``onnx`` or ``torchscript`` into
     `out` (default ``RUN/export/<format>``); returns {"out", "files", "max_diff"}."""
     import copy
@@ -193,7 +193,7 @@ def export_run(run, fmt: str, out: str | Path | None = None) -> dict:
     if out.exists() and not out.is_dir():
         raise VaelabError(f"{out} is a file", "give a folder with --out")
     if fmt == "pretrained":
-        run.save_pretrained(out)
+        run.save_pretrained(out, include_data=include_data)
         return {"out": out, "files": sorted(p.name for p in out.iterdir() if p.is_file()), "max_diff": None}
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@
       README.md            model card: data, family, metrics from eval/, how to load
       eval/*.json          the run's evaluation results, when it had any
       metrics.jsonl        the run's training curves, when it had any
+      data.npz             only on request (include_data): the images of a run trained on in-memory data
 
 The diffusers `ModelMixin`/`ConfigMixin` idea: the constructor's config is saved beside the weights, so a
 folder rebuilds itself. No pickle anywhere: JSON and safetensors only. A run directory and a pretrained
@@ -30,7 +31,7 @@ CONFIG_JSON = "config.json"
 WEIGHTS = "model.safetensors"
 CARD = "README.md"
 FORMAT = "vaelab-pretrained-1"
-_HUB_FILES = [CONFIG_JSON, WEIGHTS, CARD, "eval/*.json", "metrics.jsonl"]
+_HUB_FILES = [CONFIG_JSON, WEIGHTS, CARD, "eval/*.json", "metrics.jsonl", "data.npz"]
 
 
 def is_pretrained_dir(path: str | Path) -> bool:
@@ -60,11 +61,13 @@ def save_pretrained(
     run_dir: str | Path | None = None,
     epoch: int | None = None,
     step: int | None = None,
+    include_data: bool = False,
 ) -> Path:
     """Write `model` as a pretrained folder (created; files replaced atomically) and return its path.
 
     ``config``: the run's full `Config` (default: one holding only the model's config, data unknown).
-    ``run_dir``: a run directory whose ``eval/*.json`` and ``metrics.jsonl`` are copied and summarised.
+    ``run_dir``: a run directory whose ``eval/*.json`` and ``metrics.jsonl`` are copied and summarised
+    (and its ``data.npz`` with ``include_data``).
     """
     from .config import Config, to_dict
     from .train.checkpoint import atomic_write
@@ -92,18 +95,22 @@ def save_pretrained(
         atomic_write(folder / WEIGHTS, lambda f: f.write(weights))
         text = json.dumps(info, indent=2) + "\n"
         atomic_write(folder / CONFIG_JSON, lambda f: f.write(text.encode("utf-8")))
-        evals = _copy_run_files(Path(run_dir), folder) if run_dir is not None else _read_evals(folder)
-        card = model_card(info, evals)
+        evals = _copy_run_files(Path(run_dir), folder, include_data) if run_dir is not None else _read_evals(folder)
+        card = model_card({**info, "files": {"data": (folder / "data.npz").is_file()}}, evals)
         atomic_write(folder / CARD, lambda f: f.write(card.encode("utf-8")))
     except OSError as e:
         raise VaelabError(f"cannot write {e.filename or folder}: {e.strerror or e}", "choose a writable folder") from None
     return folder
 
 
-def _copy_run_files(run_dir: Path, folder: Path) -> dict[str, dict]:
-    """Copy the run's eval/*.json and metrics.jsonl into the folder; the evaluation results by split."""
+def _copy_run_files(run_dir: Path, folder: Path, include_data: bool = False) -> dict[str, dict]:
+    """Copy the run's eval/*.json and metrics.jsonl (and data.npz) into the folder; the evaluation results by split."""
+    from .data.memory import DATA_FILE
+
     if run_dir.resolve() == folder.resolve():
         return _read_evals(folder)
+    if include_data and (run_dir / DATA_FILE).is_file():
+        shutil.copyfile(run_dir / DATA_FILE, folder / DATA_FILE)
     for p in sorted((run_dir / "eval").glob("*.json")):
         (folder / "eval").mkdir(exist_ok=True)
         shutil.copyfile(p, folder / "eval" / p.name)
@@ -160,7 +167,9 @@ def model_card(info: dict, evals: dict[str, dict]) -> str:
         "",
     ]
     if info.get("data_known", True):
-        lines.append(f"- source: `{d.get('source')}`" + (" (in-memory arrays, not shipped here)" if d.get("source") == "memory" else ""))
+        shipped = (info.get("files") or {}).get("data", False)
+        memory = " (in-memory arrays, shipped here as data.npz)" if shipped else " (in-memory arrays, not shipped here)"
+        lines.append(f"- source: `{d.get('source')}`" + (memory if d.get("source") == "memory" else ""))
         for key in ("classes", "image_size", "channels", "limit"):
             if d.get(key) is not None:
                 lines.append(f"- data.{key}: `{d[key]}`")

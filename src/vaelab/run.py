@@ -118,8 +118,8 @@ class Run:
         if self.config.data.source == MEMORY_SOURCE:
             saved = Path(self.path) / DATA_FILE
             if not saved.is_file():
-                what = "a model saved without its data" if self.pretrained else "in-memory data that was not saved with it"
-                raise VaelabError(f"{self.path} was trained on {what}", "give the images with --data SPEC (in Python: an ImageSet)")
+                what = "is a pretrained model whose in-memory data was not shipped with it" if self.pretrained else "was trained on in-memory data that was not saved with it"
+                raise VaelabError(f"{self.path} {what}", "give the images with --data SPEC; in Python, pass an ImageSet")
             return load_npz(saved)
         return from_config(dataclasses.replace(self.config.data, **overrides))
 
@@ -205,12 +205,16 @@ class Run:
         kwargs.setdefault("fid", False)
         return evaluate_run(self, split=split, **kwargs)
 
-    def save_pretrained(self, folder: str | Path) -> Path:
-        """Write this run as a pretrained folder: config.json, model.safetensors, README.md card, eval results."""
+    def save_pretrained(self, folder: str | Path, include_data: bool = False) -> Path:
+        """Write this run as a pretrained folder: config.json, model.safetensors, README.md card, eval results.
+
+        ``include_data``: ship the images of a run trained on in-memory data (its data.npz) too, so the
+        folder works in every command without ``--data``."""
         from .pretrained import save_pretrained
 
         return save_pretrained(
-            self.model, folder, config=self.config, class_names=self.class_names, run_dir=self.path, epoch=self.epoch, step=self.step
+            self.model, folder, config=self.config, class_names=self.class_names, run_dir=self.path, epoch=self.epoch, step=self.step,
+            include_data=include_data,
         )
 
     def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:

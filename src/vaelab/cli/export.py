@@ -16,6 +16,7 @@ def export(
     fmt: Annotated[str, typer.Option("--format", help="pretrained (config.json + model.safetensors + README.md), onnx or torchscript.")] = "pretrained",
     out: Annotated[Path | None, typer.Option(help="Folder to write into (default: RUN/export/FORMAT).")] = None,
     checkpoint: Annotated[str, typer.Option(help="best, last, or a .ckpt file.")] = "best",
+    with_data: Annotated[bool, typer.Option("--with-data", help="pretrained: ship the images of a run trained from Python (its data.npz) too.")] = False,
 ):
     """Share or deploy a trained model: a pretrained folder (safetensors, no pickle), or the encoder and the
     decoder as two graphs with a dynamic batch axis (ONNX: checked against torch in onnxruntime).
@@ -32,7 +33,7 @@ def export(
     fmt = fmt.lower()
     check_exportable(None, fmt)  # an unknown format fails before the model is loaded
     r = load_run(run, checkpoint=checkpoint)
-    result = export_run(r, fmt, out)
+    result = export_run(r, fmt, out, include_data=with_data)
     folder = result["out"]
     for name in result["files"]:
         console.print(str(folder / name), markup=False, highlight=False, soft_wrap=True)

@@ -135,9 +135,11 @@ def predict(
         classifiers.make(method)  # the unknown-method error, with a suggestion
     path = fewlabels.classifier_path(run, method)
     if not path.with_name(f"{method}.classifier.json").is_file():
+        from ..pretrained import is_pretrained_dir
         from ..run import require_run_dir
 
-        require_run_dir(run)
+        if not is_pretrained_dir(run):
+            require_run_dir(run)
         raise VaelabError(f"{run} has no saved {method} classifier", f"run vaelab classify {run} --method {method} first")
     meta = classifiers.read_meta(path)
     # the checkpoint the classifier was fitted on (load() refuses it if that checkpoint changed since)
