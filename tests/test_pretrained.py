@@ -210,6 +210,7 @@ def test_onnx_graphs_match_torch_in_onnxruntime(name, tmp_path):
     assert diff is not None and diff < 1e-4
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit.load, here in the test only
 @pytest.mark.parametrize("name", ["mlp-conditional", "conv-res-blocks"])
 def test_torchscript_graphs_match_torch(name, tmp_path):
     from vaelab.export import export_torchscript, max_difference
