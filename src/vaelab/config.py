@@ -311,9 +311,13 @@ def from_dict(data: dict | None, cls: type = Config, prefix: str = "", where: st
 
 def load_yaml(path: str | Path) -> dict:
     """Read a YAML mapping with `yaml.safe_load` (plain data only, never objects)."""
-    p = Path(path)
+    from .recipes import resolve, suggestion
+
+    p = resolve(path)  # a shipped config's name (fashion-mlp-z2) reads the packaged file
     if not p.is_file():
-        raise VaelabError(f"config file not found: {p}", "check the path, or start from one in configs/")
+        close = suggestion(p)
+        hint = f"did you mean '{close}'? " if close else ""
+        raise VaelabError(f"config file not found: {p}", f"{hint}check the path; 'vaelab config list' names the shipped configs")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.constructor.ConstructorError as e:  # e.g. !!python/object: plain YAML only, nothing runs
