@@ -71,6 +71,9 @@ def evaluate(
     out = Path(r.path) / "eval"
     _write_bytes(out / f"{split}.json", json_bytes(result))
     _write_bytes(out / f"{split}_per_image.npz", npz_bytes(result))
+    from ..train.loggers import log_evaluation
+
+    log_evaluation(r.path, result)  # eval/<split>/... scalars and hparams in the run's TensorBoard
     table = Table(title=f"{r.path} ({Path(result['checkpoint']).name}, epoch {result['epoch']}), {split} split", show_header=False)
     for name, value in summary_rows(result):
         table.add_row(name, value)
