@@ -28,7 +28,6 @@ from pathlib import Path
 import torch
 
 from ..config import LOGGERS, flatten, logger_names, to_dict
-from ..errors import VaelabError
 from .callbacks import Callback, spread
 
 CSV_FILE = "metrics.csv"
@@ -270,9 +269,9 @@ class WandbLogger(Callback):
         self.run = None
 
     def on_fit_start(self, ctx):
-        import wandb
-
         import uuid
+
+        import wandb
 
         run_id = _saved_id(ctx.run_dir, "wandb_run_id") or uuid.uuid4().hex[:8]
         self.run = wandb.init(
