@@ -8,7 +8,8 @@ importing torch and the trainer, reading the sample, building the model and Fabr
 
     VAELAB_DATA=/work/shared/datasets OMP_NUM_THREADS=1 python benchmarks/startup.py --repeat 3
 
-``--src DIR`` puts another checkout's ``src`` first on the path (to measure a before/after pair), and
+``--src LABEL=DIR`` (repeatable) imports vaelab from a checkout's ``src``, one column each, the rounds
+alternating between them (a before/after pair: ``--src before=/tmp/old/src --src after=src``);
 ``--python`` picks the interpreter. `python -X importtime -m vaelab --help` shows what an import costs.
 """
 
@@ -20,7 +21,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 
 COMMANDS = {
     "vaelab --help": ["--help"],
@@ -35,6 +35,8 @@ COMMANDS = {
 
 def cpu_seconds(python: str, args: list[str], env: dict, cwd: str) -> tuple[float, float]:
     """(user + system CPU seconds, wall seconds) of one child run."""
+    import time
+
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run([python, "-m", "vaelab", *args], env=env, cwd=cwd, capture_output=True, text=True)
@@ -49,27 +51,32 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--python", default=sys.executable)
-    p.add_argument("--src", default=None, help="a checkout's src folder to import vaelab from")
+    p.add_argument("--src", action="append", default=[], metavar="LABEL=DIR",
+                   help="a checkout's src folder to import vaelab from, as a column (repeat to compare)")
     p.add_argument("--only", default=None, help="a substring of the rows to run")
     args = p.parse_args(argv)
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("MPLBACKEND", "Agg")
-    if args.src:
-        env["PYTHONPATH"] = os.path.abspath(args.src)
-    print(f"| command | CPU s (best of {args.repeat}) | wall s |")
-    print("|---|---:|---:|")
+    columns = [tuple(s.split("=", 1)) if "=" in s else (s, s) for s in args.src] or [("vaelab", None)]
+    rows = {name: cmd for name, cmd in COMMANDS.items() if not args.only or args.only in name}
+    best: dict[tuple[str, str], float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        env["HOME"] = env.get("HOME", tmp)
-        for name, cmd in COMMANDS.items():
-            if args.only and args.only not in name:
-                continue
-            best = None
-            for i in range(args.repeat):
-                out = cmd + [f"out_dir={tmp}/runs", f"name=r{i}"] if cmd[0] == "train" else cmd
-                cpu, wall = cpu_seconds(args.python, out, env, tmp)
-                best = (cpu, wall) if best is None or cpu < best[0] else best
-            print(f"| {name} | {best[0]:.2f} | {best[1]:.2f} |", flush=True)
+        for i in range(args.repeat):  # rounds alternate the columns, so a busy spell hits all of them
+            for label, src in columns:
+                run_env = dict(env)
+                if src:
+                    run_env["PYTHONPATH"] = os.path.abspath(src)
+                for name, cmd in rows.items():
+                    out = cmd + [f"out_dir={tmp}/runs", f"name={label}-{i}"] if cmd[0] == "train" else cmd
+                    cpu, _ = cpu_seconds(args.python, out, run_env, tmp)
+                    best[label, name] = min(cpu, best.get((label, name), cpu))
+    labels = [label for label, _ in columns]
+    print(f"CPU seconds (user + system), best of {args.repeat}")
+    print("| command | " + " | ".join(labels) + " |")
+    print("|---|" + "---:|" * len(labels))
+    for name in rows:
+        print(f"| {name} | " + " | ".join(f"{best[label, name]:.2f}" for label in labels) + " |")
 
 
 if __name__ == "__main__":

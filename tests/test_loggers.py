@@ -161,3 +161,12 @@ def test_mlflow_local_store_run_and_resume(tmp_path, monkeypatch):
     # each fit sends its last grids: epoch 1 before the resume, epoch 2 after
     assert {a.path for a in client.list_artifacts(r.info.run_id, "images")} == {
         f"images/{k}_epoch_{e}.png" for k in ("recon", "samples") for e in (1, 2)}
+
+
+def test_the_tracker_is_not_part_of_a_study_s_identity():
+    from vaelab.sweep import build_plan
+
+    plain = build_plan(None, ["data.source=mnist-sample"], grid=["model.beta=0.5,1"])
+    tracked = build_plan(None, ["data.source=mnist-sample", "train.logger=csv", "train.logger_project=x"], grid=["model.beta=0.5,1"])
+    assert plain.fingerprint() == tracked.fingerprint()
+    assert build_plan(None, ["data.source=mnist-sample", "model.beta=2"], grid=["model.latent_dim=2,3"]).fingerprint() != plain.fingerprint()
