@@ -10,7 +10,7 @@ from .errors import VaelabError
 # extra -> (modules it provides, what needs it)
 EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
     "sweep": (("optuna",), "vaelab sweep"),
-    "video": (("imageio", "imageio_ffmpeg"), "MP4 animations"),
+    "video": (("imageio", "imageio_ffmpeg"), "MP4 output"),
     "wandb": (("wandb",), "train.logger=wandb"),
     "mlflow": (("mlflow",), "train.logger=mlflow"),
 }
@@ -26,7 +26,9 @@ def require(extra: str) -> None:
     gone = missing(extra)
     if gone:
         what = EXTRAS[extra][1]
-        raise VaelabError(f"{what} needs {', '.join(gone)}, which is not installed", f"pip install 'vaelab[{extra}]'")
+        names = " and ".join(gone)
+        raise VaelabError(f"{what} needs {names}, which {'is' if len(gone) == 1 else 'are'} not installed",
+                          f"pip install 'vaelab[{extra}]'")
 
 
 __all__ = ["EXTRAS", "missing", "require"]
