@@ -143,6 +143,8 @@ def test_wandb_offline_run_and_resume(tmp_path, monkeypatch):
 @pytest.mark.skipif(importlib.util.find_spec("mlflow") is None, reason="mlflow not installed")
 def test_mlflow_local_store_run_and_resume(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")  # where MLflow would put its artifacts by default: checked below
     cfg = tiny_config(tmp_path, "train.logger=mlflow", "train.epochs=1")
     run = Path(fit(cfg, quiet=True)["run_dir"])
     saved = json.loads((run / "loggers.json").read_text())
@@ -161,6 +163,8 @@ def test_mlflow_local_store_run_and_resume(tmp_path, monkeypatch):
     # each fit sends its last grids: epoch 1 before the resume, epoch 2 after
     assert {a.path for a in client.list_artifacts(r.info.run_id, "images")} == {
         f"images/{k}_epoch_{e}.png" for k in ("recon", "samples") for e in (1, 2)}
+    assert len(list((tmp_path / "mlartifacts").rglob("recon_epoch_2.png"))) == 1  # beside the store, not in the cwd
+    assert not list((tmp_path / "cwd").iterdir())
 
 
 def test_the_tracker_is_not_part_of_a_study_s_identity():

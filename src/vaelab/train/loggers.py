@@ -12,7 +12,7 @@ numbers at the step that ended it, with ``epoch`` itself logged as a scalar to r
 - ``wandb``: a Weights & Biases run (``pip install 'vaelab[wandb]'``; ``WANDB_MODE=offline`` works with no
   account), config, scalars, grids and summary; a resume continues the same W&B run.
 - ``mlflow``: an MLflow run (``pip install 'vaelab[mlflow]'``) in ``$MLFLOW_TRACKING_URI``, else the SQLite
-  store ``OUT_DIR/mlflow.db`` next to the run folders (MLflow's own default kind of store; its file
+  store ``OUT_DIR/mlflow.db`` (artifacts in ``OUT_DIR/mlartifacts``) next to the run folders (MLflow's own default kind of store; its file
   store ``file:./mlruns`` needs ``MLFLOW_ALLOW_FILE_STORE=true`` since MLflow 3); params, metrics, final
   grids; a resume continues the same MLflow run.
 
@@ -32,6 +32,7 @@ from .callbacks import Callback, spread
 
 CSV_FILE = "metrics.csv"
 MLFLOW_DB = "mlflow.db"  # MLflow's default store: OUT_DIR/mlflow.db (SQLite), shared by the runs of OUT_DIR
+MLFLOW_ARTIFACTS = "mlartifacts"  # ...and its artifacts: OUT_DIR/mlartifacts
 TENSORBOARD_DIR = "tensorboard"
 # the final numbers the HParams tab (and W&B / MLflow summaries) compare runs by
 FINAL_METRICS = ("val/loss", "val/elbo", "val/recon", "val/kl", "val/ssim", "train/loss", "train/elbo")
@@ -320,11 +321,15 @@ class MLflowLogger(Callback):
 
         from mlflow.tracking import MlflowClient
 
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{ctx.run_dir.resolve().parent / MLFLOW_DB}"
+        out_dir = ctx.run_dir.resolve().parent
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+        # our default store keeps its artifacts beside it (MLflow's default is ./mlartifacts of the cwd)
+        artifacts = None if uri else (out_dir / MLFLOW_ARTIFACTS).as_uri()
+        uri = uri or f"sqlite:///{out_dir / MLFLOW_DB}"
         self.client = MlflowClient(tracking_uri=uri)
         name = ctx.cfg.train.logger_project
         exp = self.client.get_experiment_by_name(name)
-        exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(name)
+        exp_id = exp.experiment_id if exp is not None else self.client.create_experiment(name, artifact_location=artifacts)
         run_id = _saved_id(ctx.run_dir, "mlflow_run_id")
         if run_id is not None:
             try:
