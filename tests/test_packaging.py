@@ -59,6 +59,9 @@ def test_a_name_works_anywhere_and_configs_path_outside_the_repo(tmp_path, monke
         assert "name: fashion-mlp-z2" in out and "latent_dim: 7" in out and "source: fashion-mnist" in out
     assert cli("config", "show", "fashion-mlp-z2", "--raw") == 0
     assert capsys.readouterr().out == (ROOT / "configs" / "fashion-mlp-z2.yaml").read_text()
+    (tmp_path / "fashion-mlp-z2").mkdir()  # a run folder of that name does not hide the config
+    assert cli("config", "show", "fashion-mlp-z2") == 0
+    assert "name: fashion-mlp-z2" in capsys.readouterr().out
     # a file of that name where you run wins over the shipped one
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "fashion-mlp-z2.yaml").write_text("name: mine\n")

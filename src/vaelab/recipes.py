@@ -50,11 +50,11 @@ def packaged(name: str) -> Path | None:
 
 
 def resolve(path: str | Path) -> Path:
-    """A config argument -> the file to read: the path itself when it exists, else the shipped config of
+    """A config argument -> the file to read: the path itself when it is a file, else the shipped config of
     that name (``fashion-mlp-z2``, ``fashion-mlp-z2.yaml`` or ``configs/fashion-mlp-z2.yaml``), else the
     path unchanged (the caller reports it missing)."""
     p = Path(path)
-    if p.exists():
+    if p.is_file():  # a folder of that name (a run called fashion-mlp-z2) does not hide the config
         return p
     parts = p.parts
     if len(parts) == 1 or (len(parts) == 2 and parts[0] == "configs"):
