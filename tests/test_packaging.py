@@ -164,6 +164,13 @@ def test_help_imports_no_heavy_library():
     assert out.stdout.strip().splitlines()[-1] == "LOADED"
 
 
+def test_import_vaelab_does_not_pay_for_a_trainer():
+    code = "import sys, vaelab\nprint('LOADED', *sorted(m for m in ('lightning', 'lightning_fabric', 'pytorch_lightning') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "LOADED"
+
+
 def test_fabric_imports_without_torchmetrics_or_pandas():
     code = (
         "import sys\nfrom vaelab.train.fabric import fabric_class\nF = fabric_class()\n"
