@@ -80,10 +80,13 @@ def one_line(stderr: str) -> str:
 
 def warm_imports() -> None:
     """Import in this process what a training imports lazily, so forked children start at once."""
-    import lightning.fabric  # noqa: F401
     import torch.utils.tensorboard  # noqa: F401
 
     import vaelab.train.callbacks  # noqa: F401
+    import vaelab.train.loggers  # noqa: F401
+    from vaelab.train.fabric import fabric_class
+
+    fabric_class()  # lightning_fabric, as the training imports it
     import vaelab.visualize.grid  # noqa: F401
 
 

@@ -96,6 +96,9 @@ class TrainConfig:
     images_every: int = 1  # write recon/sample grids every N epochs (0: never)
     save_latents: bool = True  # keep the validation latents of each epoch (for the scatter animation)
     eval_batch_size: int = 1000
+    # experiment trackers: tensorboard | csv (RUN/metrics.csv) | wandb | mlflow | none; several with commas
+    logger: str = "tensorboard"
+    logger_project: str = "vaelab"  # W&B project / MLflow experiment of the run
 
 
 @dataclass
@@ -138,6 +141,23 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "trainer.precision": ("32", "bf16-mixed", "16-mixed"),
     "trainer.accelerator": ("auto", "cpu", "cuda", "gpu", "mps"),
 }
+
+# train.logger: one of these, or several joined with commas (tensorboard,csv); see train/loggers.py
+LOGGERS = ("tensorboard", "csv", "wandb", "mlflow", "none")
+
+
+def logger_names(text: str) -> list[str]:
+    """'tensorboard,csv' -> ['tensorboard', 'csv']; an unknown name is a one-line error."""
+    names = [t.strip() for t in str(text).split(",") if t.strip()]
+    for name in names:
+        if name not in LOGGERS:
+            close = difflib.get_close_matches(name, LOGGERS, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise VaelabError(f"'train.logger' has {name!r}", f"{hint}choose from {', '.join(LOGGERS)} (several with commas)")
+    if "none" in names and len(names) > 1:
+        raise VaelabError(f"'train.logger' is {text!r}", "'none' goes alone")
+    return [n for n in names if n != "none"]
+
 
 # (lower bound, inclusive?) for numbers a user can get wrong; checked by `validate`.
 BOUNDS: dict[str, tuple[float, bool]] = {
@@ -311,9 +331,13 @@ def from_dict(data: dict | None, cls: type = Config, prefix: str = "", where: st
 
 def load_yaml(path: str | Path) -> dict:
     """Read a YAML mapping with `yaml.safe_load` (plain data only, never objects)."""
-    p = Path(path)
+    from .recipes import resolve, suggestion
+
+    p = resolve(path)  # a shipped config's name (fashion-mlp-z2) reads the packaged file
     if not p.is_file():
-        raise VaelabError(f"config file not found: {p}", "check the path, or start from one in configs/")
+        close = suggestion(p)
+        hint = f"did you mean '{close}'? " if close else ""
+        raise VaelabError(f"config file not found: {p}", f"{hint}check the path; 'vaelab config list' names the shipped configs")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.constructor.ConstructorError as e:  # e.g. !!python/object: plain YAML only, nothing runs
@@ -398,6 +422,7 @@ def validate(cfg: Config) -> Config:
         if value < low or (not inclusive and value == low):
             op = ">=" if inclusive else ">"
             raise VaelabError(f"'{key}' is {value}, it must be {op} {low:g}", f"set {key} to a valid value")
+    logger_names(cfg.train.logger)  # an unknown tracker name fails here, before training
     if cfg.data.val_fraction >= 1:
         raise VaelabError(f"'data.val_fraction' is {cfg.data.val_fraction}, it must be below 1", "use e.g. 0.1 (10% of train)")
     if cfg.data.channels not in (None, 1, 3):

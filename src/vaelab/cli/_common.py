@@ -43,17 +43,22 @@ def _say_dim(msg: str) -> None:
     console.print(f"[dim]{msg}[/]", highlight=False)
 err_console = Console(stderr=True)
 
+# -h as well as --help, on every command (click passes the names down to sub-commands)
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
 app = typer.Typer(
     name="vaelab",
     help="Variational Autoencoders for images: train, evaluate, look, classify, study.\n\n"
     "Examples:\n\n"
     "  vaelab data info mnist-sample\n\n"
-    "  vaelab train configs/mnist-148-z2.yaml train.epochs=5\n\n"
+    "  vaelab config list\n\n"
+    "  vaelab train mnist-148-z2 train.epochs=5\n\n"
     "  vaelab sample runs/demo -n 64 --out grid.png",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     rich_markup_mode="rich",
+    context_settings=CONTEXT,
 )
 data_app = typer.Typer(help="Look at data sources.", no_args_is_help=True)
 config_app = typer.Typer(help="Show and check configs.", no_args_is_help=True)
@@ -82,6 +87,28 @@ DataOpt = Annotated[int | None, typer.Option(help="Resize to SIZE x SIZE (center
 
 features_app = typer.Typer(help="Domain feature networks for FID (one per dataset and image shape).", no_args_is_help=True)
 app.add_typer(features_app, name="features")
+
+def _complete_config(incomplete: str) -> list[str]:
+    """Shell completion of a config argument: the shipped configs' names, then YAML files and folders."""
+    import glob
+
+    from ..recipes import names
+
+    out = [n for n in names() if n.startswith(incomplete)]
+    for p in sorted(glob.glob(glob.escape(incomplete) + "*")):
+        if Path(p).is_dir() or Path(p).suffix in (".yaml", ".yml"):
+            out.append(p + ("/" if Path(p).is_dir() else ""))
+    return out
+
+
+ConfigArg = Annotated[
+    Path | None,
+    typer.Argument(
+        help="A shipped config's name (vaelab config list) or a YAML file.",
+        show_default=False,
+        autocompletion=_complete_config,
+    ),
+]
 
 Overrides = Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. model.latent_dim=2.", show_default=False)]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or per-epoch lines.")]
@@ -137,6 +164,6 @@ def _int_list(text: str | None, option: str) -> list[int] | None:
 
 
 __all__ = [
-    "DataOpt", "Overrides", "Quiet", "Table", "_int_list", "_pct", "_say_dim", "_split_config_args", "_write_bytes",
+    "ConfigArg", "DataOpt", "Overrides", "Quiet", "Table", "_int_list", "_pct", "_say_dim", "_split_config_args", "_write_bytes",
     "_write_json", "app", "config_app", "console", "data_app", "err_console", "features_app",
 ]

@@ -1,14 +1,13 @@
-"""`vaelab data info` and `vaelab config show`."""
+"""`vaelab data info`, `vaelab config list` and `vaelab config show`."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
-from ._common import DataOpt, Table, _split_config_args, config_app, console, data_app, err_console
+from ._common import ConfigArg, DataOpt, Table, _split_config_args, config_app, console, data_app, err_console
 
 
 @data_app.command("info")
@@ -67,18 +66,54 @@ def data_info(
     console.print(f"source: {info['source']}", markup=False, highlight=False, soft_wrap=True)
 
 
+@config_app.command("list")
+def config_list():
+    """Name the configs that ship with vaelab, one line each (use a name wherever a config file goes).
+
+    Example: vaelab config list, then vaelab train fashion-mlp-z2 or vaelab config show fashion-mlp-z2
+    """
+    from ..recipes import configs_dir, recipes
+
+    found = recipes()
+    if not found:
+        err_console.print(f"no configs in {configs_dir()}", markup=False, highlight=False)
+        return
+    width = max(len(r.name) for r in found) + 2
+    for r in found:
+        line = f"{r.name:<{width}}{'study: ' if r.study else ''}{r.description}"
+        if console.is_terminal:  # one screen line each; piped, the whole line
+            console.print(line, markup=False, highlight=False, no_wrap=True, overflow="ellipsis")
+        else:
+            typer.echo(line)
+
+
 @config_app.command("show")
 def config_show(
-    config: Annotated[Path | None, typer.Argument(help="A YAML config (default: the built-in defaults).")] = None,
+    config: ConfigArg = None,
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="Print a shipped config's file as it is (comments kept), to copy and edit.")] = False,
 ):
-    """Print the full resolved config.
+    """Print the full resolved config (every key), or with --raw the file itself.
 
-    Example: vaelab config show configs/fashion-mlp-z2.yaml model.latent_dim=10
+    Examples:
+
+      vaelab config show fashion-mlp-z2 model.latent_dim=10
+
+      vaelab config show fashion-mlp-z2 --raw > my.yaml
     """
     from ..config import dump_config, load_config
 
     config, overrides = _split_config_args(config, overrides)
+    if raw:
+        from ..config import load_yaml
+        from ..errors import VaelabError
+        from ..recipes import resolve
+
+        if config is None or overrides:
+            raise VaelabError("--raw prints one config file as it is", "give a config name or file and no overrides")
+        load_yaml(config)  # a missing or broken file: the usual one-line error
+        console.out(resolve(config).read_text(encoding="utf-8"), end="", highlight=False)
+        return
     console.print(dump_config(load_config(config, overrides)), markup=False, highlight=False)
 
 

@@ -17,7 +17,7 @@ def evaluate(
     split: Annotated[str | None, typer.Option(help="train, val or test (default: test; val when the data has none).")] = None,
     data: Annotated[str | None, typer.Option(help="Evaluate on this data spec instead of the run's own data.")] = None,
     nll_samples: Annotated[int, typer.Option(help="Importance samples k of the NLL (1000 or 5000 for papers).")] = 100,
-    no_fid: Annotated[bool, typer.Option("--no-fid", help="Skip FID, precision/recall and conditional accuracy.")] = False,
+    fid: Annotated[bool, typer.Option("--fid/--no-fid", help="FID, precision/recall and conditional accuracy (--no-fid skips them).")] = True,
     features: Annotated[str, typer.Option(help="Feature-network folder, or 'auto' (cached; trained when missing).")] = "auto",
     inception: Annotated[Path | None, typer.Option(help="Local Inception-v3 weights file for FID (no download).")] = None,
     max_generated: Annotated[int, typer.Option(help="At most this many generated (and real) images for FID.")] = 10_000,
@@ -47,7 +47,7 @@ def evaluate(
         raise VaelabError(f"--nll-samples is {nll_samples}", "use k >= 1 importance samples (100 by default, 1000+ for papers)")
     if not temperature > 0:
         raise VaelabError(f"--temperature is {temperature}", "use a positive number (1, the default, draws from the samplers themselves)")
-    if inception is not None and no_fid:
+    if inception is not None and not fid:
         raise VaelabError("--inception and --no-fid contradict each other", "drop one of them")
     r = load_run(run, checkpoint=checkpoint)
     result = evaluate_run(
@@ -55,7 +55,7 @@ def evaluate(
         split=split,
         data=data,
         nll_samples=nll_samples,
-        fid=not no_fid,
+        fid=fid,
         features=features,
         inception=inception,
         max_generated=max_generated,
@@ -71,6 +71,9 @@ def evaluate(
     out = Path(r.path) / "eval"
     _write_bytes(out / f"{split}.json", json_bytes(result))
     _write_bytes(out / f"{split}_per_image.npz", npz_bytes(result))
+    from ..train.loggers import log_evaluation
+
+    log_evaluation(r.path, result)  # eval/<split>/... scalars and hparams in the run's TensorBoard
     table = Table(title=f"{r.path} ({Path(result['checkpoint']).name}, epoch {result['epoch']}), {split} split", show_header=False)
     for name, value in summary_rows(result):
         table.add_row(name, value)

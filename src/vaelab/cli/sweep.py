@@ -10,12 +10,15 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..errors import VaelabError
-from ._common import Overrides, Quiet, Table, _split_config_args, _write_bytes, app, console
+from ._common import Overrides, Quiet, Table, _complete_config, _split_config_args, _write_bytes, app, console
 
 
 @app.command()
 def sweep(
-    config: Annotated[Path | None, typer.Argument(help="A config or study YAML (with an optional sweep: section).", show_default=False)] = None,
+    config: Annotated[
+        Path | None,
+        typer.Argument(help="A shipped config's name or a config/study YAML (with an optional sweep: section).", show_default=False, autocompletion=_complete_config),
+    ] = None,
     overrides: Overrides = None,
     grid: Annotated[list[str] | None, typer.Option("--grid", help="KEY=V1,V2,... to vary (repeat: the product).", show_default=False)] = None,
     seeds: Annotated[int | None, typer.Option(help="Train every grid point with this many seeds (mean ± std).", show_default=False)] = None,
@@ -40,14 +43,17 @@ def sweep(
 
       vaelab sweep data.source=mnist-sample --grid model.beta=0.5,1,4 --grid model.latent_dim=2,10 --evaluate
 
-      vaelab sweep configs/fashion-study.yaml                 # the named variants of its sweep: section
+      vaelab sweep fashion-study                 # the named variants of its sweep: section
 
       vaelab sweep data.source=mnist-sample --search --trials 20 --jobs 2
 
-      vaelab sweep configs/fashion-study.yaml --storage postgresql://u:p@db/vaelab --worker   # on each machine
+      vaelab sweep fashion-study --storage postgresql://u:p@db/vaelab --worker   # on each machine
     """
     import shlex
 
+    from ..extras import require
+
+    require("sweep")  # without optuna: one line saying what to install
     import optuna
 
     from ..sweep import (

@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from ..errors import VaelabError
 from ._common import (
+    ConfigArg,
     Overrides,
     Quiet,
     Table,
@@ -24,7 +25,7 @@ from ._common import (
 
 @app.command()
 def train(
-    config: Annotated[Path | None, typer.Argument(help="A YAML config (see configs/).", show_default=False)] = None,
+    config: ConfigArg = None,
     overrides: Overrides = None,
     resume: Annotated[Path | None, typer.Option(help="Continue this run exactly where it stopped.")] = None,
     run_dir: Annotated[Path | None, typer.Option(help="Write the run here (default: out_dir/name).")] = None,
@@ -34,7 +35,9 @@ def train(
 
     Examples:
 
-      vaelab train configs/mnist-148-z2.yaml train.epochs=20
+      vaelab train mnist-148-z2 train.epochs=20     # a shipped config: vaelab config list
+
+      vaelab train my.yaml model.latent_dim=10
 
       vaelab train data.source=fashion-mnist model.arch=conv model.latent_dim=10
 

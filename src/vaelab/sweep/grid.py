@@ -89,6 +89,8 @@ class StudyPlan:
     def identity(self) -> dict:
         """What makes two studies the same study: not the run options (evaluate, classify, source)."""
         base = {k: v for k, v in self.base.items() if k not in RESERVED}
+        if isinstance(base.get("train"), dict):  # the experiment tracker does not change what a trial is
+            base["train"] = {k: v for k, v in base["train"].items() if k not in ("logger", "logger_project")}
         return {"base": base, "grid": self.grid, "variants": self.variants, "seeds": self.seeds, "search": self.search}
 
     def fingerprint(self) -> str:

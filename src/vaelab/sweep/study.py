@@ -62,6 +62,7 @@ KEY, STATUS, WORKER, HEARTBEAT, OVERRIDES, ERROR = "key", "status", "worker", "h
 REUSE_IGNORE = (
     "name", "out_dir", "trainer", "train.epochs", "train.log_every", "train.images_every",
     "train.save_latents", "train.eval_batch_size", "model.image_size", "model.channels", "model.num_classes",
+    "train.logger", "train.logger_project",
 )
 
 

@@ -1,4 +1,4 @@
-"""Callbacks: everything the loop does besides optimising (metrics file, TensorBoard, image grids, latent
+"""Callbacks: everything the loop does besides optimising (metrics file, trackers (loggers.py), image grids, latent
 snapshots, progress). Each sees the loop's `Context`; they run on rank 0 only and never touch the global
 RNG, so a resumed run stays identical to an uninterrupted one.
 """
@@ -58,35 +58,6 @@ class MetricsFile(Callback):
 
 def _jsonable(row: dict) -> dict:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
-
-
-class TensorBoard(Callback):
-    """Scalars per log step and per epoch, and the image grids, under RUN_DIR/tensorboard."""
-
-    def __init__(self):
-        self.writer = None
-
-    def on_fit_start(self, ctx):
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.writer = SummaryWriter(str(ctx.run_dir / "tensorboard"), purge_step=ctx.state.step or None)
-
-    def on_train_batch_end(self, ctx, batch, n_batches, loss, kl_weight):
-        self.writer.add_scalar("step/loss", loss, ctx.state.step)
-        self.writer.add_scalar("step/kl_weight", kl_weight, ctx.state.step)
-
-    def on_epoch_end(self, ctx, row):
-        for k, v in row.items():
-            if "/" in k or k in ("lr", "grad_norm", "kl_weight"):
-                if isinstance(v, (int, float)) and math.isfinite(v):
-                    self.writer.add_scalar(k if "/" in k else f"epoch/{k}", v, row["epoch"])
-        for name, grid in getattr(ctx, "latest_grids", {}).items():
-            self.writer.add_image(name, grid, row["epoch"], dataformats="HWC")
-        self.writer.flush()
-
-    def on_fit_end(self, ctx):
-        if self.writer is not None:
-            self.writer.close()
 
 
 class ImageSnapshots(Callback):
@@ -237,5 +208,16 @@ class Progress(Callback):
 
 
 def default_callbacks(cfg, quiet: bool = False) -> list[Callback]:
-    return [MetricsFile(), ImageSnapshots(), LatentSnapshots(), TensorBoard(), Progress(quiet=quiet)]
+    """metrics.jsonl, image grids, latents, the trackers of ``train.logger`` (loggers.py), progress."""
+    from .loggers import make_loggers
+
+    return [MetricsFile(), ImageSnapshots(), LatentSnapshots(), *make_loggers(cfg), Progress(quiet=quiet)]
+
+
+def __getattr__(name: str):
+    if name == "TensorBoard":  # moved to loggers.py with the other trackers
+        from .loggers import TensorBoard
+
+        return TensorBoard
+    raise AttributeError(name)
 

@@ -430,7 +430,9 @@ class _StoppedEarly(Exception):
 
 def _make_fabric(cfg: Config):
     """Fabric for the trainer config; a setting this machine cannot run is a one-line error."""
-    from lightning.fabric import Fabric
+    from .fabric import fabric_class
+
+    Fabric = fabric_class()  # lightning_fabric, without importing torchmetrics (see fabric.py)
 
     world = cfg.trainer.devices * cfg.trainer.num_nodes
     strategy = cfg.trainer.strategy

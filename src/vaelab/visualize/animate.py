@@ -182,7 +182,9 @@ def encode_mp4(frames: list[np.ndarray], fps: float = 4.0) -> bytes:
     """RGB frames -> H.264 MP4 bytes (imageio-ffmpeg). Frames are padded with white to a multiple of 16
     pixels, which the yuv420p encoder needs."""
     if not video_available():
-        raise VaelabError("MP4 needs imageio and imageio-ffmpeg", "pip install 'vaelab[video]' (GIFs work without it)")
+        from ..extras import require
+
+        require("video")
     import imageio.v3 as iio
 
     if not frames:
