@@ -13,7 +13,7 @@ from ._common import DataOpt, Table, _say_dim, _write_bytes, app, console, featu
 
 @app.command()
 def evaluate(
-    run: Annotated[Path, typer.Argument(help="A run directory.")],
+    run: Annotated[Path, typer.Argument(help="A run directory or a pretrained folder.")],
     split: Annotated[str | None, typer.Option(help="train, val or test (default: test; val when the data has none).")] = None,
     data: Annotated[str | None, typer.Option(help="Evaluate on this data spec instead of the run's own data.")] = None,
     nll_samples: Annotated[int, typer.Option(help="Importance samples k of the NLL (1000 or 5000 for papers).")] = 100,

@@ -12,7 +12,7 @@ from ._common import _int_list, _write_bytes, app, console, err_console
 
 @app.command()
 def plot(
-    run: Annotated[Path, typer.Argument(help="A run directory.", show_default=False)],
+    run: Annotated[Path, typer.Argument(help="A run directory or a pretrained folder.", show_default=False)],
     kinds: Annotated[
         list[str] | None,
         typer.Argument(
@@ -56,7 +56,7 @@ def plot(
 
 @app.command()
 def report(
-    run: Annotated[Path, typer.Argument(help="A run directory.", show_default=False)],
+    run: Annotated[Path, typer.Argument(help="A run directory or a pretrained folder.", show_default=False)],
     open_: Annotated[bool, typer.Option("--open", help="Open the report in the web browser.")] = False,
     dpi: Annotated[int | None, typer.Option(help="Resolution of the embedded figures (default 100).")] = None,
 ):

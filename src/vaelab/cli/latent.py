@@ -32,7 +32,7 @@ def _classifier_params(params: list[str] | None) -> dict:
 
 @app.command()
 def classify(
-    run: Annotated[Path, typer.Argument(help="A run directory.")],
+    run: Annotated[Path, typer.Argument(help="A run directory or a pretrained folder.")],
     method: Annotated[str, typer.Option(help=METHODS_HELP)] = "gmm",
     labels_per_class: Annotated[
         str | None, typer.Option(help="N labels per class from the run's train split (seeded), or 'all'. Default 10.")
@@ -113,7 +113,7 @@ def classify(
 
 @app.command()
 def predict(
-    run: Annotated[Path, typer.Argument(help="A run directory.")],
+    run: Annotated[Path, typer.Argument(help="A run directory or a pretrained folder.")],
     images: Annotated[list[Path] | None, typer.Argument(help="Image files (resized to the model's size).", show_default=False)] = None,
     data: Annotated[str | None, typer.Option(help="Predict every image of this data spec instead.")] = None,
     method: Annotated[str, typer.Option(help="Which saved classifier of the run.")] = "gmm",
@@ -135,9 +135,11 @@ def predict(
         classifiers.make(method)  # the unknown-method error, with a suggestion
     path = fewlabels.classifier_path(run, method)
     if not path.with_name(f"{method}.classifier.json").is_file():
+        from ..pretrained import is_pretrained_dir
         from ..run import require_run_dir
 
-        require_run_dir(run)
+        if not is_pretrained_dir(run):
+            require_run_dir(run)
         raise VaelabError(f"{run} has no saved {method} classifier", f"run vaelab classify {run} --method {method} first")
     meta = classifiers.read_meta(path)
     # the checkpoint the classifier was fitted on (load() refuses it if that checkpoint changed since)

@@ -89,7 +89,7 @@ def _print_fit_summary(result: dict, cfg) -> None:
 
 @app.command()
 def sample(
-    run: Annotated[Path, typer.Argument(help="A run directory.")],
+    run: Annotated[Path, typer.Argument(help="A run directory or a pretrained folder.")],
     n: Annotated[int, typer.Option("-n", help="How many images.")] = 64,
     label: Annotated[str | None, typer.Option(help="Class index or name (conditional models).")] = None,
     out: Annotated[Path, typer.Option(help="PNG file to write.")] = Path("samples.png"),

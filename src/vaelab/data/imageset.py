@@ -18,6 +18,8 @@ SPLITS = ("train", "val", "test")
 
 @dataclass
 class ImageSet:
+    """Images as one uint8 (N, C, H, W) tensor, with optional labels, class names and a split per image."""
+
     images: torch.Tensor  # (N, C, H, W) uint8
     labels: torch.Tensor | None = None  # (N,) int64, or None for an unlabelled set
     class_names: list[str] = field(default_factory=list)
@@ -108,6 +110,44 @@ class ImageSet:
     def numpy_images(self) -> np.ndarray:
         """(N, H, W, C) uint8, the layout of PIL and matplotlib."""
         return self.images.permute(0, 2, 3, 1).cpu().numpy()
+
+    # -- from Python, and in a notebook (memory.py) ------------------------------------------------------
+    @classmethod
+    def from_arrays(cls, train, labels=None, val=None, test=None, **kwargs) -> ImageSet:
+        """An ImageSet from NumPy arrays or torch tensors; see `vaelab.data.memory.from_arrays`.
+
+        ``ImageSet.from_arrays(x, labels=y, val=x_val, val_labels=y_val, class_names=[...])``: uint8 or float
+        in [0, 1], laid out (N, H, W), (N, C, H, W), (N, H, W, C) or flat (N, H*W)."""
+        from .memory import from_arrays
+
+        return from_arrays(train, labels, val, test, **kwargs)
+
+    @classmethod
+    def from_dataset(cls, dataset, class_names=None, image_size: int | None = None) -> ImageSet:
+        """An ImageSet from a torch Dataset of (image, label) pairs or bare images."""
+        from .memory import from_dataset
+
+        return from_dataset(dataset, class_names=class_names, image_size=image_size)
+
+    def __repr__(self) -> str:
+        c, h, w = self.shape
+        counts = ", ".join(f"{k} {v}" for k, v in self.split_counts().items())
+        classes = f", {self.num_classes} classes" if self.labelled else ", unlabelled"
+        src = f", source={self.source!r}" if self.source else ""
+        return f"ImageSet({len(self)} images {c}x{h}x{w}{classes}: {counts}{src})"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        rows = [("images", f"{len(self)} x {self.channels} x {self.image_size} x {self.images.shape[3]} uint8")]
+        rows += [("splits", ", ".join(f"{k} {v}" for k, v in self.split_counts().items()))]
+        if self.labelled:
+            names = ", ".join(self.class_names[:12]) + (" ..." if self.num_classes > 12 else "")
+            rows.append(("classes", f"{self.num_classes}: {names}"))
+        if self.source:
+            rows.append(("source", self.source))
+        body = "".join(f"<tr><th style='text-align:left'>{k}</th><td style='text-align:left'>{html.escape(v)}</td></tr>" for k, v in rows)
+        return f"<table><caption style='text-align:left'><b>ImageSet</b></caption>{body}</table>"
 
 
 def to_float(batch: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import VaelabError
+from ..pretrained import PretrainedMixin
 from .autoregressive import PixelCNNHead
 from .blocks import ARCHS
 from .likelihoods import build_likelihood
@@ -23,7 +24,11 @@ from .posterior import DiagonalGaussian
 from .prior import build_prior
 
 
-class VAE(nn.Module):
+class VAE(PretrainedMixin, nn.Module):
+    """One VAE for every family: encoder -> q(z|x), decoder -> p(x|z), prior and likelihood, from a ModelConfig.
+
+    ``save_pretrained(folder)`` / ``VAE.from_pretrained(folder_or_repo_id)`` (see `vaelab.pretrained`)."""
+
     def __init__(self, cfg):
         super().__init__()
         if cfg.image_size is None or cfg.channels is None:

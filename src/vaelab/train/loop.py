@@ -21,6 +21,7 @@ import torch
 
 from ..config import Config, dump_config, to_dict, validate
 from ..data import ImageSet, from_config, to_float
+from ..data.memory import DATA_FILE, MEMORY_SOURCE, save_npz, saved_run_data
 from ..errors import VaelabError
 from ..models import build, resolve, vae_loss
 from ..run import CHECKPOINTS, CONFIG_FILE
@@ -466,6 +467,7 @@ def fit(
     resume: bool = False,
     callbacks: list | None = None,
     quiet: bool = False,
+    save_data: bool = False,
 ) -> dict:
     """Train a VAE as `cfg` says, writing the run directory; returns a summary dict (`cfg` is not changed).
 
@@ -473,6 +475,7 @@ def fit(
     run, which continues exactly where its last checkpoint stopped. The run directory (lock, disk space),
     data, model and checkpoint are checked here, before any process is started, so every mistake is one
     `VaelabError`; a start that fails before its first checkpoint leaves no run directory behind.
+    ``save_data``: keep the given `data` in ``RUN_DIR/data.npz`` (for ``data.source: memory``, see `vaelab.api.fit`).
     """
     from .rundir import discard_failed_start, first_missing, lock_run_dir, new_run_dir
 
@@ -490,7 +493,7 @@ def fit(
         try:
             with lock_run_dir(run_dir, create=not resume):
                 try:
-                    return _checked_launch(fabric, cfg, run_dir, data, resume, callbacks, quiet)
+                    return _checked_launch(fabric, cfg, run_dir, data, resume, callbacks, quiet, save_data)
                 except BaseException:
                     if not resume:  # a start that failed before its first checkpoint leaves nothing behind
                         discard_failed_start(run_dir, created, before)
@@ -508,14 +511,18 @@ def fit(
             ) from None
 
 
-def _checked_launch(fabric, cfg: Config, run_dir: Path, data, resume: bool, callbacks, quiet: bool) -> dict:
+def _checked_launch(fabric, cfg: Config, run_dir: Path, data, resume: bool, callbacks, quiet: bool, save_data: bool = False) -> dict:
     """With the run directory locked: check it, load the data, build the model, check the checkpoint, train."""
     from .callbacks import default_callbacks
     from .rundir import prepare_run_dir
 
     prepare_run_dir(run_dir, resume=resume)
-    if data is None:
-        data = from_config(cfg.data)  # once, in this process; spawned DDP workers get it shared
+    if data is not None and not isinstance(data, ImageSet):
+        raise VaelabError(f"train.fit takes an ImageSet as data, not a {type(data).__name__}", "use vaelab.fit(config, data): it takes arrays, tensors and Datasets")
+    if data is None:  # once, in this process; spawned DDP workers get it shared
+        data = saved_run_data(run_dir) if cfg.data.source == MEMORY_SOURCE else from_config(cfg.data)
+    elif save_data:  # in-memory data is kept with the run, so every later command scores these images
+        save_npz(data, run_dir / DATA_FILE)
     if not data.has_split("train"):
         raise VaelabError(f"{cfg.data.source} has no training images", "check data.source and data.classes")
     cfg.model = resolve(cfg.model, data)
