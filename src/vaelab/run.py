@@ -133,7 +133,7 @@ class Run:
         return next(self.model.parameters()).device
 
     # -- notebook helpers --------------------------------------------------------------------------------
-    def _images(self, x: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def as_model_input(self, x: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Float (N, C, H, W) in [0, 1] from an ImageSet, or an array/tensor in any layout `from_arrays` takes
         (floats in [0, 1] are used as they are, not rounded to 8 bits)."""
         from .data import ImageSet, to_float
@@ -165,7 +165,7 @@ class Run:
     @torch.no_grad()
     def encode(self, x: Any, labels: Any = None, batch_size: int = 1000) -> torch.Tensor:
         """Posterior means (N, D) of images (an ImageSet, or an array/tensor in any layout from_arrays takes)."""
-        images, given = self._images(x)
+        images, given = self.as_model_input(x)
         y = self._labels(labels, len(images), given)
         out = [self.model.encode(images[i : i + batch_size], None if y is None else y[i : i + batch_size]).mean for i in range(0, len(images), batch_size)]
         return torch.cat(out).cpu()
@@ -173,7 +173,7 @@ class Run:
     @torch.no_grad()
     def reconstruct(self, x: Any, labels: Any = None, batch_size: int = 500) -> torch.Tensor:
         """Reconstructions (N, C, H, W) in [0, 1]: the decoded posterior means of images."""
-        images, given = self._images(x)
+        images, given = self.as_model_input(x)
         y = self._labels(labels, len(images), given)
         out = [self.model.reconstruct(images[i : i + batch_size], None if y is None else y[i : i + batch_size]) for i in range(0, len(images), batch_size)]
         return torch.cat(out).cpu()

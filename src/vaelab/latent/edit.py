@@ -129,22 +129,17 @@ class Edit:
 def edit(run, images, source, target, strength: float = 1.0, latents=None, labels=None) -> Edit:
     """Images moved from set A (`source`) towards set B (`target`) in the run's latent space.
 
-    ``images``: (N, C, H, W) float in [0, 1] or uint8, or an ImageSet. ``latents`` (a `Latents`, default the
+    ``images``: an ImageSet, or an array/tensor (uint8, or float in [0, 1]) in any layout `ImageSet.from_arrays`
+    takes. ``latents`` (a `Latents`, default the
     run's training codes) defines the sets: classes by name/index, or lists of indices. A conditional model
     encodes the images as class A (``labels`` overrides) and decodes them as class B; the vector between
     the two sets' mean codes, times ``strength``, is added in either case."""
-    from ..data import to_float
     from .encode import encode
 
     if not np.isfinite(strength):
         raise VaelabError(f"strength is {strength}", "use a finite number, e.g. 1.0")
     model = run.model
-    x = images.images if hasattr(images, "images") else torch.as_tensor(images)
-    if x.ndim == 3:
-        x = x[None]
-    if tuple(x.shape[1:]) != tuple(model.image_shape):
-        raise VaelabError(f"images of shape {tuple(x.shape[1:])} but the model takes {tuple(model.image_shape)}", "resize them to the model's size")
-    x = to_float(x) if x.dtype == torch.uint8 else x.float()
+    x = run.as_model_input(images)[0]  # any layout from_arrays takes, or an ImageSet; checked against the model
     if latents is None:
         ds = run.data()
         latents = encode(run, ds, split="train" if ds.has_split("train") else None)
