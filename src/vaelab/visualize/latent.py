@@ -149,6 +149,13 @@ def manifold_latents(plane: Plane, grid: int = 20, codes: np.ndarray | None = No
     return plane.points(a.ravel(), b.ravel()), a_values
 
 
+def _tick_labels(values: np.ndarray) -> list[str]:
+    """Tick labels with as many decimals as the spacing needs, so that neighbours never read the same."""
+    step = float(np.min(np.abs(np.diff(values)))) if len(values) > 1 else 1.0
+    digits = 1 if step >= 0.1 else 2 if step >= 0.01 else 3
+    return [f"{v:.{digits}f}" for v in values]
+
+
 def manifold_figure(
     model,
     grid: int = 20,
@@ -189,8 +196,8 @@ def manifold_figure(
     for ax, mosaic, (_, name) in zip(axes, mosaics, panels, strict=False):
         show_image(ax, mosaic)
         ticks = cell_centers(grid, w, pad=0)[::step]
-        ax.set_xticks(ticks, [f"{v:.1f}" for v in a_values[::step]], fontsize=6)
-        ax.set_yticks(cell_centers(grid, h, pad=0)[::step], [f"{v:.1f}" for v in b_values[::-1][::step]], fontsize=6)
+        ax.set_xticks(ticks, _tick_labels(a_values[::step]), fontsize=6)
+        ax.set_yticks(cell_centers(grid, h, pad=0)[::step], _tick_labels(b_values[::-1][::step]), fontsize=6)
         ax.set_xlabel(plane.xlabel, fontsize=8)
         ax.set_ylabel(plane.ylabel, fontsize=8)
         if name is not None:
