@@ -109,3 +109,10 @@ def test_ellipses_are_left_out_above_2d_with_a_note_unless_dims_are_chosen(tmp_p
     assert figs.skip_reason("ellipses") is None
     (_, _, fig), = figs.figures("ellipses")
     assert fig.axes[0].get_xlabel() == "$z_{2}$"
+
+
+def test_study_traversals_of_one_trial_keep_their_title():
+    from vaelab.sweep.figures import traversal_figure
+
+    fig = traversal_figure([("beta-1 (z=2)", np.zeros((2 * 30, 9 * 30, 1), np.uint8))], title="s: latent traversals")
+    assert text_problems(fig) == []
