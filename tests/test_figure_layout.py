@@ -14,9 +14,12 @@ from conftest import tiny_config
 
 def text_problems(fig) -> list[tuple]:
     """Texts drawn outside the figure, and pairs of texts whose boxes overlap (more than a pixel)."""
-    fig.canvas.draw()
-    renderer = fig.canvas.get_renderer()
-    width, height = fig.canvas.get_width_height()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    width, height = canvas.get_width_height()
     boxes = []
     for t in fig.findobj(lambda a: hasattr(a, "get_text") and hasattr(a, "get_window_extent")):
         if t.get_visible() and t.get_text().strip():
