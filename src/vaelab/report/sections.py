@@ -279,7 +279,7 @@ def animations_section(ctx: ReportContext) -> list[str]:
 APPLIES: list[tuple[str, Callable]] = [
     ("model.hidden", lambda c: c.model.arch == "mlp"),
     *[(f"model.{k}", lambda c: c.model.arch == "conv") for k in ("conv_channels", "kernel", "norm", "decoder_norm", "decoder", "res_blocks")],
-    *[(f"model.{k}", lambda c: c.model.pixelcnn_layers > 0) for k in ("pixelcnn_channels", "pixelcnn_kernel")],
+    *[(f"model.{k}", lambda c: c.model.pixelcnn_layers > 0) for k in ("pixelcnn_layers", "pixelcnn_channels", "pixelcnn_kernel")],
     *[(f"model.{k}", lambda c: c.model.likelihood == "gaussian") for k in ("gaussian_scale", "gaussian_sigma")],
     ("model.prior_components", lambda c: c.model.prior == "mog"),
     ("train.warmup_steps", lambda c: c.train.warmup_steps > 0),

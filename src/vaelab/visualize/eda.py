@@ -6,7 +6,16 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from .style import as_images, cell_centers, cell_scale, compose, mosaic_size, new_figure, safe_text, show_image
+from .style import (
+    as_images,
+    cell_centers,
+    cell_scale,
+    compose,
+    mosaic_size,
+    new_figure,
+    safe_text,
+    show_image,
+)
 
 SPLIT_COLORS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
 
