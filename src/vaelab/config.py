@@ -99,6 +99,7 @@ class TrainConfig:
     # experiment trackers: tensorboard | csv (RUN/metrics.csv) | wandb | mlflow | none; several with commas
     logger: str = "tensorboard"
     logger_project: str = "vaelab"  # W&B project / MLflow experiment of the run
+    keep_checkpoints: int | str = 0  # also keep per-epoch checkpoints/epoch_N.ckpt: the newest N, or all
 
 
 @dataclass
@@ -437,6 +438,9 @@ def validate(cfg: Config) -> Config:
         raise VaelabError("'model.hidden' is empty", "give the MLP at least one hidden size, e.g. [512, 256]")
     if cfg.model.arch == "conv" and not cfg.model.conv_channels:
         raise VaelabError("'model.conv_channels' is empty", "give at least one conv layer, e.g. [32, 64, 128]")
+    keep = cfg.train.keep_checkpoints
+    if (isinstance(keep, str) and keep != "all") or (isinstance(keep, int) and keep < 0):
+        raise VaelabError(f"'train.keep_checkpoints' is {keep!r}", "use a number of epochs (0: none) or all, e.g. train.keep_checkpoints=5")
     for key in ("model.hidden", "model.conv_channels"):
         if any(int(v) < 1 for v in flat[key]):
             raise VaelabError(f"'{key}' has a size below 1: {flat[key]}", "every layer needs at least one unit or channel")

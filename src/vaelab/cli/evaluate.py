@@ -23,7 +23,7 @@ def evaluate(
     max_generated: Annotated[int, typer.Option(help="At most this many generated (and real) images for FID.")] = 10_000,
     gmm_components: Annotated[int, typer.Option(help="Components of the ex-post GMM sampler.")] = 10,
     temperature: Annotated[float, typer.Option(help="Spread of z for the generated images (below 1: more typical, less varied).")] = 1.0,
-    checkpoint: Annotated[str, typer.Option(help="best, last, or a .ckpt file.")] = "best",
+    checkpoint: Annotated[str, typer.Option(help="best, last, epoch_N (train.keep_checkpoints), or a .ckpt file.")] = "best",
     batch_size: int = 500,
     seed: int = 0,
 ):

@@ -59,16 +59,19 @@ def report(
     run: Annotated[Path, typer.Argument(help="A run directory or a pretrained folder.", show_default=False)],
     open_: Annotated[bool, typer.Option("--open", help="Open the report in the web browser.")] = False,
     dpi: Annotated[int | None, typer.Option(help="Resolution of the embedded figures (default 100).")] = None,
+    animations: Annotated[bool, typer.Option("--animations/--no-animations", help="Embed the animated GIFs (most of the page's size).")] = True,
 ):
-    """Write RUN/report.html: one self-contained page (data, config, curves, metrics, every figure).
+    """Write RUN/report.html: one self-contained page (headline numbers, data, curves, metrics, every figure, config).
 
     Example: vaelab report runs/mnist-148-z2 --open
+
+    Example: vaelab report runs/mnist-148-z2 --no-animations      # a smaller page, without the GIFs
     """
     from .. import load_run
     from ..report import REPORT_FILE, build_report
 
     r = load_run(run)
-    page = build_report(r, dpi=dpi)
+    page = build_report(r, dpi=dpi, animations=animations)
     path = Path(run) / REPORT_FILE
     _write_bytes(path, page.encode("utf-8"))
     console.print(str(path), markup=False, highlight=False, soft_wrap=True)

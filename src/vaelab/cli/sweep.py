@@ -65,7 +65,7 @@ def sweep(
         study_outputs,
         study_status,
     )
-    from ..sweep.steps import check_available
+    from ..sweep.steps import base_data, check_available
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config, overrides = _split_config_args(config, overrides)
@@ -80,6 +80,14 @@ def sweep(
                   f"{info['running']} running elsewhere); storage {info['storage']}", highlight=False)
     if info["moved_aside"]:
         console.print(f"--force: set aside {len(info['moved_aside'])} trial folder(s) of the old config in {directory / 'replaced'}")
+    data = None
+    if not worker:
+        try:
+            data = base_data(plan)
+        except VaelabError:
+            data = None  # each trial reports its own data error
+    if plan.evaluate and (data is not None or worker):
+        _prepare_feature_net(plan, data, quiet)
     run_workers(plan, directory, storage, jobs=jobs, evaluate=plan.evaluate, classify=plan.classify,
                 on_event=_sweep_event if not quiet else None, show_epochs=jobs == 1 and not quiet)
     if worker:
@@ -93,8 +101,8 @@ def sweep(
     args += [f"--study-dir={study_dir}"] * (study_dir is not None)
     command = "vaelab sweep " + " ".join(shlex.quote(a) for a in args)
     results = build_results(plan, directory, status)
-    for rel, data in study_outputs(plan, directory, status, command, results).items():
-        _write_bytes(directory / rel, data)
+    for rel, blob in study_outputs(plan, directory, status, command, results, data=data).items():
+        _write_bytes(directory / rel, blob)
     _print_results(results, directory)
     elsewhere = sorted(k for k, v in status.items() if v["state"] == "complete" and not (directory / "trials" / k).is_dir())
     if elsewhere:
@@ -133,20 +141,104 @@ def _sweep_event(event: dict) -> None:
     Console().print(text, highlight=False, soft_wrap=True)
 
 
-def _print_results(results, directory: Path) -> None:
-    """The study's table (mean ± std per point with several seeds) as a rich table."""
+def _prepare_feature_net(plan, data, quiet: bool) -> None:
+    """Before the first evaluation: train the FID feature network when none is cached for this data, and
+    say so (it takes minutes), with a progress bar over its epochs and where it is cached."""
+    import re
+
+    from ..sweep.steps import missing_feature_net, train_feature_net
+
+    try:
+        need = missing_feature_net(plan, data)
+    except VaelabError:
+        return  # the evaluation itself will say what is wrong
+    if need is None:
+        return
+    c, h, w = need["shape"]
+    console.print(
+        f"[bold]FID needs a feature network for {escape(need['spec'])} at {c}x{h}x{w}[/]: none is cached yet, so it is "
+        f"trained once now (minutes on a CPU, 10 or more on a full dataset); it is cached in {escape(str(need['path']))} "
+        "and every later evaluation reuses it", highlight=False, soft_wrap=True,
+    )
+    if quiet:
+        train_feature_net(need["spec"], need["shape"])
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(TextColumn("feature network"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[note]}"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False) as bar:
+        task = bar.add_task("features", total=None, note="loading the data")
+
+        def progress(message: str) -> None:
+            found = re.match(r"epoch (\d+)/(\d+): .*?(val accuracy [0-9.]+)?", message)
+            if found:
+                bar.update(task, completed=int(found.group(1)), total=int(found.group(2)), note=found.group(3) or "")
+            elif message.startswith("trained feature network"):
+                bar.update(task, note="done")
+            else:
+                bar.update(task, note=message[:60])
+
+        trained = train_feature_net(need["spec"], need["shape"], progress)
+    console.print(f"feature network {escape(trained.name)} cached in {escape(str(trained.path))}", highlight=False, soft_wrap=True)
+
+
+def fit_columns(headers: list[str], lines: list[list[str]], width: int, keep: int = 1, priority: list[int] | None = None) -> list[int]:
+    """Indices (in table order) of the columns that fit a terminal `width` wide without cutting a value: the
+    first `keep` always, then the others in `priority` order (default left to right) while they fit. A header
+    may wrap at its spaces; a value never does."""
+    def need(i: int) -> int:
+        longest_word = max((len(word) for word in headers[i].split()), default=1)
+        return max([longest_word] + [len(line[i]) for line in lines])
+
+    order = list(range(keep)) + [i for i in (priority or range(len(headers))) if i >= keep]
+    chosen, used = [], 1  # the table's left border
+    for i in order:
+        cost = need(i) + 3  # padding on both sides and a border
+        if i < keep or used + cost <= width:
+            chosen.append(i)
+            used += cost
+    return sorted(chosen)
+
+
+# the study columns a reader looks for first when not all fit the terminal
+FIRST_COLUMNS = ("objective", "test_total", "val_loss", "nll", "ssim", "fid", "accuracy_", "cond_acc")
+
+
+def _print_results(results, directory: Path, width: int | None = None) -> None:
+    """The study's table (mean ± std per point with several seeds) as a rich table, with as many columns as
+    fit the terminal; the others are named below it (all of them are in results.md and report.html)."""
+    import textwrap
+
     from ..sweep.results import cells, visible
 
     rows, columns = (results.summary, results.summary_columns) if results.summary is not None else (results.rows, results.columns)
     cols = [c for c in visible(rows, columns) if c.key not in ("epochs", "train_time_s")]  # in results.md
     if all(r.get("status") == "complete" for r in results.rows):
         cols = [c for c in cols if c.key != "status"]
+    lines = cells(rows, cols, with_std=results.summary is not None)
+    width = width or console.width
+    ident = sum(1 for c in cols if not c.numeric or c.key.startswith(("model.", "data.", "train.", "seed")))
+    rank = {i: next((k for k, p in enumerate(FIRST_COLUMNS) if c.key.startswith(p)), len(FIRST_COLUMNS)) for i, c in enumerate(cols)}
+    priority = sorted(range(len(cols)), key=lambda i: (i >= ident, rank[i], i))  # the varied keys, then the main metrics
+    shown = fit_columns([c.header for c in cols], lines, width, keep=1, priority=priority)
     table = Table(title=f"study results ({len(results.rows)} trials)")
-    for c in cols:
-        table.add_column(c.header, justify="right" if c.numeric else "left")
-    for line in cells(rows, cols, with_std=results.summary is not None):
-        table.add_row(*line)
-    console.print(table)
+    for i in shown:
+        c = cols[i]
+        size = max([len(w) for w in c.header.split()] + [len(line[i]) for line in lines])
+        table.add_column("\n".join(textwrap.wrap(c.header, size)), justify="right" if c.numeric else "left", no_wrap=True, min_width=size)
+    for line in lines:
+        table.add_row(*[line[i] for i in shown])
+    console.print(table, width=width)
+    left = [cols[i].header for i in range(len(cols)) if i not in shown]
+    if left:
+        console.print(f"{len(left)} more column(s) in results.md and report.html: {', '.join(left)}", highlight=False)
     console.print(f"wrote {directory / 'results.csv'}, results.md, figures/, report.html", highlight=False)
 
 

@@ -385,7 +385,10 @@ def ensure_feature_net(
         return load_feature_net(found, device)
     c, s, _ = shape
     if progress:
-        progress(f"no feature network for {spec} at {c}x{s}x{s} yet: training one (vaelab features train {spec}) ...")
+        progress(
+            f"no feature network for {spec} at {c}x{s}x{s} yet: training one once (minutes on a CPU; "
+            f"vaelab features train {spec}); it will be cached in {cache_path(spec, shape)} ..."
+        )
     data = load_training_data(spec, image_size=s, channels=c)
     trained = train_feature_net(data, spec=spec, device=device, progress=progress, **train_kwargs)
     save_feature_net(trained, cache_path(spec, shape))

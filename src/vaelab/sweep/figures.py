@@ -174,7 +174,11 @@ def traversal_figure(panels: list[tuple[str, np.ndarray]], title: str = "latent 
     ncols = ncols or min(n, 4)
     nrows = math.ceil(n / ncols)
     tallest = max(img.shape[0] / img.shape[1] for _, img in panels)
-    fig = _figure(3.4 * ncols, 3.4 * tallest * nrows + 0.6)
+    from ..visualize.style import wrap_title
+
+    width = max(3.4 * ncols, 4.0)
+    text = wrap_title(f"{title} (z = 0; each row sweeps one latent dimension over [-3, 3])", width, 12)
+    fig = _figure(width, 3.4 * tallest * nrows + 0.6 + 0.25 * text.count("\n"))
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     for ax, (name, img) in zip(axes, panels, strict=False):
         ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
@@ -184,5 +188,5 @@ def traversal_figure(panels: list[tuple[str, np.ndarray]], title: str = "latent 
         ax.set_ylabel("latent dim" if ax is axes[0] else "")
     for ax in axes[n:]:
         ax.set_visible(False)
-    fig.suptitle(f"{title} (z = 0; each row sweeps one latent dimension over [-3, 3])")
+    fig.suptitle(text)
     return fig

@@ -49,8 +49,38 @@ def finish_steps(plan: StudyPlan, study_dir: str | Path, status: dict[str, dict]
     return errors
 
 
+def data_overview(plan: StudyPlan, data=None) -> tuple[list[tuple[str, object]], dict[str, bytes]]:
+    """The study data at a glance: (quantity, value) rows (source, images per split and class, shape, pixel
+    statistics) and the class-count and pixel-histogram figures as PNG. ([], {}) when it cannot be loaded."""
+    from ..data.info import summarize
+    from ..errors import VaelabError
+    from ..visualize.eda import class_distribution_figure, pixel_histogram_figure
+
+    try:
+        data = data if data is not None else steps.base_data(plan)
+    except VaelabError as e:
+        return [("data", f"could not be loaded: {e}")], {}
+    info = summarize(data)
+    rows: list[tuple[str, object]] = [
+        ("source", info["source"]),
+        ("images", ", ".join(f"{e['samples']} {s}" for s, e in info["splits"].items())),
+        ("image shape", " x ".join(map(str, info["shape"])) + " (channels x height x width)"),
+        ("pixel mean / std", f"{info['pixel_mean']:.3f} / {info['pixel_std']:.3f} (0..1 scale)"),
+    ]
+    if info["labelled"]:
+        train = info["splits"].get("train", next(iter(info["splits"].values())))
+        counts = ", ".join(f"{name} {n}" for name, n in zip(info["class_names"], train["per_class"], strict=False))
+        rows.append((f"classes ({info['num_classes']})", f"{counts} (train images per class)"))
+    figs = {}
+    if info["labelled"]:
+        counts = {split: entry["per_class"] for split, entry in info["splits"].items()}
+        figs["data_classes"] = png_bytes(class_distribution_figure(counts, list(info["class_names"])))
+    figs["data_pixels"] = png_bytes(pixel_histogram_figure(data.images))
+    return rows, figs
+
+
 def study_outputs(plan: StudyPlan, study_dir: str | Path, status: dict[str, dict], command: str | None = None,
-                  results: Results | None = None) -> dict[str, bytes]:
+                  results: Results | None = None, data=None) -> dict[str, bytes]:
     from .study import TRIALS_DIR
 
     study_dir = Path(study_dir)
@@ -72,7 +102,8 @@ def study_outputs(plan: StudyPlan, study_dir: str | Path, status: dict[str, dict
             chosen[r["trial"]] = study_dir / TRIALS_DIR / r["trial"]
     if chosen:
         figures["traversals"] = png_bytes(traversal_figure(traversal_panels(chosen), title=f"{plan.name}: latent traversals"))
-    for name, png in figures.items():
+    data_rows, data_figures = data_overview(plan, data)
+    for name, png in {**figures, **data_figures}.items():
         files[f"figures/{name}.png"] = png
-    files["report.html"] = study_html(plan, study_dir, results, figures, status, command).encode()
+    files["report.html"] = study_html(plan, study_dir, results, figures, status, command, (data_rows, data_figures)).encode()
     return files

@@ -20,6 +20,7 @@ th,td{border-bottom:1px solid #ddd;padding:.25rem .6rem}th{background:#f4f4f4;te
 td.n{text-align:right;font-variant-numeric:tabular-nums}
 img{max-width:100%;border:1px solid #eee;margin:.5rem 0}
 code{background:#f4f4f4;padding:0 .2rem}.failed{color:#b00}.muted{color:#777}
+.pair{display:flex;flex-wrap:wrap;gap:12px}.pair img{max-width:calc(50% - 8px);min-width:320px}
 """
 
 
@@ -54,8 +55,10 @@ def _plan_lines(plan: StudyPlan) -> list[str]:
 
 
 def study_html(plan: StudyPlan, study_dir: str | Path, results: Results, figures: dict[str, bytes],
-               status: dict[str, dict] | None = None, command: str | None = None) -> str:
-    """The page as a string. `figures`: name -> PNG bytes; links are relative to the study directory."""
+               status: dict[str, dict] | None = None, command: str | None = None,
+               data: tuple[list[tuple[str, object]], dict[str, bytes]] | None = None) -> str:
+    """The page as a string. `figures`: name -> PNG bytes; `data`: the data overview (rows, figures) of
+    `outputs.data_overview`; links are relative to the study directory."""
     from .study import TRIALS_DIR
 
     study_dir = Path(study_dir)
@@ -72,6 +75,14 @@ def study_html(plan: StudyPlan, study_dir: str | Path, results: Results, figures
     if command:
         parts.append(f"<p>Reproduce: <code>{html.escape(command)}</code></p>")
     parts.append("<h2>What varies</h2><ul>" + "".join(f"<li>{line}</li>" for line in _plan_lines(plan)) + "</ul>")
+    if data is not None and (data[0] or data[1]):
+        rows, pngs = data
+        body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+        parts.append(f"<h2>Data</h2><table>{body}</table><div class='pair'>")
+        for name, png in pngs.items():
+            title = {"data_classes": "images per class and split", "data_pixels": "pixel intensities"}.get(name, name)
+            parts.append(f"<img alt='{html.escape(title)}' title='{html.escape(title)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>")
+        parts.append("</div>")
     parts.append("<h2>Results</h2>")
     if results.summary is not None:
         parts.append(f"<h3>Mean ± std over {results.seeds} seeds</h3>")

@@ -149,3 +149,37 @@ def report_trial(run_dir: str | Path) -> Path | None:
 
 def has_report_library() -> bool:
     return _find(REPORT) is not None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# before the first evaluation: the FID feature network (trained once per dataset and shape, then cached)
+
+
+def base_data(plan):
+    """The data of the study's base config (what the trials train on, unless a grid varies data.*)."""
+    from ..config import from_dict
+    from ..data import from_config
+
+    return from_config(from_dict(plan.base).data)
+
+
+def missing_feature_net(plan, data=None) -> dict | None:
+    """When the study evaluates and no FID feature network is cached for its data and image shape yet:
+    {spec, shape, path} of the one the first evaluation would train (minutes on a CPU); else None."""
+    if not plan.evaluate:
+        return None
+    from ..evaluate.features import cache_path, find_cached
+
+    data = data if data is not None else base_data(plan)
+    spec = str(plan.base["data"]["source"])
+    shape = (int(data.channels), int(data.image_size), int(data.image_size))
+    if find_cached(spec, shape) is not None:
+        return None
+    return {"spec": spec, "shape": shape, "path": cache_path(spec, shape)}
+
+
+def train_feature_net(spec: str, shape: tuple[int, int, int], progress: Callable[[str], None] | None = None):
+    """Train and cache the feature network the evaluations will use (as the first `vaelab evaluate` would)."""
+    from ..evaluate.features import ensure_feature_net
+
+    return ensure_feature_net(spec, shape, progress=progress)

@@ -61,7 +61,7 @@ KEY, STATUS, WORKER, HEARTBEAT, OVERRIDES, ERROR = "key", "status", "worker", "h
 # devices, sizes filled in from the data, and train.epochs (a longer study continues the runs).
 REUSE_IGNORE = (
     "name", "out_dir", "trainer", "train.epochs", "train.log_every", "train.images_every",
-    "train.save_latents", "train.eval_batch_size", "model.image_size", "model.channels", "model.num_classes",
+    "train.save_latents", "train.eval_batch_size", "train.keep_checkpoints", "model.image_size", "model.channels", "model.num_classes",
     "train.logger", "train.logger_project",
 )
 

@@ -62,7 +62,8 @@ def _jsonable(row: dict) -> dict:
 
 class ImageSnapshots(Callback):
     """images/recon_epoch_N.png (fixed validation images above their reconstructions) and
-    samples_epoch_N.png (fixed prior draws), every `train.images_every` epochs."""
+    samples_epoch_N.png (fixed prior draws), every `train.images_every` epochs, each titled with its epoch
+    and its rows labelled (input / recon)."""
 
     def __init__(self, n_recon: int = 16, n_samples: int = 64, scale: int = 2):
         self.n_recon, self.n_samples, self.scale = n_recon, n_samples, scale
@@ -70,19 +71,30 @@ class ImageSnapshots(Callback):
     def on_fit_start(self, ctx):
         split = "val" if ctx.data.has_split("val") else "train"
         part = ctx.data.split(split)
+        self.split = split
         idx = spread(len(part), self.n_recon)  # across the split, not its first rows (often one class)
         self.x = to_float(part.images[idx].to(ctx.device))
         self.y = part.labels[idx].to(ctx.device) if part.labels is not None else None
         k = ctx.model.num_classes
-        self.labels = (torch.arange(self.n_samples) % k).to(ctx.device) if ctx.model.conditional else None
+        self.per_class = 0
+        self.labels = None
+        if ctx.model.conditional and k <= 16:  # one row per class, labelled with its name
+            self.per_class = min(16, max(4, self.n_samples // k))
+            self.labels = torch.arange(k).repeat_interleave(self.per_class).to(ctx.device)
+        elif ctx.model.conditional:
+            self.labels = (torch.arange(self.n_samples) % k).to(ctx.device)
         ctx.latest_grids = {}
+
+    def _scale(self, grid) -> int:
+        """Pixels per image pixel: small images (8 px) drawn 4x, large grids as they are."""
+        return 1 if grid.shape[0] >= 400 else max(self.scale, min(4, 32 // self.x.shape[-1]))
 
     @torch.no_grad()
     def on_epoch_end(self, ctx, row):
         every = ctx.cfg.train.images_every
         if not every or row["epoch"] % every:
             return
-        from ..visualize.grid import make_grid, png_bytes
+        from ..visualize.grid import labelled_png, make_grid
 
         model = ctx.model
         was = model.training
@@ -96,16 +108,28 @@ class ImageSnapshots(Callback):
             pairs += [self.x[s : s + cols], recon[s : s + cols]]
         recon_grid = make_grid(torch.cat(pairs), nrow=cols)
         g = torch.Generator().manual_seed(1234)  # the same prior draws every epoch (a learned prior moves them)
-        z = model.prior.sample(self.n_samples, self.labels, generator=g).to(ctx.device)
+        n = len(self.labels) if self.labels is not None else self.n_samples
+        z = model.prior.sample(n, self.labels, generator=g).to(ctx.device)
         samples = model.generate(z, self.labels)
-        nrow = model.num_classes if model.conditional and model.num_classes <= 16 else 8
+        nrow = self.per_class or 8
         sample_grid = make_grid(samples, nrow=nrow)
         model.train(was)
         out = ctx.run_dir / "images"
         out.mkdir(exist_ok=True)
-        for name, grid in (("recon", recon_grid), ("samples", sample_grid)):
-            data = png_bytes(grid, self.scale if grid.shape[0] < 400 else 1)
-            atomic_write(out / f"{name}_epoch_{row['epoch']}.png", lambda f, d=data: f.write(d))
+        epoch, split = row["epoch"], self.split
+        h, w = self.x.shape[2:]
+        band = [(2 + r * (h + 2), 2 + r * (h + 2) + h, "input" if r % 2 == 0 else "recon") for r in range(len(pairs))]
+        recon_png = labelled_png(
+            recon_grid, f"epoch {epoch}: {split} inputs above their reconstructions", band, scale=self._scale(recon_grid)
+        )
+        rows = None
+        if self.per_class:
+            names = list(ctx.data.class_names) or [str(k) for k in range(model.num_classes)]
+            rows = [(2 + r * (h + 2), 2 + r * (h + 2) + h, str(names[r])[:12]) for r in range(model.num_classes)]
+        what = "one row per class" if rows else "the same draws every epoch"
+        samples_png = labelled_png(sample_grid, f"epoch {epoch}: samples from the prior ({what})", rows, scale=self._scale(sample_grid))
+        for name, data in (("recon", recon_png), ("samples", samples_png)):
+            atomic_write(out / f"{name}_epoch_{epoch}.png", lambda f, d=data: f.write(d))
         ctx.latest_grids = {"recon": recon_grid, "samples": sample_grid}
 
 

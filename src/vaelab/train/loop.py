@@ -12,6 +12,7 @@ import copy
 import errno
 import math
 import os
+import re
 import signal
 import time
 from dataclasses import asdict, dataclass, field
@@ -281,6 +282,26 @@ def _save(ctx: Context, optimizer, scheduler, names: tuple[str, ...] = ("last",)
             link_checkpoint(first, path)
     except OSError as e:
         raise _save_error(e, path, ctx.run_dir) from None
+
+
+EPOCH_CHECKPOINT = re.compile(r"epoch_(\d+)\.ckpt")
+
+
+def keep_epoch_checkpoint(run_dir: Path, epoch: int, keep: int | str) -> None:
+    """train.keep_checkpoints: checkpoints/epoch_N.ckpt holds the bytes of this epoch's last.ckpt (a hard
+    link or copy, renamed into place atomically); beyond `keep` (a number, or 'all') the oldest go."""
+    if not keep:
+        return
+    folder = run_dir / CHECKPOINTS
+    path = folder / f"epoch_{epoch}.ckpt"
+    try:
+        link_checkpoint(folder / "last.ckpt", path)
+        if keep != "all":
+            found = sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := EPOCH_CHECKPOINT.fullmatch(p.name)))
+            for _, old in found[: max(0, len(found) - int(keep))]:
+                old.unlink(missing_ok=True)
+    except OSError as e:
+        raise _save_error(e, path, run_dir) from None
 
 
 def _save_error(e: OSError, path: Path, run_dir: Path) -> VaelabError:
@@ -706,6 +727,8 @@ def _train(fabric, cfg: Config, run_dir: Path, data: ImageSet, resume: bool, cal
                 cb.on_epoch_end(ctx, row)
             # the last epoch's checkpoint already holds the final state (stop reason, time)
             _save(ctx, optimizer, scheduler, ("last", "best") if improved else ("last",))
+            if fabric.is_global_zero:
+                keep_epoch_checkpoint(run_dir, state.epoch, cfg.train.keep_checkpoints)
             if state.stop_reason:
                 break
     except _Interrupt:

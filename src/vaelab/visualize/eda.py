@@ -6,7 +6,16 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from .style import as_images, cell_centers, compose, mosaic_size, new_figure, safe_text, show_image
+from .style import (
+    as_images,
+    cell_centers,
+    cell_scale,
+    compose,
+    mosaic_size,
+    new_figure,
+    safe_text,
+    show_image,
+)
 
 SPLIT_COLORS = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
 
@@ -109,7 +118,7 @@ def examples_figure(images, labels, class_names: list[str], per_class: int = 8, 
             rows.append(row)
             names.append(safe_text(name))
         mosaic = compose(np.concatenate(rows), per_class)
-    width, height = mosaic_size(mosaic, scale, extra=(1.4, 0.6))
+    width, height = mosaic_size(mosaic, cell_scale(x.shape[-1], scale, min_cell=28), extra=(1.4, 0.6))
     fig = new_figure(width, height)
     ax = fig.subplots()
     show_image(ax, mosaic)

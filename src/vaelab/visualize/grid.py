@@ -45,3 +45,49 @@ def png_bytes(grid: np.ndarray, scale: int = 1) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def labelled_png(
+    grid: np.ndarray,
+    title: str,
+    rows: list[tuple[int, int, str]] | None = None,
+    columns: list[tuple[int, int, str]] | None = None,
+    scale: int = 1,
+) -> bytes:
+    """A grid as PNG with its title above, a label left of each band of rows and over each band of columns.
+
+    rows / columns: (first pixel, last pixel, label) in the grid's own pixels (before `scale`). The canvas
+    grows to fit the labels (never the images), so an 8-px grid still shows its whole title. The title is
+    also stored as the PNG's Title text chunk. Uses Pillow only (training does not load matplotlib).
+    """
+    from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
+
+    img = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).convert("RGB")
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    title_font, font = ImageFont.load_default(size=13), ImageFont.load_default(size=11)
+    probe = ImageDraw.Draw(img)
+
+    def size(text, f):
+        left, top, right, bottom = probe.textbbox((0, 0), text, font=f)
+        return right - left, bottom - top
+
+    left = max([0] + [size(t, font)[0] + 10 for _, _, t in rows or []])
+    col_band = 16 if columns else 0
+    top = size(title, title_font)[1] + 12 + col_band
+    width = max(left + img.width + 4, size(title, title_font)[0] + 12)
+    canvas = Image.new("RGB", (width, top + img.height + 4), "white")
+    canvas.paste(img, (left, top))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((6, 4), title, fill="black", font=title_font)
+    for a, b, text in rows or []:
+        w, h = size(text, font)
+        draw.text((left - w - 6, top + (a + b) * scale / 2 - h / 2 - 2), text, fill=(60, 60, 60), font=font)
+    for a, b, text in columns or []:
+        w, _ = size(text, font)
+        draw.text((left + (a + b) * scale / 2 - w / 2, top - col_band), text, fill=(60, 60, 60), font=font)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Title", title)
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG", pnginfo=info)
+    return buf.getvalue()

@@ -8,7 +8,20 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from .style import as_images, cell_centers, compose, mosaic_size, new_figure, safe_text, show_image
+from .style import (
+    DPI,
+    MAX_PX,
+    as_images,
+    cell_centers,
+    cell_scale,
+    compose,
+    mosaic_size,
+    new_figure,
+    safe_text,
+    show_image,
+    text_px,
+    wrap_title,
+)
 
 
 def _float_images(images) -> torch.Tensor:
@@ -71,31 +84,47 @@ def recon_figure(
     ncols = max(1, min(ncols, n))
     blocks = max(1, math.ceil(n / ncols))
     h, w = x.shape[2:]
+    values = [f"{v:.2f}" for v in ssim]
+    names = [_short(safe_text(v)) for v in labels] if labels is not None else []
+    # cells wide enough for their captions: 8-px images are enlarged, large ones shrunk to MAX_PX
+    scale = cell_scale(w, scale, values + names, fontsize=7)
     first = compose(np.concatenate([x[:ncols], xhat[:ncols]]), ncols)
-    width, height = mosaic_size(first, scale, extra=(1.4, 0.9))
-    fig = new_figure(width, height * blocks + 0.4)
+    width, height = mosaic_size(first, scale, extra=(1.4, 0.55 + 0.15 * (labels is not None)))
+    mean = float(np.mean(ssim)) if len(ssim) else float("nan")
+    width = max(width, 3.6)
+    title = wrap_title(f"Reconstructions (posterior mean), mean SSIM of these {n}: {mean:.3f}", width)
+    fig = new_figure(width, height * blocks + 0.25 + 0.2 * (title.count("\n") + 1))
     axes = fig.subplots(blocks, 1, squeeze=False)[:, 0]
     for b, ax in enumerate(axes):
         s, e = b * ncols, min(n, (b + 1) * ncols)
         show_image(ax, compose(np.concatenate([x[s:e], xhat[s:e]]), ncols))
-        ax.set_xticks(cell_centers(e - s, w), [f"SSIM {v:.2f}" for v in ssim[s:e]], fontsize=7)
+        ax.set_xticks(cell_centers(e - s, w), values[s:e], fontsize=7)
+        ax.set_xlabel("SSIM of each reconstruction", fontsize=7, labelpad=2)
         ax.set_yticks(cell_centers(2, h), ["original", "reconstruction"], fontsize=8)
-        ax.tick_params(length=0)
+        ax.tick_params(length=0, pad=2)
         if labels is not None:
             top = ax.secondary_xaxis("top")
-            top.set_xticks(cell_centers(e - s, w), [safe_text(v) for v in labels[s:e]], fontsize=7)
-            top.tick_params(length=0)
+            top.set_xticks(cell_centers(e - s, w), names[s:e], fontsize=7)
+            top.tick_params(length=0, pad=2)
             top.spines["top"].set_visible(False)
-    mean = float(np.mean(ssim)) if len(ssim) else float("nan")
-    fig.suptitle(f"Reconstructions (posterior mean), mean SSIM of these {n}: {mean:.3f}", fontsize=10)
+    fig.suptitle(title, fontsize=10)
     return fig
+
+
+def _short(text: str, limit: int = 12) -> str:
+    """A label cut to `limit` characters (with an ellipsis), so one long class name cannot widen every cell."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 def samples_figure(panels: dict[str, object], nrow: int = 8, scale: float = 2.0) -> Figure:
     """Side-by-side sample grids, one axes per panel: {title: images (N, C, H, W)} (prior, GMM, ...)."""
     mosaics = {title: compose(images, nrow) for title, images in panels.items()}
     first = next(iter(mosaics.values()))
-    width, height = mosaic_size(first, scale, extra=(0.3, 0.6))
+    size = as_images(next(iter(panels.values()))[:1]).shape[-1]
+    width, height = mosaic_size(first, cell_scale(size, scale, min_cell=24), extra=(0.3, 0.6))
+    shrink = min(1.0, MAX_PX / DPI / (width * len(mosaics)))  # side by side, all panels within MAX_PX
+    width, height = width * shrink, (height - 0.6) * shrink + 0.6
+    width = max([width] + [text_px(t, 9) / 100 + 0.4 for t in mosaics])  # every panel title fits its panel
     fig = new_figure(width * len(mosaics), height)
     axes = fig.subplots(1, len(mosaics), squeeze=False)[0]
     for ax, (title, mosaic) in zip(axes, mosaics.items(), strict=False):
@@ -113,7 +142,7 @@ def conditional_samples_figure(images, class_names: list[str], scale: float = 2.
     k, m = arr.shape[:2]
     images = as_images(arr.reshape(k * m, *arr.shape[2:]))
     mosaic = compose(images, m)
-    width, height = mosaic_size(mosaic, scale, extra=(1.4, 0.6))
+    width, height = mosaic_size(mosaic, cell_scale(images.shape[-1], scale, min_cell=24), extra=(1.4, 0.6))
     fig = new_figure(width, height)
     ax = fig.subplots()
     show_image(ax, mosaic)

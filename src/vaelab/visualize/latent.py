@@ -13,12 +13,14 @@ from .images import decode
 from .style import (
     as_images,
     cell_centers,
+    cell_scale,
     class_colors,
     compose,
     mosaic_size,
     new_figure,
     safe_text,
     show_image,
+    wrap_title,
 )
 
 # ---------------------------------------------------------------------------------------------------------
@@ -116,12 +118,42 @@ def ppf_grid(n: int, lo: float = 0.05, hi: float = 0.95) -> np.ndarray:
 # manifold
 
 
-def manifold_latents(plane: Plane, grid: int = 20) -> tuple[np.ndarray, np.ndarray]:
+CODE_QUANTILES = (0.01, 0.99)  # the manifold grid spans these quantiles of the posterior means
+
+
+def manifold_axes(plane: Plane, grid: int = 20, codes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """The grid values along the plane's two axes and a phrase saying where the range comes from.
+
+    With `codes` (posterior means (N, D) of real images) each axis runs evenly between the 1st and 99th
+    percentiles of the codes projected on the plane: where the encoder puts images (a beta < 1 model spreads
+    them to +-4 and more, far beyond the prior's bulk). Without codes: the prior's 5-95% range, spaced by the
+    inverse normal CDF (equal prior mass per cell)."""
+    if codes is None or len(codes) < 2:
+        values = ppf_grid(grid)
+        return values, values.copy(), "inverse-normal-CDF grid over the prior's 5-95% range"
+    ab = plane.project(np.asarray(codes, dtype=np.float64))
+    lo, hi = np.quantile(ab, CODE_QUANTILES, axis=0)
+    flat = hi - lo < 1e-6  # an axis the encoder does not use: a unit range around its value
+    lo, hi = np.where(flat, lo - 0.5, lo), np.where(flat, hi + 0.5, hi)
+    q0, q1 = (round(q * 100) for q in CODE_QUANTILES)
+    phrase = f"range: {q0}st-{q1}th percentile of {len(ab)} posterior means"
+    return np.linspace(lo[0], hi[0], grid), np.linspace(lo[1], hi[1], grid), phrase
+
+
+def manifold_latents(plane: Plane, grid: int = 20, codes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Latent points of a grid x grid manifold, row-major with the top row at the largest b (so the picture
-    has the orientation of a scatter plot). Returns (z (grid*grid, D), coordinates (grid,))."""
-    values = ppf_grid(grid)
-    b, a = np.meshgrid(values[::-1], values, indexing="ij")  # (grid, grid): rows b descending, cols a
-    return plane.points(a.ravel(), b.ravel()), values
+    has the orientation of a scatter plot). Returns (z (grid*grid, D), coordinates along a (grid,)); the
+    range is the prior's, or that of `codes` (see `manifold_axes`)."""
+    a_values, b_values, _ = manifold_axes(plane, grid, codes)
+    b, a = np.meshgrid(b_values[::-1], a_values, indexing="ij")  # (grid, grid): rows b descending, cols a
+    return plane.points(a.ravel(), b.ravel()), a_values
+
+
+def _tick_labels(values: np.ndarray) -> list[str]:
+    """Tick labels with as many decimals as the spacing needs, so that neighbours never read the same."""
+    step = float(np.min(np.abs(np.diff(values)))) if len(values) > 1 else 1.0
+    digits = 1 if step >= 0.1 else 2 if step >= 0.01 else 3
+    return [f"{v:.{digits}f}" for v in values]
 
 
 def manifold_figure(
@@ -130,8 +162,11 @@ def manifold_figure(
     plane: Plane | None = None,
     classes: list[tuple[int, str]] | None = None,
     scale: float = 1.5,
+    codes: np.ndarray | None = None,
 ) -> Figure:
-    """Decoded images on a grid x grid of latent points spaced by the inverse normal CDF.
+    """Decoded images on a grid x grid of latent points: over the range of `codes` (posterior means, N x D:
+    their 1st-99th percentiles on the plane) when given, else over the prior's 5-95% range spaced by the
+    inverse normal CDF. The title says which.
 
     `plane` defaults to latent dims 0 and 1 (a 2-D model's whole latent space). A conditional model decodes
     the same grid once per (index, name) in `classes`: one axes per class. Otherwise one axes, one image
@@ -141,7 +176,8 @@ def manifold_figure(
         raise VaelabError(f"the manifold grid is {grid} x {grid}", "use a grid of at least 2")
     if plane is None:
         plane = prior_plane(model)
-    z, values = manifold_latents(plane, grid)
+    a_values, b_values, spacing = manifold_axes(plane, grid, codes)
+    z, _ = manifold_latents(plane, grid, codes)
     panels = classes if model.conditional else [(None, None)]
     if model.conditional and not classes:
         panels = [(k, str(k)) for k in range(model.num_classes)]
@@ -149,25 +185,26 @@ def manifold_figure(
     for k, _ in panels:
         y = None if k is None else np.full(len(z), k)
         mosaics.append(compose(decode(model, z, y), grid, pad=0))
-    width, height = mosaic_size(mosaics[0], scale, extra=(0.9, 0.9))
+    h, w = model.image_shape[1:]
+    width, height = mosaic_size(mosaics[0], cell_scale(w, scale, min_cell=14), extra=(0.9, 0.9))
     cols = min(len(mosaics), 4)
     rows = -(-len(mosaics) // cols)
-    fig = new_figure(width * cols, height * rows)
+    title = wrap_title(f"Decoded latent manifold ({grid} x {grid}; {spacing})", max(width * cols, 3.0))
+    fig = new_figure(max(width * cols, 3.0), height * rows + 0.2 * title.count("\n"))
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    h, w = model.image_shape[1:]
     step = 1 if grid <= 12 else 2
     for ax, mosaic, (_, name) in zip(axes, mosaics, panels, strict=False):
         show_image(ax, mosaic)
         ticks = cell_centers(grid, w, pad=0)[::step]
-        ax.set_xticks(ticks, [f"{v:.1f}" for v in values[::step]], fontsize=6)
-        ax.set_yticks(cell_centers(grid, h, pad=0)[::step], [f"{v:.1f}" for v in values[::-1][::step]], fontsize=6)
+        ax.set_xticks(ticks, _tick_labels(a_values[::step]), fontsize=6)
+        ax.set_yticks(cell_centers(grid, h, pad=0)[::step], _tick_labels(b_values[::-1][::step]), fontsize=6)
         ax.set_xlabel(plane.xlabel, fontsize=8)
         ax.set_ylabel(plane.ylabel, fontsize=8)
         if name is not None:
             ax.set_title(f"class {safe_text(name)}", fontsize=9)
     for ax in axes[len(mosaics) :]:
         ax.set_visible(False)
-    fig.suptitle(f"Decoded latent manifold ({grid} x {grid}, inverse-normal-CDF grid)", fontsize=10)
+    fig.suptitle(title, fontsize=10)
     return fig
 
 
@@ -354,7 +391,8 @@ def traversal_grid_figure(images, row_labels: list[str], values: np.ndarray, tit
     x = as_images(images)
     s = len(values)
     mosaic = compose(x, s)
-    width, height = mosaic_size(mosaic, scale, extra=(1.3, 0.9))
+    width, height = mosaic_size(mosaic, cell_scale(x.shape[-1], scale, [f"{v:+.1f}" for v in values], min_cell=24), extra=(1.3, 0.9))
+    title = wrap_title(title, width, 9)
     fig = new_figure(width, height)
     ax = fig.subplots()
     _draw_traversal(ax, mosaic, x.shape[2:], row_labels, values)
@@ -457,14 +495,15 @@ def interpolation_figure(
     x = np.concatenate(rows)
     cols = len(rows[0])
     mosaic = compose(x, cols)
-    width, height = mosaic_size(mosaic, scale, extra=(1.2, 0.9))
+    ts = [f"{t:.2f}" for t in np.linspace(0, 1, steps)]
+    if endpoints is not None:
+        ts = [safe_text(names[0])] + ts + [safe_text(names[1])]
+    width, height = mosaic_size(mosaic, cell_scale(x.shape[-1], scale, ts, fontsize=7), extra=(1.2, 0.9))
     fig = new_figure(width, height)
     ax = fig.subplots()
     show_image(ax, mosaic)
     h, w = x.shape[2:]
-    ts = [f"{t:.2f}" for t in np.linspace(0, 1, steps)]
     if endpoints is not None:
-        ts = [safe_text(names[0])] + ts + [safe_text(names[1])]
         from matplotlib.patches import Rectangle
 
         for r in range(len(methods)):  # frame the two originals so they read apart from decoded images

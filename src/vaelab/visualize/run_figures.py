@@ -166,6 +166,7 @@ class RunFigures:
         self.image_index = tuple(int(i) for i in image_index) if image_index else None
         self.grid = grid
         self.seed = seed
+        self.captions: dict[str, str] = {}  # figure stem -> caption that depends on how it was drawn
 
     # -- shared inputs -----------------------------------------------------------------------------------
     @cached_property
@@ -250,8 +251,16 @@ class RunFigures:
         if kind == "ellipses":
             if isinstance(self.gmm, Skip):
                 return self.gmm
-            if self.model.latent_dim < 2:
+            d = self.model.latent_dim
+            if d < 2:
                 return Skip("ellipses need a latent space of 2 or more dimensions")
+            if d > 2 and not (self.dims and len(self.dims) >= 2):
+                # projected on any plane, the components of a higher-D mixture pile up into one unreadable tangle
+                return Skip(
+                    f"the GMM's components live in the {d}-D latent space and overlap into a tangle on any 2-D "
+                    "projection, so the figure is drawn for 2-D latents (the confusion matrix shows how well it classifies)",
+                    f"to see two latent dimensions anyway: vaelab plot {run_dir} ellipses --dims 0,1",
+                )
         if kind == "confusion" and not any("confusion" in r for r in self.classify.values()):
             return Skip("no classification results with a confusion matrix", f"run: vaelab classify {run_dir} --method gmm")
         if kind == "budget":
@@ -365,7 +374,16 @@ class RunFigures:
         if self.model.conditional:
             names = self.class_names or [str(i) for i in range(self.model.num_classes)]
             classes = list(enumerate(names))[:12]
-        fig = manifold_figure(self.model, grid, self._plane(), classes)
+        # the grid covers where the encoder puts the evaluation images (their posterior means), not just the
+        # prior's bulk: a beta < 1 model spreads its codes far beyond +-1.6
+        codes = self.latents.z if self.data_error is None and len(self.split) >= 2 else None
+        fig = manifold_figure(self.model, grid, self._plane(), classes, codes=codes)
+        self.captions["manifold"] = (
+            f"images decoded on an evenly spaced grid between the 1st and 99th percentiles of the posterior means "
+            f"of {len(codes)} {self.split_name} images (projected on the plane)"
+            if codes is not None
+            else "images decoded on a grid over the prior's 5-95% range, spaced by the inverse normal CDF (the data could not be encoded)"
+        )
         return [("manifold", "Decoded latent manifold", fig)]
 
     def _fig_scatter(self):

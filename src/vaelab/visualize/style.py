@@ -88,6 +88,30 @@ def show_image(ax, mosaic: np.ndarray) -> None:
     ax.set_yticks([])
 
 
+MIN_CELL = 36  # smallest on-screen size of one image of a mosaic, in pixels (8-px images are enlarged)
+
+
+def text_px(text, fontsize: float, dpi: int = DPI) -> float:
+    """About how wide `text` draws in pixels (DejaVu Sans averages ~0.6 em per character)."""
+    return max((len(line) for line in str(text).split("\n")), default=0) * fontsize * 0.6 * dpi / 72
+
+
+def cell_scale(size: int, scale: float = 2.0, labels=(), fontsize: float = 7, min_cell: float = MIN_CELL) -> float:
+    """Screen pixels per image pixel for cells of `size` pixels: `scale`, raised so that a cell is at least
+    `min_cell` pixels and as wide as the longest of the `labels` drawn under or over it (so tick labels of
+    small images do not run into each other). `mosaic_size` still caps the whole figure at MAX_PX."""
+    need = max([min_cell] + [text_px(t, fontsize) + 6 for t in labels])
+    return max(scale, need / max(size, 1))
+
+
+def wrap_title(text: str, width_in: float, fontsize: float = 10, dpi: int = DPI) -> str:
+    """`text` broken into lines that fit a figure `width_in` inches wide (a title is never cut off)."""
+    import textwrap
+
+    chars = max(12, int((width_in * dpi - 10) / (fontsize * 0.6 * dpi / 72)))
+    return "\n".join(textwrap.wrap(text, chars)) if len(text) > chars else text
+
+
 def mosaic_size(mosaic: np.ndarray, scale: float = 2.0, dpi: int = DPI, extra: tuple[float, float] = (0.6, 0.6)):
     """Inches for a figure showing `mosaic` at about `scale` screen pixels per image pixel, plus margins."""
     h, w = mosaic.shape[:2]

@@ -1,26 +1,18 @@
-"""One self-contained HTML page per run: data, config, training, evaluation, classification, every figure.
+"""The report's HTML layout: CSS, escaping, number formats, tables, figures, notes, collapsed raw values,
+the headline card and the page. Section builders (`sections.py`) produce fragments with these; nothing here
+knows what a run is.
 
-`build_report(run)` returns the page as a string; `vaelab report RUN` writes it to RUN/report.html. Images
-are embedded as base64 data URIs (the page reads offline, from any folder, and prints with its own print
-CSS); the page has no scripts. Every string that comes from data (class names, JSON keys and values, the
-config, file names) goes through `html.escape`: class names come from folder names, which users control.
+Images are embedded as base64 data URIs (the page reads offline, from any folder, and prints with its own
+print CSS); the page has no scripts. Every string that comes from data (class names, JSON keys and values,
+the config, file names) goes through `esc`: class names come from folder names, which users control.
 """
 
 from __future__ import annotations
 
 import base64
-import datetime
 import html
+import json
 import math
-from pathlib import Path
-
-from . import __version__
-from .errors import VaelabError
-from .visualize import animate as anim
-from .visualize.run_figures import RunFigures, Skip, read_json_dir
-from .visualize.style import figure_bytes
-
-REPORT_FILE = "report.html"
 
 CSS = """
 :root { --fg: #1d232a; --muted: #5b6670; --line: #d8dde2; --accent: #1f6feb; --bg-soft: #f5f7f9; }
@@ -44,6 +36,15 @@ pre { background: var(--bg-soft); border: 1px solid var(--line); border-radius: 
 code { font-size: 0.92em; background: var(--bg-soft); padding: 1px 4px; border-radius: 3px; }
 .note { border-left: 3px solid var(--line); padding: 4px 10px; margin: 8px 0; background: #fafbfc; }
 .grid2 { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 8px 24px; }
+.meta { color: var(--muted); font-size: 0.9em; margin: 2px 0 10px; } .meta b { color: var(--fg); font-weight: 600; }
+.cards { display: flex; flex-wrap: wrap; gap: 10px; margin: 14px 0 6px; }
+.card { border: 1px solid var(--line); border-radius: 8px; padding: 8px 14px 9px; min-width: 150px; background: var(--bg-soft); }
+.card .label { font-size: 0.82em; color: var(--muted); text-transform: uppercase; letter-spacing: 0.03em; }
+.card .value { font-size: 1.65em; font-weight: 650; font-variant-numeric: tabular-nums; line-height: 1.25; }
+.card .detail { font-size: 0.8em; color: var(--muted); }
+details { margin: 8px 0 14px; border: 1px solid var(--line); border-radius: 6px; padding: 4px 10px; }
+details > summary { cursor: pointer; color: var(--muted); font-size: 0.92em; }
+td.unit { color: var(--muted); font-size: 0.9em; }
 @page { size: A4; margin: 14mm 12mm; }
 @media print {
   body { max-width: none; padding: 0; font-size: 10pt; }
@@ -53,22 +54,10 @@ code { font-size: 0.92em; background: var(--bg-soft); padding: 1px 4px; border-r
   figure img { max-height: 240mm; width: auto; max-width: 100%; border: none; }
   a { color: inherit; text-decoration: none; }
   .grid2 { display: block; }
+  details > *:not(summary) { display: none; }
+  .card { break-inside: avoid; }
 }
 """
-
-SECTIONS = (
-    ("data", "Dataset"),
-    ("training", "Training"),
-    ("evaluation", "Evaluation"),
-    ("classification", "Classification"),
-    ("reconstructions", "Reconstructions"),
-    ("samples", "Samples"),
-    ("latent", "Latent space"),
-    ("traversals", "Traversals and interpolation"),
-    ("animations", "Animations"),
-    ("config", "Config"),
-)
-
 
 def esc(value) -> str:
     """Any value as escaped HTML text (quotes too, so it is safe inside attributes)."""
@@ -225,169 +214,62 @@ def note(text: str, command: str | None = None) -> str:
     return f'<p class="note">{esc(text)}.{cmd}</p>'
 
 
-class _Page:
-    """Collects sections; figures are drawn on demand through one RunFigures (shared data and latents)."""
-
-    def __init__(self, run, figs: RunFigures, dpi: int | None):
-        self.run, self.figs, self.dpi = run, figs, dpi
-        self.sections: dict[str, list[str]] = {key: [] for key, _ in SECTIONS}
-
-    def add(self, section: str, text: str) -> None:
-        self.sections[section].append(text)
-
-    def figures(self, section: str, kind: str, missing: str | None = None) -> None:
-        """Draw one kind of figure into a section, or say why it is absent (and what produces it)."""
-        skip = self.figs.skip_reason(kind)
-        if skip is not None:
-            if missing != "silent":
-                self.add(section, note(f"No {kind} figure: {skip.reason}", _command(skip)))
-            return
-        try:
-            for name, title, fig in self.figs.figures(kind):
-                self.add(section, figure_html(name, title, figure_bytes(fig, "png", self.dpi)))
-        except VaelabError as e:
-            self.add(section, note(f"The {kind} figure could not be drawn: {e}"))
 
 
-def _command(skip: Skip) -> str | None:
-    hint = skip.hint or ""
-    for prefix in ("run: ", "train it: "):
-        if hint.startswith(prefix):
-            return hint[len(prefix) :]
-    return None
+def details(summary: str, inner: str, open_: bool = False) -> str:
+    """A collapsed block (raw values, long tables): the summary line shows, the rest on a click."""
+    return f"<details{' open' if open_ else ''}><summary>{esc(summary)}</summary>{inner}</details>"
 
 
-def build_report(run, data=None, dpi: int | None = None, animations: bool = True, seed: int = 0) -> str:
-    """The HTML report of a run (a `vaelab.run.Run`): dataset summary, config, training curves, evaluation
-    and classification results, and every figure that applies, drawn in memory.
-
-    data: an ImageSet to use instead of the run's own data (e.g. data already loaded); dpi: figure
-    resolution (default the figures' own). Reads RUN/eval/*.json and RUN/classify/*.json generically.
-    """
-    run_dir = Path(run.path)
-    figs = RunFigures(run, data=data, seed=seed)
-    page = _Page(run, figs, dpi)
-    cfg = run.config
-    rows = run.metrics()
-
-    # -- dataset -----------------------------------------------------------------------------------------
-    if figs.data_error is not None:
-        page.add("data", note(f"The run's data could not be loaded: {figs.data_error}"))
-    else:
-        from .data.info import summarize
-
-        info = summarize(figs.data)
-        page.add(
-            "data",
-            kv_table(
-                [
-                    ("source", info["source"]),
-                    ("images", info["samples"]),
-                    ("shape (C x H x W)", " x ".join(map(str, info["shape"]))),
-                    ("classes", info["num_classes"]),
-                    ("pixel mean / std (0..1)", f"{info['pixel_mean']:.4f} / {info['pixel_std']:.4f}"),
-                ]
-            ),
-        )
-        splits = info["splits"]
-        if info["labelled"]:
-            records = {
-                name: {split: entry["per_class"][k] for split, entry in splits.items()}
-                for k, name in enumerate(info["class_names"])
-            }
-            records["all classes"] = {split: entry["samples"] for split, entry in splits.items()}
-            page.add("data", "<h3>Images per class and split</h3>" + record_table(records, "class"))
-        else:
-            page.add("data", kv_table([(f"{s} images", e["samples"]) for s, e in splits.items()]))
-        page.figures("data", "eda")
-
-    # -- training ----------------------------------------------------------------------------------------
-    if rows:
-        last = rows[-1]
-        val = [r for r in rows if isinstance(r.get("val/loss"), (int, float))]
-        best = min(val, key=lambda r: r["val/loss"]) if val else None
-        summary = [("epochs", last.get("epoch")), ("optimizer steps", last.get("step"))]
-        if best:
-            summary.append(("best epoch (val loss)", f"{best['epoch']} ({format_value(best['val/loss'])})"))
-        if isinstance(last.get("time"), (int, float)):
-            summary.append(("training time (s)", float(last["time"])))
-        page.add("training", kv_table(summary))
-        terms = {
-            split: {t: last.get(f"{split}/{t}") for t in ("loss", "recon", "kl", "elbo") if f"{split}/{t}" in last}
-            for split in ("train", "val")
-            if f"{split}/loss" in last
-        }
-        if terms:
-            page.add("training", f"<h3>Last epoch, nats per image (epoch {esc(last.get('epoch'))})</h3>" + record_table(terms, "split"))
-    page.figures("training", "curves")
-
-    # -- evaluation --------------------------------------------------------------------------------------
-    evals = read_json_dir(run_dir / "eval")
-    if not evals:
-        page.add("evaluation", note("No evaluation results yet", f"vaelab evaluate {run_dir}"))
-    for stem, result in evals.items():
-        page.add("evaluation", f"<h3>{esc(stem)}</h3>" + render_json(result, figs.class_names))
-    page.figures("evaluation", "quality", missing="silent" if not evals else None)
-
-    # -- classification ----------------------------------------------------------------------------------
-    if not figs.classify:
-        page.add("classification", note("No classification results yet", f"vaelab classify {run_dir} --method gmm"))
-    for stem, result in figs.classify.items():
-        page.add("classification", f"<h3>{esc(result.get('method', stem))}</h3>" + render_json(result, figs.class_names))
-    if figs.classify:
-        page.figures("classification", "confusion")
-        page.figures("classification", "budget", missing="silent")
-
-    # -- pictures of the model ---------------------------------------------------------------------------
-    page.figures("reconstructions", "recon")
-    page.figures("samples", "samples")
-    for kind in ("manifold", "scatter", "ellipses"):
-        page.figures("latent", kind)
-    page.figures("traversals", "traversal")
-    page.figures("traversals", "interpolate")
-    if animations:
-        try:
-            for name, title, frames in figs.animations():
-                fps = 4 if "evolution" in name else 12
-                page.add("animations", figure_html(name, title + " (animated GIF)", anim.encode_gif(frames, fps), "image/gif"))
-        except VaelabError as e:
-            page.add("animations", note(f"The animations could not be drawn: {e}"))
-    else:
-        page.add("animations", note("Animations were left out of this report", f"vaelab plot {run_dir} animate"))
-
-    # -- config ------------------------------------------------------------------------------------------
-    from .config import dump_config
-
-    page.add("config", f"<pre>{esc(dump_config(cfg))}</pre>")
-    return _html(run, page)
+def raw_json(name: str, data: dict, class_names: list[str] | None = None) -> str:
+    """Every value of a JSON result, collapsed: as tables (`render_json`) and as the JSON text itself."""
+    text = json.dumps(data, indent=1, default=str)
+    return details(f"All values of {name}", render_json(data, class_names) + f"<pre>{esc(text)}</pre>")
 
 
-def _html(run, page: _Page) -> str:
-    cfg = run.config
-    m = cfg.model
-    n_params = sum(p.numel() for p in run.model.parameters())
-    model = f"{m.arch} VAE, latent {m.latent_dim}, {m.likelihood} likelihood, beta {m.beta:g}" + (
-        ", conditional" if m.conditional else ""
-    )
-    meta = kv_table(
-        [
-            ("run directory", str(run.path)),
-            ("checkpoint", f"{Path(run.checkpoint).name} (epoch {run.epoch}, step {run.step})"),
-            ("model", f"{model}; {n_params:,} parameters"),
-            ("data", cfg.data.source),
-        ]
-    )
-    nav = "".join(f'<a href="#{key}">{esc(title)}</a>' for key, title in SECTIONS)
+def measure_table(rows: list[tuple[str, object, str]]) -> str:
+    """A readable table of (quantity, value, unit or note) rows; None values are left out."""
     body = "".join(
-        f'<section id="{key}"><h2>{esc(title)}</h2>{"".join(page.sections[key])}</section>' for key, title in SECTIONS
+        f"<tr><th>{esc(k)}</th>{_num(v)}<td class=\"unit\">{esc(unit)}</td></tr>" for k, v, unit in rows if v is not None
     )
-    when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    return f"<table>{body}</table>" if body else ""
+
+
+def cards(items: list[tuple[str, str, str]]) -> str:
+    """The headline card: (label, value already formatted, detail) per number."""
+    if not items:
+        return ""
+    inner = "".join(
+        f'<div class="card"><div class="label">{esc(label)}</div><div class="value">{esc(value)}</div>'
+        f'<div class="detail">{esc(detail)}</div></div>'
+        for label, value, detail in items
+    )
+    return f'<div class="cards" id="headline">{inner}</div>'
+
+
+def duration(seconds: float) -> str:
+    """'2 h 05 min', '3 min 12 s', '4.2 s'."""
+    if not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+        return "n/a"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    m, s = divmod(int(round(seconds)), 60)
+    if m < 60:
+        return f"{m} min {s:02d} s"
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min"
+
+
+def page(title: str, subtitle: str, meta: str, headline: str, sections: list[tuple[str, str, str]]) -> str:
+    """The whole document: title, meta line, headline card, a nav bar and one <section> per (key, title, body)."""
+    nav = "".join(f'<a href="#{esc(key)}">{esc(name)}</a>' for key, name, _ in sections)
+    body = "".join(f'<section id="{esc(key)}"><h2>{esc(name)}</h2>{inner}</section>' for key, name, inner in sections)
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>vaelab report: {esc(cfg.name)}</title><style>{CSS}</style></head><body>"
-        f"<h1>vaelab report: {esc(cfg.name)}</h1>"
-        f'<p class="muted">written {esc(when)} by vaelab {esc(__version__)}</p>'
-        f"{meta}<nav>{nav}</nav>{body}</body></html>\n"
+        f"<title>{esc(title)}</title><style>{CSS}</style></head><body>"
+        f"<h1>{esc(title)}</h1>"
+        f'<p class="muted">{esc(subtitle)}</p>'
+        f"{meta}{headline}<nav>{nav}</nav>{body}</body></html>\n"
     )
