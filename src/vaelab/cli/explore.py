@@ -20,7 +20,7 @@ def explore(
     method: Annotated[str, typer.Option(help="Map of the latent: auto (the latent itself when 2-D, else pca), pca, tsne, umap.")] = "auto",
     data: Annotated[str | None, typer.Option(help="Another data spec to map (default: the run's data).")] = None,
     limit: Annotated[int | None, typer.Option(help="Map only the first N images of the split.")] = None,
-    no_browser: Annotated[bool, typer.Option("--no-browser", help="Do not open the page in the web browser.")] = False,
+    browser: Annotated[bool, typer.Option("--browser/--no-browser", help="Open the page in the web browser.")] = True,
     checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
 ):
     """Explore the latent space in the browser: map, live decoding, sliders, interpolation, attributes, samples.
@@ -45,7 +45,7 @@ def explore(
     what = "cached map" if explorer.cached else "map"
     console.print(f"vaelab explore: {url}  ({len(explorer.z)} {explorer.split} images, {what}: {explorer.projection.method}; Ctrl-C stops it)",
                   markup=False, highlight=False, soft_wrap=True)
-    if not no_browser:
+    if browser:
         import webbrowser
 
         webbrowser.open(url)
