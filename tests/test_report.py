@@ -171,3 +171,14 @@ def test_report_renders_its_images_in_headless_chromium(tiny_run, tmp_path):
     assert img.shape == (3000, 1200)
     assert (img < 200).mean() > 0.02  # text, tables and figures, not a blank page
     assert len(np.unique(img)) > 50
+
+
+def test_report_lists_every_classify_result_of_a_method(tiny_run, tmp_path):
+    """Issue 27, item 4: two results of one method (other parameters, or --name) both appear, by name."""
+    from vaelab import load_run
+
+    run_dir = run_with_results(tiny_run, tmp_path)
+    (run_dir / "classify" / "gmm_covariance_type-diag.json").write_text(json.dumps({**CLASSIFY, "accuracy": 0.8123}))
+    page = build_report(load_run(run_dir), dpi=30, animations=False)
+    assert "<h3>gmm</h3>" in page and "<h3>gmm: gmm_covariance_type-diag</h3>" in page
+    assert "0.9312" in page and "0.8123" in page

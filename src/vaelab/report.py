@@ -332,8 +332,10 @@ def build_report(run, data=None, dpi: int | None = None, animations: bool = True
     # -- classification ----------------------------------------------------------------------------------
     if not figs.classify:
         page.add("classification", note("No classification results yet", f"vaelab classify {run_dir} --method gmm"))
-    for stem, result in figs.classify.items():
-        page.add("classification", f"<h3>{esc(result.get('method', stem))}</h3>" + render_json(result, figs.class_names))
+    for stem, result in figs.classify.items():  # each result file: gmm.json, gmm_covariance_type-diag.json, --name ones
+        method = str(result.get("method", stem))
+        title = method if stem == method else f"{method}: {stem}"
+        page.add("classification", f"<h3>{esc(title)}</h3>" + render_json(result, figs.class_names))
     if figs.classify:
         page.figures("classification", "confusion")
         page.figures("classification", "budget", missing="silent")
