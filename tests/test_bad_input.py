@@ -181,6 +181,33 @@ def ragged_npz(env: Env) -> Path:
     return path
 
 
+def corrupt_compressed_npz(env: Env) -> Path:
+    """A compressed npz whose deflate data is damaged: numpy raises zlib.error (not an OSError) reading it."""
+    import io
+    import zlib
+
+    rng = np.random.default_rng(0)
+    np.savez_compressed(buf := io.BytesIO(), x=rng.integers(0, 256, (16, 8, 8)).astype(np.uint8), y=np.arange(16) % 3)
+    data = buf.getvalue()
+    for pos in range(40, len(data) - 40):
+        bad = bytearray(data)
+        bad[pos] ^= 0xFF
+        try:
+            with np.load(io.BytesIO(bytes(bad))) as z:
+                [z[k] for k in z.files]
+        except zlib.error:
+            path = env.tmp / "zlib.npz"
+            path.write_bytes(bytes(bad))
+            return path
+        except Exception:  # noqa: BLE001 - a header byte: another error; look further
+            continue
+    raise AssertionError("no byte flip gave a zlib.error")
+
+
+def idx_label_255(folder: Path) -> None:
+    write_raw_idx(folder / "train-labels-idx1-ubyte", np.where(np.arange(64) % 3 == 2, 255, np.arange(64) % 3))
+
+
 def nonimage_folder(env: Env) -> Path:
     folder = env.tmp / "docs"
     folder.mkdir()
@@ -237,9 +264,11 @@ CASES = [
     Case("idx-truncated", "data", lambda e: (f"idx:{_idx_with(e, 'cut', lambda f: _truncate(f / 'train-images-idx3-ubyte', 0.7))}", ["train-images-idx3-ubyte", "truncated"]), DATA),
     Case("idx-wrong-magic", "data", lambda e: (f"idx:{_idx_with(e, 'magic', wrong_magic)}", ["train-images-idx3-ubyte", "magic"]), DATA),
     Case("idx-broken-gzip", "data", lambda e: (f"idx:{_idx_with(e, 'gz', gzip_garbage)}", ["train-images-idx3-ubyte.gz"]), DATA[:2]),
+    Case("idx-labels-255", "data", lambda e: (f"idx:{_idx_with(e, 'l255', idx_label_255)}", ["255", "252 of 256 classes"]), DATA[:2]),
     Case("idx-labels-wrong-length", "data", lambda e: (f"idx:{_idx_with(e, 'short', short_labels)}", ["train-labels-idx1-ubyte", "63"]), DATA[:2]),
     # npz
     Case("npz-no-known-arrays", "data", lambda e: (f"npz:{npz(e, 'odd.npz', foo=np.zeros((4, 8, 8), np.uint8), bar=np.zeros(4))}", ["odd.npz", "foo"]), DATA, "npz"),
+    Case("npz-corrupt-compressed", "data", lambda e: (f"npz:{corrupt_compressed_npz(e)}", ["zlib.npz"]), DATA, "npz"),
     Case("npz-ragged", "data", lambda e: (f"npz:{ragged_npz(e)}", ["ragged.npz"]), DATA[:2], "npz"),
     Case("npz-nan", "data", lambda e: (f"npz:{npz(e, 'nan.npz', x=np.full((4, 8, 8), np.nan, np.float32), y=np.arange(4))}", ["nan.npz"]), DATA[:2], "npz"),
     Case("npz-out-of-range", "data", lambda e: (f"npz:{npz(e, 'big.npz', x=np.full((4, 8, 8), 1000, np.int64), y=np.arange(4))}", ["big.npz"]), DATA[:2], "npz"),
@@ -509,3 +538,39 @@ def test_bad_files_in_a_folder_are_skipped_and_named(tmp_path, folder_reader, ca
     said = capfd.readouterr().err + " ".join(str(w.message) for w in caught)
     for name in ("cut.png", "cut.jpg", "fake.png"):
         assert name in said, f"{name} was skipped silently: {said!r}"
+
+
+def test_dark_float_npz_pixels_get_a_one_line_warning(tmp_path, capfd):
+    """Float pixels in 0..7 are read on the 0..255 scale (nearly black): said in one line (issue 27, item 5)."""
+    path = tmp_path / "dark.npz"
+    np.savez(path, x=np.linspace(0, 7, 4 * 64, dtype=np.float32).reshape(4, 8, 8), y=np.arange(4) % 2)
+    capfd.readouterr()
+    assert run_cli(["data", "info", f"npz:{path}"]) == 0
+    lines = [ln for ln in capfd.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and "0 to 7" in lines[0] and "divided by 7" in lines[0], lines
+    for fine in (np.linspace(0, 1, 256), np.linspace(0, 255, 256)):  # 0..1 and 0..255 floats: no warning
+        np.savez(path, x=fine.astype(np.float32).reshape(4, 8, 8), y=np.arange(4) % 2)
+        assert run_cli(["data", "info", f"npz:{path}"]) == 0
+        assert "warning" not in capfd.readouterr().err
+
+
+def test_emnist_named_idx_files_are_read_upright(tmp_path):
+    """EMNIST stores its images transposed; files named emnist-<split>-* read through idx:DIR are flipped
+    back like the named source, and letters get their class names (labels 1..26) (issue 27, item 3)."""
+    from vaelab.data import load
+
+    upright = np.zeros((6, 8, 8), np.uint8)
+    upright[:, 0, :] = 255  # a bar along the top row
+    labels = np.array([1, 2, 3, 1, 2, 3])
+    folder = tmp_path / "emnist"
+    folder.mkdir()
+    for split in ("train", "test"):
+        write_raw_idx(folder / f"emnist-letters-{split}-images-idx3-ubyte", upright.transpose(0, 2, 1))  # as EMNIST stores it
+        write_raw_idx(folder / f"emnist-letters-{split}-labels-idx1-ubyte", labels)
+    ds = load(f"idx:{folder}", val_fraction=0.0)
+    assert (ds.images[:, 0, 0, :] == 255).all() and (ds.images[:, 0, 1:, :] == 0).all()
+    assert ds.class_names[:3] == ["A", "B", "C"] and ds.labels[:3].tolist() == [0, 1, 2]
+    plain = tmp_path / "plain"  # the same bytes under MNIST names: read as stored
+    plain.mkdir()
+    write_raw_idx(plain / "train-images-idx3-ubyte", upright.transpose(0, 2, 1))
+    assert (load(f"idx:{plain}", val_fraction=0.0).images[:, 0, :, 0] == 255).all()

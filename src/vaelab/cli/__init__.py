@@ -26,6 +26,22 @@ for _module in COMMAND_MODULES:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: run the app, turning user errors into one line and exit code 2."""
+    import warnings
+
+    shown = warnings.showwarning
+    warnings.showwarning = _one_line_warning
+    try:
+        _main(argv)
+    finally:
+        warnings.showwarning = shown
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning (a dark npz, a skipped file) as one line on stderr, like errors, not Python's two."""
+    err_console.print(f"[yellow]warning:[/] {escape(' '.join(str(message).split()))}", highlight=False, soft_wrap=True)
+
+
+def _main(argv: list[str] | None) -> None:
     debug = os.environ.get("VAELAB_DEBUG", "") not in ("", "0")
     try:
         try:

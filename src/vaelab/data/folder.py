@@ -24,6 +24,8 @@ import json
 import os
 import tempfile
 import warnings
+import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -257,7 +259,7 @@ def _cache_read(path: Path) -> tuple[ImageSet, list[str]] | None:
             images, labels, meta["class_names"], split_ids, f"{meta['root']} (read from cache {path})"
         )
         return ds, meta["notes"]
-    except (OSError, ValueError, KeyError, EOFError, VaelabError):
+    except (OSError, ValueError, KeyError, EOFError, VaelabError, zipfile.BadZipFile, zlib.error):
         return None
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import difflib
 import json
+import zipfile
+import zlib
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -448,9 +450,12 @@ class RunFigures:
         out = []
         for path in sorted((Path(self.run.path) / "eval").glob("*_per_image.npz")):
             split = path.name[: -len("_per_image.npz")]
-            with np.load(path, allow_pickle=False) as f:
-                values = {k: np.asarray(f[k], dtype=np.float64) for k in ("ssim", "psnr", "mse") if k in f.files}
-                labels = np.asarray(f["labels"]) if "labels" in f.files else None
+            try:
+                with np.load(path, allow_pickle=False) as f:
+                    values = {k: np.asarray(f[k], dtype=np.float64) for k in ("ssim", "psnr", "mse") if k in f.files}
+                    labels = np.asarray(f["labels"]) if "labels" in f.files else None
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+                raise VaelabError(f"cannot read {path} ({type(e).__name__})", f"evaluate the run again: vaelab evaluate {self.run.path}") from None
             if values:
                 fig = quality_figure(values, labels, self.class_names, title=f"Reconstruction quality per image, {split} split")
                 out.append((f"quality_{split}", f"Reconstruction quality ({split})", fig))
