@@ -574,3 +574,19 @@ def test_emnist_named_idx_files_are_read_upright(tmp_path):
     plain.mkdir()
     write_raw_idx(plain / "train-images-idx3-ubyte", upright.transpose(0, 2, 1))
     assert (load(f"idx:{plain}", val_fraction=0.0).images[:, 0, :, 0] == 255).all()
+
+
+def test_predict_refuses_a_decompression_bomb_in_one_line(tmp_path, runs, capfd, monkeypatch):
+    """Issue 27, item 8: an image over Pillow's pixel limit (a 20000 x 20000 PNG; here the limit is lowered)."""
+    from PIL import Image
+
+    env = Env(tmp_path, runs)
+    run = env.run("a")
+    assert run_cli(["classify", run, "--method", "gmm"]) == 0
+    bomb = _png(tmp_path / "bomb.png", np.zeros((300, 300), np.uint8))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20_000)  # 90,000 px is over twice the limit: an error
+    before = snapshot(tmp_path)
+    capfd.readouterr()
+    assert run_cli(["predict", run, bomb]) == 2
+    check_one_line(capfd.readouterr().err, [str(bomb), "too large"])
+    assert snapshot(tmp_path) == before

@@ -182,3 +182,22 @@ def test_report_lists_every_classify_result_of_a_method(tiny_run, tmp_path):
     page = build_report(load_run(run_dir), dpi=30, animations=False)
     assert "<h3>gmm</h3>" in page and "<h3>gmm: gmm_covariance_type-diag</h3>" in page
     assert "0.9312" in page and "0.8123" in page
+
+
+def test_report_skips_a_metrics_line_with_a_non_utf8_byte(tiny_run, tmp_path, capfd):
+    """Issue 27, item 9: a damaged metrics.jsonl line (a non-UTF-8 byte) is skipped and named, not a traceback."""
+    from vaelab.run import read_metrics
+
+    run_dir = Path(shutil.copytree(tiny_run, tmp_path / "run"))
+    path = run_dir / "metrics.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 3
+    path.write_bytes(lines[0] + lines[1].replace(b'"epoch"', b'"ep\xffoch"') + lines[2])
+    with pytest.warns(UserWarning, match=r"metrics.jsonl: skipped line 2 "):
+        rows = read_metrics(run_dir)
+    assert [r["epoch"] for r in rows] == [1, 3]
+    capfd.readouterr()
+    assert cli("report", str(run_dir), "--dpi", "20") == 0
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "skipped line 2" in err
+    assert (run_dir / "report.html").is_file()

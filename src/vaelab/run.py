@@ -58,15 +58,28 @@ def read_config(run_dir: str | Path) -> Config:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
-    """The epochs of metrics.jsonl (a torn last line, from a crash mid-write, is ignored)."""
+    """The epochs of metrics.jsonl (a torn last line, from a crash mid-write, is ignored; any other line that
+    is not a JSON object, e.g. with a non-UTF-8 byte, is skipped with a one-line warning naming it)."""
+    import warnings
+
     path = Path(run_dir) / METRICS_FILE
-    rows = []
+    rows, bad = [], []
     if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
+        lines = path.read_bytes().splitlines()
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
                 continue
+            try:
+                row = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                row = None
+            if isinstance(row, dict):
+                rows.append(row)
+            elif number < len(lines):  # the last line may be torn by a crash mid-write: no warning for it
+                bad.append(number)
+    if bad:
+        shown = ", ".join(map(str, bad[:5])) + (" ..." if len(bad) > 5 else "")
+        warnings.warn(f"{path}: skipped line {shown} (not a JSON object in UTF-8)", stacklevel=2)
     return rows
 
 

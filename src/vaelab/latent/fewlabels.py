@@ -459,6 +459,11 @@ def images_from_files(paths: list[str | Path], shape: tuple[int, int, int]) -> I
                 arr = np.asarray(im.convert("L" if c == 1 else "RGB"), dtype=np.uint8)
         except FileNotFoundError:
             raise VaelabError(f"image file not found: {p}", "check the path") from None
+        except Image.DecompressionBombError as e:  # e.g. 20000 x 20000 px: decoding it could take all the memory
+            raise VaelabError(
+                f"{p} is too large to decode safely ({str(e).split(',')[0]})",
+                "give an image of a normal size (shrink it first if it is real)",
+            ) from None
         except (UnidentifiedImageError, OSError) as e:
             raise VaelabError(f"cannot read {p} as an image ({type(e).__name__})", "give PNG or JPEG files") from None
         t = torch.from_numpy(arr.copy())
