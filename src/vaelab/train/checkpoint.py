@@ -59,7 +59,36 @@ def _umask() -> int:
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     state = {"format": FORMAT, **state}
-    atomic_write(path, lambda f: torch.save(state, f))
+
+    def write(f) -> None:
+        try:
+            torch.save(state, f)
+        except RuntimeError as e:  # torch's zip writer reports a failed write (a full disk) as RuntimeError
+            if not _WRITE_FAILED.search(str(e)):
+                raise
+            raise _write_failed(Path(path), e) from e
+
+    atomic_write(path, write)
+
+
+# what torch's PytorchStreamWriter says when the bytes did not reach the file: "unexpected pos 1234 vs 1200",
+# "PytorchStreamWriter failed writing file data/0: file write failed"
+_WRITE_FAILED = re.compile(r"unexpected pos|write failed|failed writing|PytorchStreamWriter", re.IGNORECASE)
+
+
+def _write_failed(path: Path, e: RuntimeError) -> OSError:
+    """The OSError a failed torch.save means: ENOSPC when the disk is (nearly) full, else EIO."""
+    import errno
+    import shutil
+
+    try:
+        full = shutil.disk_usage(path.parent).free < 64 * 2**20
+    except OSError:
+        full = False
+    code = errno.ENOSPC if full else errno.EIO
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    text = re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", text)[:120]  # torch's C++ source position
+    return OSError(code, f"{os.strerror(code)}: torch said '{text}'", str(path))
 
 
 def link_checkpoint(src: str | Path, dst: str | Path) -> None:

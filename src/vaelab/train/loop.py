@@ -21,7 +21,7 @@ import torch
 
 from ..config import Config, dump_config, to_dict, validate
 from ..data import ImageSet, from_config, to_float
-from ..errors import VaelabError
+from ..errors import VaelabError, shell
 from ..models import build, resolve, vae_loss
 from ..run import CHECKPOINTS, CONFIG_FILE
 from .checkpoint import (
@@ -289,7 +289,7 @@ def _save_error(e: OSError, path: Path, run_dir: Path) -> VaelabError:
     what = "disk full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else f"cannot write ({e.strerror or e})"
     msg = f"{what} while saving {path}; " + ("the previous checkpoint is intact" if kept else "no checkpoint was kept")
     hint = (
-        f"free some space, then resume with: vaelab train --resume {run_dir}"
+        f"free some space, then resume with: {shell('vaelab', 'train', '--resume', run_dir)}"
         if kept
         else "free some space or choose another out_dir, then start again"
     )
@@ -719,7 +719,10 @@ def _train(fabric, cfg: Config, run_dir: Path, data: ImageSet, resume: bool, cal
         _close(live, ctx)
         from .rundir import write_error
 
-        raise write_error(e, run_dir) from None
+        err = write_error(e, run_dir)
+        if (run_dir / CHECKPOINTS / "last.ckpt").is_file():  # the checkpoints survive: training can go on
+            err.hint = f"free some space, then resume with: {shell('vaelab', 'train', '--resume', run_dir)}"
+        raise err from None
     except BaseException as e:
         _close(live, ctx)
         if cfg.train.compile and type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
