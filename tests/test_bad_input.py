@@ -288,6 +288,10 @@ CASES = [
     Case("negative-beta", "config", lambda e: (["model.beta=-1"], ["model.beta", "-1"]), CONFIG),
     Case("batch-size-0", "config", lambda e: (["train.batch_size=0"], ["train.batch_size", "0"]), CONFIG),
     Case("bad-choice", "config", lambda e: (["model.arch=transformer"], ["model.arch", "transformer", "conv"]), CONFIG),
+    Case("latent-dim-absurd", "config", lambda e: (["model.latent_dim=100000000000"], ["model.latent_dim", "100000000000", "65,536"]), CONFIG),
+    Case("image-size-absurd", "config", lambda e: (["data.image_size=10000"], ["data.image_size", "10000", "4,096"]), CONFIG),
+    Case("hidden-absurd", "config", lambda e: (["model.hidden=[10000000]"], ["model.hidden", "65,536"]), CONFIG),
+    Case("epochs-0", "config", lambda e: (["train.epochs=0"], ["train.epochs", "0", ">= 1"]), CONFIG),
     Case("image-size-too-small", "config", lambda e: (["data.image_size=4"], ["data.image_size", "4"]), CONFIG),
     Case("image-size-the-arch-cannot-take", "config", lambda e: ([f"data.source=idx:{e.runs.idx}", "model.arch=conv", "model.conv_channels=[4,4,4,4,4]"], ["image_size 8", "model.conv_channels"]), ("train",)),
     Case("config-file-missing", "config", lambda e: ([_p(e, "nope.yaml")], [_p(e, "nope.yaml")]), CONFIG),
@@ -299,6 +303,11 @@ CASES = [
     Case("unknown-option", "argv", lambda e: (["train", "--epochs", "5"], ["--epochs", "vaelab train --help"]), ("train",)),
     Case("option-not-a-number", "argv", lambda e: (["sample", e.run("a"), "-n", "abc"], ["'-n'"]), ("sample",)),
     Case("unknown-command", "argv", lambda e: (["trian"], ["trian"]), ("train",)),
+    Case("data-info-image-size-3", "argv", lambda e: (["data", "info", f"idx:{e.runs.idx}", "--image-size", "3"], ["image_size is 3", "8 to 4096"]), ("data info",)),
+    Case("data-info-image-size-10000", "argv", lambda e: (["data", "info", f"idx:{e.runs.idx}", "--image-size", "10000"], ["image_size is 10000"]), ("data info",)),
+    Case("sample-absurd-n", "argv", lambda e: (["sample", e.run("a"), "-n", "100000000", "--out", e.tmp / "s.png"], ["-n 100,000,000", "PNG", "at most about"]), ("sample",)),
+    Case("checkpoint-not-a-checkpoint", "argv", lambda e: (["evaluate", e.run("a"), "--checkpoint", _made(e, "passwd", b"root:x:0:0:root:/root:/bin/bash\n")], [_p(e, "passwd"), "not a checkpoint file"]), ("evaluate",)),
+    Case("checkpoint-unknown-name", "argv", lambda e: (["evaluate", e.run("a"), "--checkpoint", "bset"], ["'bset'", "best, last"]), ("evaluate",)),
     Case("missing-argument", "argv", lambda e: (["data", "info"], ["spec"]), ("data info",)),
     # run directories
     Case("run-dir-missing", "run", lambda e: (_p(e, "nope"), [_p(e, "nope")]), RUN),
@@ -590,3 +599,39 @@ def test_predict_refuses_a_decompression_bomb_in_one_line(tmp_path, runs, capfd,
     assert run_cli(["predict", run, bomb]) == 2
     check_one_line(capfd.readouterr().err, [str(bomb), "too large"])
     assert snapshot(tmp_path) == before
+
+
+def test_sizes_beyond_the_memory_are_refused_with_the_figure(tmp_path, runs, capfd, monkeypatch):
+    """Issue 27, item 10: a resize or a model estimated above the memory available is refused before allocating."""
+    from vaelab.data import memory
+
+    folder = tmp_path / "pngs"
+    for i in range(18):
+        _png(folder / f"{i}.png", np.full((10, 10), 10 * i, np.uint8))
+    monkeypatch.setattr(memory, "available_memory", lambda: 100 * 10**6)
+    before = snapshot(tmp_path)
+    cases = [
+        (["data", "info", f"folder:{folder}", "--image-size", "4096"], ["18 images of 4096 x 4096", "302.0 MB", "100.0 MB"]),
+        (["data", "info", f"idx:{runs.idx}", "--image-size", "4000"], ["80 images of 4000 x 4000", "1.3 GB"]),
+        (["train", f"data.source=idx:{runs.idx}", "model.hidden=[60000,60000]", f"out_dir={tmp_path / 'runs'}", "-q"], ["MLP", "GB of memory", "model.hidden"]),
+    ]
+    for argv, expect in cases:
+        capfd.readouterr()
+        assert run_cli(argv) == 2, argv
+        check_one_line(capfd.readouterr().err, expect)
+    assert snapshot(tmp_path) == before
+
+
+def test_sample_draws_in_chunks_with_progress(tmp_path, runs, capfd, monkeypatch):
+    """Issue 27, item 10: a large -n is decoded chunk by chunk, each chunk reported."""
+    from PIL import Image
+
+    from vaelab.cli import train as train_cli
+
+    monkeypatch.setattr(train_cli, "SAMPLE_CHUNK", 10)
+    out = tmp_path / "s.png"
+    assert run_cli(["sample", Env(tmp_path, runs).run("a"), "-n", "25", "--nrow", "5", "--out", out]) == 0
+    said = capfd.readouterr().out
+    assert "sampled 10 / 25" in said and "sampled 25 / 25" in said
+    with Image.open(out) as im:  # 5 x 5 images of 8 px with 2 px padding, doubled
+        assert im.size == (2 * (5 * 10 + 2), 2 * (5 * 10 + 2))

@@ -41,8 +41,10 @@ def require_run_dir(path: str | Path) -> Path:
 def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
     """best.ckpt (falls back to last.ckpt), last.ckpt, or a path to a .ckpt file."""
     run_dir = Path(run_dir)
-    if which.endswith(".ckpt"):
-        return Path(which)
+    if which.endswith(".ckpt") or (which not in ("best", "last") and Path(which).is_file()):
+        return Path(which)  # load_checkpoint says what is wrong with a file that is not a checkpoint
+    if which not in ("best", "last"):
+        raise VaelabError(f"checkpoint '{which}' is neither best, last nor an existing file", "use --checkpoint best, last or the path of a .ckpt file")
     folder = run_dir / CHECKPOINTS
     order = ["best", "last"] if which == "best" else [which]
     for name in order:

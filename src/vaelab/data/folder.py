@@ -355,6 +355,13 @@ def _decode_folder(
                     f"{root}: images have {len(sizes)} different sizes, resized to {DEFAULT_SIZE} x {DEFAULT_SIZE} "
                     "(set image_size to choose)"
                 )
+    from .memory import check_memory
+
+    check_memory(
+        len(entries) * (channels or 3) * image_size**2 if image_size else 0,
+        f"{len(entries)} images of {image_size} x {image_size} px from {root}",
+        "use a smaller image_size or data.limit",
+    )
     # decoded images go straight into one preallocated array: no list of arrays plus a stacked copy
     images: np.ndarray | None = None
     done: list[_Entry] = []

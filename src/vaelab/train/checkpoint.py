@@ -115,6 +115,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise VaelabError(f"checkpoint not found: {path}", "train the run first, or give the run directory")
     try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise VaelabError(f"cannot read checkpoint {path}: {e.strerror or e}", "check the path and its permissions") from None
+    if head and not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save: a zip archive (or a legacy pickle)
+        raise VaelabError(f"{path} is not a checkpoint file at all (no torch.save archive)", "give a .ckpt file written by 'vaelab train', or best / last")
+    try:
         with warnings.catch_warnings():  # torch warns about foreign pickle protocols; we refuse those anyway
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location=map_location, weights_only=True)
