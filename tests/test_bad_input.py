@@ -635,3 +635,15 @@ def test_sample_draws_in_chunks_with_progress(tmp_path, runs, capfd, monkeypatch
     assert "sampled 10 / 25" in said and "sampled 25 / 25" in said
     with Image.open(out) as im:  # 5 x 5 images of 8 px with 2 px padding, doubled
         assert im.size == (2 * (5 * 10 + 2), 2 * (5 * 10 + 2))
+
+
+def test_warnings_print_as_one_line_each(tmp_path):
+    """A library warning reaches the terminal as one 'warning: ...' line, not Python's file:line plus source."""
+    path = tmp_path / "dark.npz"
+    np.savez(path, x=np.linspace(0, 7, 32 * 64, dtype=np.float32).reshape(32, 8, 8), y=np.arange(32) % 2)
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    argv = ["train", f"data.source=npz:{path}", *TINY_MODEL, f"out_dir={tmp_path / 'runs'}", "-q"]
+    proc = subprocess.run([sys.executable, "-m", "vaelab", *argv], env=env, capture_output=True, text=True, timeout=300)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 0, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and "0 to 7" in lines[0], proc.stderr

@@ -28,17 +28,17 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry: run the app, turning user errors into one line and exit code 2."""
     import warnings
 
-    shown = warnings.showwarning
-    warnings.showwarning = _one_line_warning
+    formatted = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning  # (the format only: a caller recording warnings still gets them)
     try:
         _main(argv)
     finally:
-        warnings.showwarning = shown
+        warnings.formatwarning = formatted
 
 
-def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     """A warning (a dark npz, a skipped file) as one line on stderr, like errors, not Python's two."""
-    err_console.print(f"[yellow]warning:[/] {escape(' '.join(str(message).split()))}", highlight=False, soft_wrap=True)
+    return f"warning: {' '.join(str(message).split())}\n"
 
 
 def _main(argv: list[str] | None) -> None:
