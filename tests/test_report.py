@@ -201,3 +201,20 @@ def test_report_skips_a_metrics_line_with_a_non_utf8_byte(tiny_run, tmp_path, ca
         assert cli("report", str(run_dir), "--dpi", "20") == 0
     assert "Traceback" not in capfd.readouterr().err
     assert (run_dir / "report.html").is_file()
+
+
+def test_report_hints_are_shell_quoted_for_odd_run_names(tiny_run, tmp_path):
+    """Issue 27, item 12: a run folder named with a space and a quote gets hints that paste into a shell."""
+    import html
+    import shlex
+
+    from vaelab import load_run
+
+    run_dir = Path(shutil.copytree(tiny_run, tmp_path / "my run's"))
+    page = html.unescape(build_report(load_run(run_dir), dpi=20, animations=False))
+    commands = re.findall(r"Run <code>(.*?)</code>", page)
+    evaluate = [c for c in commands if c.startswith("vaelab evaluate")]
+    assert evaluate and shlex.split(evaluate[0]) == ["vaelab", "evaluate", str(run_dir)]
+    classify = [c for c in commands if c.startswith("vaelab classify")]
+    assert classify and shlex.split(classify[0])[2] == str(run_dir)
+    assert f"vaelab evaluate {run_dir}" not in page  # the unquoted form would split at the space

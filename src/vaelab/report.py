@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 
 from . import __version__
-from .errors import VaelabError
+from .errors import VaelabError, shell
 from .visualize import animate as anim
 from .visualize.run_figures import RunFigures, Skip, read_json_dir
 from .visualize.style import figure_bytes
@@ -324,14 +324,14 @@ def build_report(run, data=None, dpi: int | None = None, animations: bool = True
     # -- evaluation --------------------------------------------------------------------------------------
     evals = read_json_dir(run_dir / "eval")
     if not evals:
-        page.add("evaluation", note("No evaluation results yet", f"vaelab evaluate {run_dir}"))
+        page.add("evaluation", note("No evaluation results yet", shell("vaelab", "evaluate", run_dir)))
     for stem, result in evals.items():
         page.add("evaluation", f"<h3>{esc(stem)}</h3>" + render_json(result, figs.class_names))
     page.figures("evaluation", "quality", missing="silent" if not evals else None)
 
     # -- classification ----------------------------------------------------------------------------------
     if not figs.classify:
-        page.add("classification", note("No classification results yet", f"vaelab classify {run_dir} --method gmm"))
+        page.add("classification", note("No classification results yet", shell("vaelab", "classify", run_dir, "--method", "gmm")))
     for stem, result in figs.classify.items():  # each result file: gmm.json, gmm_covariance_type-diag.json, --name ones
         method = str(result.get("method", stem))
         title = method if stem == method else f"{method}: {stem}"
@@ -355,7 +355,7 @@ def build_report(run, data=None, dpi: int | None = None, animations: bool = True
         except VaelabError as e:
             page.add("animations", note(f"The animations could not be drawn: {e}"))
     else:
-        page.add("animations", note("Animations were left out of this report", f"vaelab plot {run_dir} animate"))
+        page.add("animations", note("Animations were left out of this report", shell("vaelab", "plot", run_dir, "animate")))
 
     # -- config ------------------------------------------------------------------------------------------
     from .config import dump_config

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..errors import VaelabError
+from ..errors import VaelabError, shell
 from ._common import Table, _pct, _write_json, app, console
 
 METHODS_HELP = "gmm (semi-supervised Gaussian mixture), spread (label spreading on a k-NN graph), mlp (head on K latent samples), logreg, knn."
@@ -170,7 +170,7 @@ def predict(
         require_run_dir(run)
         if name is not None:
             raise VaelabError(f"{run} has no saved classifier named {name}", f"see the names in {Path(run) / 'classify'}")
-        raise VaelabError(f"{run} has no saved {method} classifier", f"run vaelab classify {run} --method {method} first")
+        raise VaelabError(f"{run} has no saved {method} classifier", f"run {shell('vaelab', 'classify', run, '--method', method)} first")
     meta = classifiers.read_meta(path)
     method = meta.get("method", method)
     # the checkpoint the classifier was fitted on (load() refuses it if that checkpoint changed since)

@@ -500,7 +500,7 @@ def fit(
             if resume:
                 raise TrainingInterrupted(
                     f"{name}: stopped before training resumed; the checkpoint in {run_dir} is unchanged",
-                    f"resume with: vaelab train --resume {run_dir}",
+                    f"resume with: {shell('vaelab', 'train', '--resume', run_dir)}",
                     stop.signum,
                 ) from None
             raise TrainingInterrupted(
@@ -709,7 +709,7 @@ def _train(fabric, cfg: Config, run_dir: Path, data: ImageSet, resume: bool, cal
         raise TrainingInterrupted(
             f"{signal.Signals(signum).name}: training stopped at epoch {state.epoch + 1}, batch {state.batch_in_epoch}; "
             f"checkpoint saved in {run_dir}",
-            f"resume with: vaelab train --resume {run_dir}",
+            f"resume with: {shell('vaelab', 'train', '--resume', run_dir)}",
             signum,
         ) from None
     except _Diverged as e:

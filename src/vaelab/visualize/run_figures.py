@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from ..errors import VaelabError
+from ..errors import VaelabError, shell
 from . import animate as anim
 from .classification import budget_figure, confusion_figure
 from .curves import curves_figure
@@ -104,11 +104,11 @@ def load_gmm(run_dir: Path, class_names: list[str]) -> dict | Skip:
 
     path = classifier_path(run_dir, "gmm")
     if not path.is_file():
-        return Skip("no GMM classifier is saved in this run", f"run: vaelab classify {run_dir} --method gmm")
+        return Skip("no GMM classifier is saved in this run", f"run: {shell('vaelab', 'classify', run_dir, '--method', 'gmm')}")
     try:
         model = classifiers.load(path)
     except VaelabError as e:
-        return Skip(f"the saved GMM cannot be read ({e.message})", f"run: vaelab classify {run_dir} --method gmm")
+        return Skip(f"the saved GMM cannot be read ({e.message})", f"run: {shell('vaelab', 'classify', run_dir, '--method', 'gmm')}")
     means = np.asarray(model.means_, dtype=np.float64)
     covs = full_covariances(np.asarray(model.covariances_, dtype=np.float64), model.covariance_type, *means.shape)
     comp = np.asarray(model.classes_)[np.asarray(model.component_to_class_)]
@@ -246,7 +246,7 @@ class RunFigures:
         if kind in needs_data and self.data_error is not None:
             return Skip(f"the run's data cannot be loaded ({self.data_error.message})", self.data_error.hint)
         if kind == "curves" and not self.run.metrics():
-            return Skip("the run has no metrics.jsonl rows", f"train it: vaelab train --resume {run_dir}")
+            return Skip("the run has no metrics.jsonl rows", f"train it: {shell('vaelab', 'train', '--resume', run_dir)}")
         if kind == "interpolate" and len(self.split) < 2:
             return Skip(f"the {self.split_name} split has fewer than 2 images")
         if kind == "ellipses":
@@ -255,16 +255,16 @@ class RunFigures:
             if self.model.latent_dim < 2:
                 return Skip("ellipses need a latent space of 2 or more dimensions")
         if kind == "confusion" and not any("confusion" in r for r in self.classify.values()):
-            return Skip("no classification results with a confusion matrix", f"run: vaelab classify {run_dir} --method gmm")
+            return Skip("no classification results with a confusion matrix", f"run: {shell('vaelab', 'classify', run_dir, '--method', 'gmm')}")
         if kind == "budget":
             rows = _budget_rows(self.classify)
             per_method: dict[str, set] = {}
             for r in rows:
                 per_method.setdefault(str(r.get("method")), set()).add(str(r.get("labels_per_class")))
             if not any(len(v) >= 2 for v in per_method.values()):
-                return Skip("no classification results at two or more label budgets", f"run: vaelab classify {run_dir} --budget 1,10,100")
+                return Skip("no classification results at two or more label budgets", f"run: {shell('vaelab', 'classify', run_dir, '--budget', '1,10,100')}")
         if kind == "quality" and not list((Path(run_dir) / "eval").glob("*_per_image.npz")):
-            return Skip("no per-image evaluation values", f"run: vaelab evaluate {run_dir}")
+            return Skip("no per-image evaluation values", f"run: {shell('vaelab', 'evaluate', run_dir)}")
         return None
 
     # -- static figures ----------------------------------------------------------------------------------
@@ -385,7 +385,7 @@ class RunFigures:
         if gmm["means"].shape[1] != d:
             raise VaelabError(
                 f"the saved GMM has {gmm['means'].shape[1]}-D components but the model's latents are {d}-D",
-                f"re-run vaelab classify {self.run.path} --method gmm",
+                f"re-run {shell('vaelab', 'classify', self.run.path, '--method', 'gmm')}",
             )
         plane = self._plane(scaled=False)
         proj = np.linalg.pinv(np.stack([plane.u, plane.v], 1))  # (2, D): latent -> plane coordinates
@@ -455,7 +455,7 @@ class RunFigures:
                     values = {k: np.asarray(f[k], dtype=np.float64) for k in ("ssim", "psnr", "mse") if k in f.files}
                     labels = np.asarray(f["labels"]) if "labels" in f.files else None
             except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-                raise VaelabError(f"cannot read {path} ({type(e).__name__})", f"evaluate the run again: vaelab evaluate {self.run.path}") from None
+                raise VaelabError(f"cannot read {path} ({type(e).__name__})", f"evaluate the run again: {shell('vaelab', 'evaluate', self.run.path)}") from None
             if values:
                 fig = quality_figure(values, labels, self.class_names, title=f"Reconstruction quality per image, {split} split")
                 out.append((f"quality_{split}", f"Reconstruction quality ({split})", fig))
