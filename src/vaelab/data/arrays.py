@@ -83,7 +83,7 @@ def _load_npy(path: Path) -> np.ndarray:
     try:
         with open(path, "rb") as f:
             arr = np.load(f, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # a .npy that starts like a zip
         raise _open_error(path, e) from None
     if not isinstance(arr, np.ndarray):
         raise VaelabError(f"{path} is an .npz archive, not a single .npy array", f"use npz:{path}")
