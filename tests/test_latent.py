@@ -382,6 +382,8 @@ def test_cli_reruns_with_other_parameters_keep_each_result(run_dir, tmp_path, ca
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(img)
     assert cli("predict", run_dir, img, "--method", "knn", "--name", "knn-three") == 0
     assert "knn-three predictions" in capsys.readouterr().out
+    assert cli("predict", run_dir, img, "--method", "knn") == 0  # without a name: the method's latest fit
+    assert "knn_n_neighbors-1 predictions" in capsys.readouterr().out
     assert cli("predict", run_dir, img, "--name", "nope") == 2
     assert "no saved classifier named nope" in capsys.readouterr().err
     assert cli("classify", run_dir, "--method", "knn", "--name", "../evil") == 2

@@ -142,9 +142,9 @@ def predict(
     run: Annotated[Path, typer.Argument(help="A run directory.")],
     images: Annotated[list[Path] | None, typer.Argument(help="Image files (resized to the model's size).", show_default=False)] = None,
     data: Annotated[str | None, typer.Option(help="Predict every image of this data spec instead.")] = None,
-    method: Annotated[str, typer.Option(help="Which saved classifier of the run.")] = "gmm",
+    method: Annotated[str, typer.Option(help="Which saved classifier of the run (its most recent fit).")] = "gmm",
     name: Annotated[
-        str | None, typer.Option(help="The saved classifier's name, when `vaelab classify` gave it one (--name, or -p).")
+        str | None, typer.Option(help="A saved classifier by name (RUN/classify/NAME.npz: --name, or the method and its -p parameters).")
     ] = None,
 ):
     """Print the predicted class and its probability for each image, with the run's saved classifier.
@@ -162,8 +162,8 @@ def predict(
         raise VaelabError("give image files or --data SPEC (one of the two)", "e.g. vaelab predict RUN digit.png")
     if method not in classifiers.CLASSIFIERS:
         classifiers.make(method)  # the unknown-method error, with a suggestion
-    stem = name or method
-    path = fewlabels.classifier_path(run, stem)
+    path = fewlabels.classifier_path(run, _result_name(method, {}, name)) if name else fewlabels.latest_classifier(run, method)
+    stem = path.stem
     if not path.with_name(f"{stem}.classifier.json").is_file():
         from ..run import require_run_dir
 

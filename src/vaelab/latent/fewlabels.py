@@ -32,8 +32,23 @@ METRIC_KEYS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "f1_mi
 
 
 def classifier_path(run_dir: str | Path, method: str) -> Path:
-    """Where `vaelab classify` keeps a run's classifier: RUN/classify/<method>.npz (+ .classifier.json)."""
+    """Where `vaelab classify` keeps a run's classifier: RUN/classify/<name>.npz (+ .classifier.json); the
+    name is the method, the method with its -p parameters (gmm_covariance_type-diag), or --name."""
     return Path(run_dir) / "classify" / f"{method}.npz"
+
+
+def latest_classifier(run_dir: str | Path, method: str) -> Path:
+    """The most recently fitted classifier of `method` (RUN/classify/<method>.npz or <method>_<parameters>.npz),
+    as a re-run used to overwrite <method>.npz; <method>.npz when there is none."""
+    folder = Path(run_dir) / "classify"
+    found = [
+        p for p in (folder.glob(f"{method}*.classifier.json") if folder.is_dir() else [])
+        if p.name == f"{method}.classifier.json" or p.name.startswith(f"{method}_")
+    ]
+    if not found:
+        return classifier_path(run_dir, method)
+    newest = max(found, key=lambda p: p.stat().st_mtime_ns)
+    return newest.with_name(newest.name.removesuffix(".classifier.json") + ".npz")
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -97,12 +97,12 @@ def read_json_dir(folder: Path) -> dict[str, dict]:
 
 
 def load_gmm(run_dir: Path, class_names: list[str]) -> dict | Skip:
-    """The run's saved GMM classifier (RUN/classify/gmm.npz + .classifier.json) as means (K, D), full
-    covariances (K, D, D) and the class index of each component."""
+    """The run's most recently fitted GMM classifier (RUN/classify/gmm.npz or gmm_<parameters>.npz, +
+    .classifier.json) as means (K, D), full covariances (K, D, D) and the class index of each component."""
     from ..latent import classifiers
-    from ..latent.fewlabels import classifier_path
+    from ..latent.fewlabels import latest_classifier
 
-    path = classifier_path(run_dir, "gmm")
+    path = latest_classifier(run_dir, "gmm")
     if not path.is_file():
         return Skip("no GMM classifier is saved in this run", f"run: {shell('vaelab', 'classify', run_dir, '--method', 'gmm')}")
     try:
