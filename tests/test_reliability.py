@@ -420,6 +420,24 @@ def test_torch_runtime_error_on_a_full_disk_is_one_line_with_the_resume_command(
     assert load_run(run, checkpoint="last").epoch == 1 and not stale_temp_files(run)
 
 
+def test_full_disk_writing_metrics_names_the_resume_command(tmp_path, tiny_idx_dir, monkeypatch):
+    """A callback's file (metrics.jsonl) that cannot be written after a checkpoint exists: resume, in one line."""
+    from vaelab.train import callbacks
+
+    real = callbacks.MetricsFile.on_epoch_end
+
+    def on_epoch_end(self, ctx, row):
+        if row["epoch"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(ctx.run_dir / "metrics.jsonl"))
+        return real(self, ctx, row)
+
+    monkeypatch.setattr(callbacks.MetricsFile, "on_epoch_end", on_epoch_end)
+    code, err = run_cli(["train", *tiny_args(tiny_idx_dir, tmp_path / "runs", "train.epochs=3"), "-q"])
+    run = tmp_path / "runs" / "run"
+    line = one_line(err)
+    assert code == 2 and "disk full while writing" in line and f"resume with: vaelab train --resume {run}" in line, line
+
+
 def test_unwritable_out_dir_fails_before_training(tmp_path, tiny_idx_dir, capsys):
     a_file = tmp_path / "a-file"
     a_file.write_text("not a folder")

@@ -35,6 +35,8 @@ def human_bytes(n: float) -> str:
 
 def check_memory(nbytes: float, what: str, hint: str) -> None:
     """Refuse `what` when it needs more than SHARE of the memory available: 'X would take 5.4 GB of memory ...'."""
+    if nbytes < 2**28:  # below 256 MiB: not worth asking
+        return
     avail = available_memory()
     if avail is not None and nbytes > SHARE * avail:
         raise VaelabError(f"{what} would take {human_bytes(nbytes)} of memory, {human_bytes(avail)} are available", hint)
