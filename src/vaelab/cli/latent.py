@@ -40,8 +40,8 @@ def _result_name(method: str, params: dict, name: str | None) -> str:
         return name
     if not params:
         return method
-    parts = [f"{k}-{v}" for k, v in sorted(params.items())]
-    return re.sub(r"[^A-Za-z0-9._+-]+", "", f"{method}_{'_'.join(parts)}")[:120]
+    parts = [f"{k}-{v}" for k, v in sorted(params.items())]  # hidden=[64, 32] -> hidden-64-32
+    return re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9._+-]+", "-", f"{method}_{'_'.join(parts)}")).strip("-")[:120]
 
 
 @app.command()
