@@ -75,7 +75,7 @@ class Step:
         return self.json(self.eval_file())
 
     def classify(self, method: str, *extra: str) -> dict:
-        self.vaelab("classify", str(self.run_dir), "--method", method, *extra)
+        self.vaelab("classify", str(self.run_dir), "--method", method, "--name", method, *extra)  # -p would name it
         return self.json(f"classify/{method}.json")
 
 

@@ -181,6 +181,33 @@ def ragged_npz(env: Env) -> Path:
     return path
 
 
+def corrupt_compressed_npz(env: Env) -> Path:
+    """A compressed npz whose deflate data is damaged: numpy raises zlib.error (not an OSError) reading it."""
+    import io
+    import zlib
+
+    rng = np.random.default_rng(0)
+    np.savez_compressed(buf := io.BytesIO(), x=rng.integers(0, 256, (16, 8, 8)).astype(np.uint8), y=np.arange(16) % 3)
+    data = buf.getvalue()
+    for pos in range(40, len(data) - 40):
+        bad = bytearray(data)
+        bad[pos] ^= 0xFF
+        try:
+            with np.load(io.BytesIO(bytes(bad))) as z:
+                [z[k] for k in z.files]
+        except zlib.error:
+            path = env.tmp / "zlib.npz"
+            path.write_bytes(bytes(bad))
+            return path
+        except Exception:  # noqa: BLE001 - a header byte: another error; look further
+            continue
+    raise AssertionError("no byte flip gave a zlib.error")
+
+
+def idx_label_255(folder: Path) -> None:
+    write_raw_idx(folder / "train-labels-idx1-ubyte", np.where(np.arange(64) % 3 == 2, 255, np.arange(64) % 3))
+
+
 def nonimage_folder(env: Env) -> Path:
     folder = env.tmp / "docs"
     folder.mkdir()
@@ -237,9 +264,11 @@ CASES = [
     Case("idx-truncated", "data", lambda e: (f"idx:{_idx_with(e, 'cut', lambda f: _truncate(f / 'train-images-idx3-ubyte', 0.7))}", ["train-images-idx3-ubyte", "truncated"]), DATA),
     Case("idx-wrong-magic", "data", lambda e: (f"idx:{_idx_with(e, 'magic', wrong_magic)}", ["train-images-idx3-ubyte", "magic"]), DATA),
     Case("idx-broken-gzip", "data", lambda e: (f"idx:{_idx_with(e, 'gz', gzip_garbage)}", ["train-images-idx3-ubyte.gz"]), DATA[:2]),
+    Case("idx-labels-255", "data", lambda e: (f"idx:{_idx_with(e, 'l255', idx_label_255)}", ["255", "252 of 256 classes"]), DATA[:2]),
     Case("idx-labels-wrong-length", "data", lambda e: (f"idx:{_idx_with(e, 'short', short_labels)}", ["train-labels-idx1-ubyte", "63"]), DATA[:2]),
     # npz
     Case("npz-no-known-arrays", "data", lambda e: (f"npz:{npz(e, 'odd.npz', foo=np.zeros((4, 8, 8), np.uint8), bar=np.zeros(4))}", ["odd.npz", "foo"]), DATA, "npz"),
+    Case("npz-corrupt-compressed", "data", lambda e: (f"npz:{corrupt_compressed_npz(e)}", ["zlib.npz"]), DATA, "npz"),
     Case("npz-ragged", "data", lambda e: (f"npz:{ragged_npz(e)}", ["ragged.npz"]), DATA[:2], "npz"),
     Case("npz-nan", "data", lambda e: (f"npz:{npz(e, 'nan.npz', x=np.full((4, 8, 8), np.nan, np.float32), y=np.arange(4))}", ["nan.npz"]), DATA[:2], "npz"),
     Case("npz-out-of-range", "data", lambda e: (f"npz:{npz(e, 'big.npz', x=np.full((4, 8, 8), 1000, np.int64), y=np.arange(4))}", ["big.npz"]), DATA[:2], "npz"),
@@ -259,6 +288,10 @@ CASES = [
     Case("negative-beta", "config", lambda e: (["model.beta=-1"], ["model.beta", "-1"]), CONFIG),
     Case("batch-size-0", "config", lambda e: (["train.batch_size=0"], ["train.batch_size", "0"]), CONFIG),
     Case("bad-choice", "config", lambda e: (["model.arch=transformer"], ["model.arch", "transformer", "conv"]), CONFIG),
+    Case("latent-dim-absurd", "config", lambda e: (["model.latent_dim=100000000000"], ["model.latent_dim", "100000000000", "65,536"]), CONFIG),
+    Case("image-size-absurd", "config", lambda e: (["data.image_size=10000"], ["data.image_size", "10000", "4,096"]), CONFIG),
+    Case("hidden-absurd", "config", lambda e: (["model.hidden=[10000000]"], ["model.hidden", "65,536"]), CONFIG),
+    Case("epochs-0", "config", lambda e: (["train.epochs=0"], ["train.epochs", "0", ">= 1"]), CONFIG),
     Case("image-size-too-small", "config", lambda e: (["data.image_size=4"], ["data.image_size", "4"]), CONFIG),
     Case("image-size-the-arch-cannot-take", "config", lambda e: ([f"data.source=idx:{e.runs.idx}", "model.arch=conv", "model.conv_channels=[4,4,4,4,4]"], ["image_size 8", "model.conv_channels"]), ("train",)),
     Case("config-file-missing", "config", lambda e: ([_p(e, "nope.yaml")], [_p(e, "nope.yaml")]), CONFIG),
@@ -270,6 +303,11 @@ CASES = [
     Case("unknown-option", "argv", lambda e: (["train", "--epochs", "5"], ["--epochs", "vaelab train --help"]), ("train",)),
     Case("option-not-a-number", "argv", lambda e: (["sample", e.run("a"), "-n", "abc"], ["'-n'"]), ("sample",)),
     Case("unknown-command", "argv", lambda e: (["trian"], ["trian"]), ("train",)),
+    Case("data-info-image-size-3", "argv", lambda e: (["data", "info", f"idx:{e.runs.idx}", "--image-size", "3"], ["image_size is 3", "8 to 4096"]), ("data info",)),
+    Case("data-info-image-size-10000", "argv", lambda e: (["data", "info", f"idx:{e.runs.idx}", "--image-size", "10000"], ["image_size is 10000"]), ("data info",)),
+    Case("sample-absurd-n", "argv", lambda e: (["sample", e.run("a"), "-n", "100000000", "--out", e.tmp / "s.png"], ["-n 100,000,000", "PNG", "at most about"]), ("sample",)),
+    Case("checkpoint-not-a-checkpoint", "argv", lambda e: (["evaluate", e.run("a"), "--checkpoint", _made(e, "passwd", b"root:x:0:0:root:/root:/bin/bash\n")], [_p(e, "passwd"), "not a checkpoint file"]), ("evaluate",)),
+    Case("checkpoint-unknown-name", "argv", lambda e: (["evaluate", e.run("a"), "--checkpoint", "bset"], ["'bset'", "best, last"]), ("evaluate",)),
     Case("missing-argument", "argv", lambda e: (["data", "info"], ["spec"]), ("data info",)),
     # run directories
     Case("run-dir-missing", "run", lambda e: (_p(e, "nope"), [_p(e, "nope")]), RUN),
@@ -509,3 +547,103 @@ def test_bad_files_in_a_folder_are_skipped_and_named(tmp_path, folder_reader, ca
     said = capfd.readouterr().err + " ".join(str(w.message) for w in caught)
     for name in ("cut.png", "cut.jpg", "fake.png"):
         assert name in said, f"{name} was skipped silently: {said!r}"
+
+
+def test_dark_float_npz_pixels_get_a_one_line_warning(tmp_path, capfd):
+    """Float pixels in 0..7 are read on the 0..255 scale (nearly black): said in one line (issue 27, item 5)."""
+    path = tmp_path / "dark.npz"
+    np.savez(path, x=np.linspace(0, 7, 4 * 64, dtype=np.float32).reshape(4, 8, 8), y=np.arange(4) % 2)
+    capfd.readouterr()
+    assert run_cli(["data", "info", f"npz:{path}"]) == 0
+    lines = [ln for ln in capfd.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and "0 to 7" in lines[0] and "divided by 7" in lines[0], lines
+    for fine in (np.linspace(0, 1, 256), np.linspace(0, 255, 256)):  # 0..1 and 0..255 floats: no warning
+        np.savez(path, x=fine.astype(np.float32).reshape(4, 8, 8), y=np.arange(4) % 2)
+        assert run_cli(["data", "info", f"npz:{path}"]) == 0
+        assert "warning" not in capfd.readouterr().err
+
+
+def test_emnist_named_idx_files_are_read_upright(tmp_path):
+    """EMNIST stores its images transposed; files named emnist-<split>-* read through idx:DIR are flipped
+    back like the named source, and letters get their class names (labels 1..26) (issue 27, item 3)."""
+    from vaelab.data import load
+
+    upright = np.zeros((6, 8, 8), np.uint8)
+    upright[:, 0, :] = 255  # a bar along the top row
+    labels = np.array([1, 2, 3, 1, 2, 3])
+    folder = tmp_path / "emnist"
+    folder.mkdir()
+    for split in ("train", "test"):
+        write_raw_idx(folder / f"emnist-letters-{split}-images-idx3-ubyte", upright.transpose(0, 2, 1))  # as EMNIST stores it
+        write_raw_idx(folder / f"emnist-letters-{split}-labels-idx1-ubyte", labels)
+    ds = load(f"idx:{folder}", val_fraction=0.0)
+    assert (ds.images[:, 0, 0, :] == 255).all() and (ds.images[:, 0, 1:, :] == 0).all()
+    assert ds.class_names[:3] == ["A", "B", "C"] and ds.labels[:3].tolist() == [0, 1, 2]
+    plain = tmp_path / "plain"  # the same bytes under MNIST names: read as stored
+    plain.mkdir()
+    write_raw_idx(plain / "train-images-idx3-ubyte", upright.transpose(0, 2, 1))
+    assert (load(f"idx:{plain}", val_fraction=0.0).images[:, 0, :, 0] == 255).all()
+
+
+def test_predict_refuses_a_decompression_bomb_in_one_line(tmp_path, runs, capfd, monkeypatch):
+    """Issue 27, item 8: an image over Pillow's pixel limit (a 20000 x 20000 PNG; here the limit is lowered)."""
+    from PIL import Image
+
+    env = Env(tmp_path, runs)
+    run = env.run("a")
+    assert run_cli(["classify", run, "--method", "gmm"]) == 0
+    bomb = _png(tmp_path / "bomb.png", np.zeros((300, 300), np.uint8))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20_000)  # 90,000 px is over twice the limit: an error
+    before = snapshot(tmp_path)
+    capfd.readouterr()
+    assert run_cli(["predict", run, bomb]) == 2
+    check_one_line(capfd.readouterr().err, [str(bomb), "too large"])
+    assert snapshot(tmp_path) == before
+
+
+def test_sizes_beyond_the_memory_are_refused_with_the_figure(tmp_path, runs, capfd, monkeypatch):
+    """Issue 27, item 10: a resize or a model estimated above the memory available is refused before allocating."""
+    from vaelab.data import budget as memory
+
+    folder = tmp_path / "pngs"
+    for i in range(18):
+        _png(folder / f"{i}.png", np.full((10, 10), 10 * i, np.uint8))
+    monkeypatch.setattr(memory, "available_memory", lambda: 100 * 10**6)
+    before = snapshot(tmp_path)
+    cases = [
+        (["data", "info", f"folder:{folder}", "--image-size", "4096"], ["18 images of 4096 x 4096", "302.0 MB", "100.0 MB"]),
+        (["data", "info", f"idx:{runs.idx}", "--image-size", "4000"], ["80 images of 4000 x 4000", "1.3 GB"]),
+        (["train", f"data.source=idx:{runs.idx}", "model.hidden=[60000,60000]", f"out_dir={tmp_path / 'runs'}", "-q"], ["MLP", "GB of memory", "model.hidden"]),
+    ]
+    for argv, expect in cases:
+        capfd.readouterr()
+        assert run_cli(argv) == 2, argv
+        check_one_line(capfd.readouterr().err, expect)
+    assert snapshot(tmp_path) == before
+
+
+def test_sample_draws_in_chunks_with_progress(tmp_path, runs, capfd, monkeypatch):
+    """Issue 27, item 10: a large -n is decoded chunk by chunk, each chunk reported."""
+    from PIL import Image
+
+    from vaelab.cli import train as train_cli
+
+    monkeypatch.setattr(train_cli, "SAMPLE_CHUNK", 10)
+    out = tmp_path / "s.png"
+    assert run_cli(["sample", Env(tmp_path, runs).run("a"), "-n", "25", "--nrow", "5", "--out", out]) == 0
+    said = capfd.readouterr().out
+    assert "sampled 10 / 25" in said and "sampled 25 / 25" in said
+    with Image.open(out) as im:  # 5 x 5 images of 8 px with 2 px padding, doubled
+        assert im.size == (2 * (5 * 10 + 2), 2 * (5 * 10 + 2))
+
+
+def test_warnings_print_as_one_line_each(tmp_path):
+    """A library warning reaches the terminal as one 'warning: ...' line, not Python's file:line plus source."""
+    path = tmp_path / "dark.npz"
+    np.savez(path, x=np.linspace(0, 7, 32 * 64, dtype=np.float32).reshape(32, 8, 8), y=np.arange(32) % 2)
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    argv = ["train", f"data.source=npz:{path}", *TINY_MODEL, f"out_dir={tmp_path / 'runs'}", "-q"]
+    proc = subprocess.run([sys.executable, "-m", "vaelab", *argv], env=env, capture_output=True, text=True, timeout=300)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 0, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and "0 to 7" in lines[0], proc.stderr

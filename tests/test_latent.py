@@ -305,22 +305,23 @@ def real_digits_run(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("method", ["gmm", "spread", "mlp", "logreg", "knn"])
 def test_cli_classify_and_predict_each_method(method, run_dir, tmp_path, capsys):
     extra = ["-p", "max_epochs=20"] if method == "mlp" else []
+    stem = "mlp_max_epochs-20" if method == "mlp" else method  # a result with -p parameters is named after them
     assert cli("classify", run_dir, "--method", method, "--labels-per-class", "5", "--seed", "1", *extra) == 0
     out = capsys.readouterr().out
     assert "accuracy" in out and "confusion matrix" in out
-    report = json.loads((run_dir / "classify" / f"{method}.json").read_text())
+    report = json.loads((run_dir / "classify" / f"{stem}.json").read_text())
     assert CONTRACT_KEYS <= set(report)
     assert report["method"] == method and report["labels_per_class"] == 5 and report["n_labelled"] == 15
     assert report["class_names"] == ["1", "4", "8"] and report["n_test"] == 150
     assert np.array(report["confusion"]).sum() == 150
-    assert (run_dir / "classify" / f"{method}.npz").is_file()
-    assert (run_dir / "classify" / f"{method}.classifier.json").is_file()
+    assert (run_dir / "classify" / f"{stem}.npz").is_file()
+    assert (run_dir / "classify" / f"{stem}.classifier.json").is_file()
     # predict: an image file (any size: it is resized to the model's 28 x 28)
     from PIL import Image
 
     img = tmp_path / "digit.png"
     Image.fromarray(np.kron(np.eye(8, dtype=np.uint8) * 255, np.ones((5, 5), np.uint8))).save(img)
-    assert cli("predict", run_dir, img, "--method", method) == 0
+    assert cli("predict", run_dir, img, "--method", method, "--name", stem) == 0
     out = capsys.readouterr().out
     assert "digit.png" in out and any(name in out for name in ("│ 1 ", "│ 4 ", "│ 8 "))
 
@@ -341,6 +342,52 @@ def test_cli_labelled_and_test_sets_from_specs(run_dir, run, tmp_path, capsys):
     report = json.loads((run_dir / "classify" / "logreg.json").read_text())
     assert report["labels_per_class"] == "all" and report["n_labelled"] == report["n_test"] == len(ds)
     assert report["class_names"] == ["1", "4", "8"] and report["test_source"] == spec
+
+
+def test_cli_labelled_and_test_sets_of_all_ten_digits_keep_the_runs_classes(run_dir, run, tmp_path, capsys):
+    """A run of digits 1/4/8 given --labelled and --test sets of all ten digits: only the images of its classes
+    are used, and the classifier and the scores know the run's three classes only (issue 27, item 2)."""
+    from vaelab.data import load
+
+    ten = load("mnist-sample", val_fraction=0.0)
+    rng = np.random.default_rng(0)
+    pick = rng.permutation(len(ten))[:400]
+    digits = np.array([int(ten.class_names[c]) for c in ten.labels.numpy()[pick]])
+    spec = write_idx(tmp_path / "ten", ten.images[pick, 0].numpy(), digits)
+    ours = int(np.isin(digits, [1, 4, 8]).sum())
+    assert 0 < ours < len(digits) and len(set(digits.tolist())) == 10
+    assert cli("classify", run_dir, "--method", "gmm", "--labelled", spec, "--test", spec, "--name", "ten") == 0
+    report = json.loads((run_dir / "classify" / "ten.json").read_text())
+    assert report["class_names"] == ["1", "4", "8"]
+    assert report["n_labelled"] == report["n_test"] == ours
+    assert np.array(report["confusion"]).shape == (3, 3)
+    assert "kept" in capsys.readouterr().out  # it says how many images of other classes were left out
+
+
+def test_cli_reruns_with_other_parameters_keep_each_result(run_dir, tmp_path, capsys):
+    """Issue 27, item 4: a re-run of one method with other -p parameters writes its own files (named from the
+    parameters), --name picks a name, and predict finds a named classifier with --name."""
+    folder = run_dir / "classify"
+    assert cli("classify", run_dir, "--method", "knn", "--labels-per-class", "5") == 0
+    assert cli("classify", run_dir, "--method", "knn", "--labels-per-class", "5", "-p", "n_neighbors=1") == 0
+    assert cli("classify", run_dir, "--method", "knn", "--labels-per-class", "3", "--name", "knn-three") == 0
+    first, second, named = (json.loads((folder / f"{n}.json").read_text()) for n in ("knn", "knn_n_neighbors-1", "knn-three"))
+    assert first["params"]["n_neighbors"] != 1 and second["params"]["n_neighbors"] == 1
+    assert (first["name"], second["name"], named["name"]) == ("knn", "knn_n_neighbors-1", "knn-three")
+    assert named["n_labelled"] == 9 and (folder / "knn-three.npz").is_file() and (folder / "knn_n_neighbors-1.npz").is_file()
+    capsys.readouterr()
+    from PIL import Image
+
+    img = tmp_path / "x.png"
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(img)
+    assert cli("predict", run_dir, img, "--method", "knn", "--name", "knn-three") == 0
+    assert "knn-three predictions" in capsys.readouterr().out
+    assert cli("predict", run_dir, img, "--method", "knn") == 0  # without a name: the method's latest fit
+    assert "knn_n_neighbors-1 predictions" in capsys.readouterr().out
+    assert cli("predict", run_dir, img, "--name", "nope") == 2
+    assert "no saved classifier named nope" in capsys.readouterr().err
+    assert cli("classify", run_dir, "--method", "knn", "--name", "../evil") == 2
+    assert "--name" in capsys.readouterr().err and not (run_dir / "evil.json").exists()
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -396,6 +396,51 @@ def test_disk_full_mid_run_keeps_the_previous_checkpoint(tmp_path, tiny_idx_dir,
     assert code == 0 and load_run(run, checkpoint="last").epoch == 3
 
 
+@pytest.mark.parametrize("free", [2**20, 10**12], ids=["disk-full", "other-write-failure"])
+def test_torch_runtime_error_on_a_full_disk_is_one_line_with_the_resume_command(tmp_path, tiny_idx_dir, monkeypatch, free):
+    """Issue 27, item 6: torch's zip writer reports a full disk as RuntimeError ('unexpected pos'), not OSError."""
+    import shutil
+
+    real, real_usage = torch.save, shutil.disk_usage
+    calls = []
+
+    def save(obj, f, *a, **k):  # epoch 1's checkpoint is written; epoch 2's fails as torch fails on a full disk
+        calls.append(1)
+        if len(calls) == 2:
+            f.write(b"partial")
+            monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**12, 10**12 - free, free))
+            raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 2368 vs 2256")
+        return real(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", save)
+    code, err = run_cli(["train", *tiny_args(tiny_idx_dir, tmp_path / "runs", "train.epochs=3"), "-q"])
+    monkeypatch.setattr(shutil, "disk_usage", real_usage)
+    run = tmp_path / "runs" / "run"
+    line = one_line(err)
+    what = "disk full" if free < 2**26 else "cannot write (Input/output error: torch said 'unexpected pos 2368 vs 2256')"
+    assert code == 2 and f"{what} while saving {run / 'checkpoints' / 'last.ckpt'}" in line, line
+    assert "previous checkpoint is intact" in line and f"vaelab train --resume {run}" in line
+    assert load_run(run, checkpoint="last").epoch == 1 and not stale_temp_files(run)
+
+
+def test_full_disk_writing_metrics_names_the_resume_command(tmp_path, tiny_idx_dir, monkeypatch):
+    """A callback's file (metrics.jsonl) that cannot be written after a checkpoint exists: resume, in one line."""
+    from vaelab.train import callbacks
+
+    real = callbacks.MetricsFile.on_epoch_end
+
+    def on_epoch_end(self, ctx, row):
+        if row["epoch"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(ctx.run_dir / "metrics.jsonl"))
+        return real(self, ctx, row)
+
+    monkeypatch.setattr(callbacks.MetricsFile, "on_epoch_end", on_epoch_end)
+    code, err = run_cli(["train", *tiny_args(tiny_idx_dir, tmp_path / "runs", "train.epochs=3"), "-q"])
+    run = tmp_path / "runs" / "run"
+    line = one_line(err)
+    assert code == 2 and "disk full while writing" in line and f"resume with: vaelab train --resume {run}" in line, line
+
+
 def test_unwritable_out_dir_fails_before_training(tmp_path, tiny_idx_dir, capsys):
     a_file = tmp_path / "a-file"
     a_file.write_text("not a folder")

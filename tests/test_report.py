@@ -171,3 +171,50 @@ def test_report_renders_its_images_in_headless_chromium(tiny_run, tmp_path):
     assert img.shape == (3000, 1200)
     assert (img < 200).mean() > 0.02  # text, tables and figures, not a blank page
     assert len(np.unique(img)) > 50
+
+
+def test_report_lists_every_classify_result_of_a_method(tiny_run, tmp_path):
+    """Issue 27, item 4: two results of one method (other parameters, or --name) both appear, by name."""
+    from vaelab import load_run
+
+    run_dir = run_with_results(tiny_run, tmp_path)
+    (run_dir / "classify" / "gmm_covariance_type-diag.json").write_text(json.dumps({**CLASSIFY, "accuracy": 0.8123}))
+    page = build_report(load_run(run_dir), dpi=30, animations=False)
+    assert "<h3>gmm</h3>" in page and "<h3>gmm: gmm_covariance_type-diag</h3>" in page
+    assert "0.9312" in page and "0.8123" in page
+
+
+def test_report_skips_a_metrics_line_with_a_non_utf8_byte(tiny_run, tmp_path, capfd):
+    """Issue 27, item 9: a damaged metrics.jsonl line (a non-UTF-8 byte) is skipped and named, not a traceback."""
+    from vaelab.run import read_metrics
+
+    run_dir = Path(shutil.copytree(tiny_run, tmp_path / "run"))
+    path = run_dir / "metrics.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 3
+    path.write_bytes(lines[0] + lines[1].replace(b'"epoch"', b'"ep\xffoch"') + lines[2])
+    with pytest.warns(UserWarning, match=r"metrics.jsonl: skipped line 2 "):
+        rows = read_metrics(run_dir)
+    assert [r["epoch"] for r in rows] == [1, 3]
+    capfd.readouterr()
+    with pytest.warns(UserWarning, match="skipped line 2"):  # the CLI prints it as one 'warning:' line
+        assert cli("report", str(run_dir), "--dpi", "20") == 0
+    assert "Traceback" not in capfd.readouterr().err
+    assert (run_dir / "report.html").is_file()
+
+
+def test_report_hints_are_shell_quoted_for_odd_run_names(tiny_run, tmp_path):
+    """Issue 27, item 12: a run folder named with a space and a quote gets hints that paste into a shell."""
+    import html
+    import shlex
+
+    from vaelab import load_run
+
+    run_dir = Path(shutil.copytree(tiny_run, tmp_path / "my run's"))
+    page = html.unescape(build_report(load_run(run_dir), dpi=20, animations=False))
+    commands = re.findall(r"Run <code>(.*?)</code>", page)
+    evaluate = [c for c in commands if c.startswith("vaelab evaluate")]
+    assert evaluate and shlex.split(evaluate[0]) == ["vaelab", "evaluate", str(run_dir)]
+    classify = [c for c in commands if c.startswith("vaelab classify")]
+    assert classify and shlex.split(classify[0])[2] == str(run_dir)
+    assert f"vaelab evaluate {run_dir}" not in page  # the unquoted form would split at the space

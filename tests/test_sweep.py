@@ -594,3 +594,20 @@ def test_missing_step_library_fails_before_training(tmp_path, monkeypatch, capsy
     with pytest.raises(VaelabError, match="--classify needs vaelab.no_such_module.classify_run"):
         steps.check_available(False, ["gmm"])
     assert not (tmp_path / "runs").exists()
+
+
+def test_conditional_accuracy_reaches_the_results_table(tmp_path):
+    """eval/test.json keeps the conditional model's sample accuracy in a dict (accuracy, per_class, gmm, ...):
+    its accuracy must reach the cond_acc column of results.csv and results.md (issue 27, item 1)."""
+    from vaelab.sweep.results import Column, Results, trial_row
+
+    run_dir = tmp_path / "cvae-z2"
+    (run_dir / "eval").mkdir(parents=True)
+    ev = {"loss": {"objective": 250.0}, "conditional_accuracy": {"accuracy": 0.875, "per_class": {"0": 0.9},
+                                                                 "gmm": {"accuracy": 0.5}}}
+    (run_dir / "eval" / "test.json").write_text(json.dumps(ev))
+    row = trial_row(run_dir, [], [])
+    assert row["cond_acc"] == pytest.approx(0.875)
+    res = Results([{"trial": "cvae-z2", **row}], [Column("trial", "trial"), Column("cond_acc", "cond. acc.", ".3f", True)])
+    assert "cond. acc." in res.markdown() and "0.875" in res.markdown()
+    assert res.csv().splitlines()[1].endswith(",0.875")

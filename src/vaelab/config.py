@@ -174,7 +174,7 @@ BOUNDS: dict[str, tuple[float, bool]] = {
     "model.kernel": (1, True),
     "model.dropout": (0, True),
     "model.res_blocks": (0, True),
-    "train.epochs": (0, True),
+    "train.epochs": (1, True),  # 0 would write a run that trained nothing
     "train.batch_size": (1, True),
     "train.eval_batch_size": (1, True),
     "train.lr": (0, False),
@@ -191,6 +191,25 @@ BOUNDS: dict[str, tuple[float, bool]] = {
     "data.limit": (1, True),
     "data.image_size": (8, True),
 }
+
+# sane upper bounds: far above any real use, low enough that a typo (latent_dim=100000000000) is refused up
+# front instead of ending in the allocator's traceback or a process that grows until the machine swaps
+MAX_IMAGE_SIZE = 4096
+MAX_LAYER = 65536  # units of an MLP layer, the latent size
+UPPER: dict[str, int] = {
+    "model.latent_dim": MAX_LAYER,
+    "model.prior_components": 100_000,
+    "model.pixelcnn_layers": 1000,
+    "model.pixelcnn_channels": 4096,
+    "model.pixelcnn_kernel": 63,
+    "model.kernel": 63,
+    "model.res_blocks": 1000,
+    "train.epochs": 10_000_000,
+    "train.batch_size": 2**20,
+    "train.eval_batch_size": 2**20,
+    "data.image_size": MAX_IMAGE_SIZE,
+}
+LAYER_UPPER = {"model.hidden": MAX_LAYER, "model.conv_channels": 4096}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -424,6 +443,10 @@ def validate(cfg: Config) -> Config:
             op = ">=" if inclusive else ">"
             raise VaelabError(f"'{key}' is {value}, it must be {op} {low:g}", f"set {key} to a valid value")
     logger_names(cfg.train.logger)  # an unknown tracker name fails here, before training
+    for key, high in UPPER.items():
+        value = flat.get(key)
+        if value is not None and value > high:
+            raise VaelabError(f"'{key}' is {value}, it must be <= {high:,}", f"set {key} to a sane size")
     if cfg.data.val_fraction >= 1:
         raise VaelabError(f"'data.val_fraction' is {cfg.data.val_fraction}, it must be below 1", "use e.g. 0.1 (10% of train)")
     if cfg.data.channels not in (None, 1, 3):
@@ -444,6 +467,8 @@ def validate(cfg: Config) -> Config:
     for key in ("model.hidden", "model.conv_channels"):
         if any(int(v) < 1 for v in flat[key]):
             raise VaelabError(f"'{key}' has a size below 1: {flat[key]}", "every layer needs at least one unit or channel")
+        if any(int(v) > LAYER_UPPER[key] for v in flat[key]):
+            raise VaelabError(f"'{key}' has a size above {LAYER_UPPER[key]:,}: {flat[key]}", "give every layer a sane size")
     return cfg
 
 

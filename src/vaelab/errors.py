@@ -19,6 +19,13 @@ class VaelabError(Exception):
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
 
+def shell(*words: object) -> str:
+    """A command line to paste into a shell: each word quoted when it needs it (run names with spaces, quotes)."""
+    import shlex
+
+    return " ".join(shlex.quote(str(w)) for w in words)
+
+
 def fail(message: str, hint: str | None = None) -> VaelabError:
     """Build the error to raise: ``raise fail("...", "...")`` reads like a sentence."""
     return VaelabError(message, hint)

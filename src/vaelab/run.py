@@ -49,8 +49,10 @@ def require_run_dir(path: str | Path) -> Path:
 def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
     """best.ckpt (falls back to last.ckpt), last.ckpt, or a path to a .ckpt file."""
     run_dir = Path(run_dir)
-    if which.endswith(".ckpt"):
-        return Path(which)
+    if which.endswith(".ckpt") or (which not in ("best", "last") and Path(which).is_file()):
+        return Path(which)  # load_checkpoint says what is wrong with a file that is not a checkpoint
+    if which not in ("best", "last"):
+        raise VaelabError(f"checkpoint '{which}' is neither best, last nor an existing file", "use --checkpoint best, last or the path of a .ckpt file")
     folder = run_dir / CHECKPOINTS
     order = ["best", "last"] if which == "best" else [which]
     for name in order:
@@ -67,15 +69,28 @@ def read_config(run_dir: str | Path) -> Config:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
-    """The epochs of metrics.jsonl (a torn last line, from a crash mid-write, is ignored)."""
+    """The epochs of metrics.jsonl (a torn last line, from a crash mid-write, is ignored; any other line that
+    is not a JSON object, e.g. with a non-UTF-8 byte, is skipped with a one-line warning naming it)."""
+    import warnings
+
     path = Path(run_dir) / METRICS_FILE
-    rows = []
+    rows, bad = [], []
     if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
+        lines = path.read_bytes().splitlines()
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
                 continue
+            try:
+                row = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                row = None
+            if isinstance(row, dict):
+                rows.append(row)
+            elif number < len(lines):  # the last line may be torn by a crash mid-write: no warning for it
+                bad.append(number)
+    if bad:
+        shown = ", ".join(map(str, bad[:5])) + (" ..." if len(bad) > 5 else "")
+        warnings.warn(f"{path}: skipped line {shown} (not a JSON object in UTF-8)", stacklevel=2)
     return rows
 
 

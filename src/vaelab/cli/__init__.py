@@ -26,6 +26,22 @@ for _module in COMMAND_MODULES:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: run the app, turning user errors into one line and exit code 2."""
+    import warnings
+
+    formatted = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning  # (the format only: a caller recording warnings still gets them)
+    try:
+        _main(argv)
+    finally:
+        warnings.formatwarning = formatted
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning (a dark npz, a skipped file) as one line on stderr, like errors, not Python's two."""
+    return f"warning: {' '.join(str(message).split())}\n"
+
+
+def _main(argv: list[str] | None) -> None:
     debug = os.environ.get("VAELAB_DEBUG", "") not in ("", "0")
     try:
         try:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..errors import VaelabError
+from ..errors import VaelabError, shell
 from ._common import Table, _pct, _write_json, app, console
 
 METHODS_HELP = "gmm (semi-supervised Gaussian mixture), spread (label spreading on a k-NN graph), mlp (head on K latent samples), logreg, knn."
@@ -29,6 +29,20 @@ def _classifier_params(params: list[str] | None) -> dict:
     return out
 
 
+def _result_name(method: str, params: dict, name: str | None) -> str:
+    """The file stem of a classify result: --name, else the method with its -p parameters (so a re-run with
+    other parameters keeps the earlier result): gmm, gmm_covariance_type-diag, mlp_max_epochs-20_samples-5."""
+    import re
+
+    if name is not None:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}", name) or name.endswith((".classifier", "_budget")):
+            raise VaelabError(f"--name '{name}' is not a plain file name", "use letters, digits, '.', '_', '-', e.g. --name gmm-diag")
+        return name
+    if not params:
+        return method
+    parts = [f"{k}-{v}" for k, v in sorted(params.items())]  # hidden=[64, 32] -> hidden-64-32
+    return re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9._+-]+", "-", f"{method}_{'_'.join(parts)}")).strip("-")[:120]
+
 
 @app.command()
 def classify(
@@ -46,8 +60,14 @@ def classify(
         list[str] | None, typer.Option("--param", "-p", help="Classifier parameter key=value, e.g. covariance_type=diag.")
     ] = None,
     checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    name: Annotated[
+        str | None, typer.Option(help="Name of the result files (default: the method, plus its -p parameters).")
+    ] = None,
 ):
-    """Classify from the latent space with few labels; writes RUN/classify/<method>.json and the classifier.
+    """Classify from the latent space with few labels; writes RUN/classify/<name>.json and the classifier.
+
+    <name> is --name, else the method (gmm.json), or the method and its -p parameters
+    (gmm_covariance_type-diag.json): a re-run with other parameters keeps the earlier result.
 
     Examples:
 
@@ -62,6 +82,7 @@ def classify(
 
     params = _classifier_params(param)
     classifiers.make(method, params)  # a bad method or parameter fails before any encoding
+    stem = _result_name(method, params, name)
     if budget is not None and labels_per_class is not None:
         raise VaelabError("give either --budget or --labels-per-class, not both", "--budget 1,5,10,all sweeps the labels per class")
     budgets = fewlabels.parse_budget(budget) if budget is not None else None
@@ -69,7 +90,7 @@ def classify(
     out_dir = r.path / "classify"
     if budgets is not None:
         result = fewlabels.label_budget(r, method, budgets, seed=seed, labelled=labelled, test=test, params=params, repeats=repeats)
-        path = out_dir / f"{method}_budget.json"
+        path = out_dir / f"{stem}_budget.json"
         _write_json(path, result)
         table = Table(title=f"{method}: label budget (test: {result['test_source']}, {result['n_test']} images, seed {seed})")
         for col in ("labels per class", "labelled", "accuracy", "macro F1"):
@@ -80,12 +101,15 @@ def classify(
                 acc, f1 = f"{acc} ± {100 * row['accuracy_std']:.2f}", f"{f1} ± {row['f1_macro_std']:.4f}"
             table.add_row(str(row["labels_per_class"]), str(row["n_labelled"]), acc, f1)
         console.print(table)
+        for line in result.get("notes", []):
+            console.print(line, highlight=False)
         console.print(f"wrote {path}", highlight=False)
         return
     result = fewlabels.classify(r, method, labels_per_class=labels_per_class, labelled=labelled, test=test, seed=seed, params=params)
     rep = result.report
-    npz_path, _ = classifiers.save(result.classifier, fewlabels.classifier_path(r.path, method), run=r)
-    path = out_dir / f"{method}.json"
+    rep = {"name": stem, **rep}
+    npz_path, _ = classifiers.save(result.classifier, fewlabels.classifier_path(r.path, stem), run=r)
+    path = out_dir / f"{stem}.json"
     _write_json(path, rep)
     table = Table(title=f"{method} on {rep['test_source']} ({rep['n_test']} images)", show_header=False)
     table.add_row("labels", f"{rep['labels_per_class']} per class: {rep['n_labelled']} from {rep['labelled_source']}" + (f", {rep['n_unlabelled']} unlabelled" if rep["n_unlabelled"] else ""))
@@ -108,6 +132,8 @@ def classify(
     for name, row in zip(rep["class_names"], rep["confusion"], strict=True):
         cm.add_row(name, *map(str, row))
     console.print(cm)
+    for line in rep.get("notes", []):
+        console.print(line, highlight=False)
     console.print(f"wrote {path} and {npz_path} (+ .classifier.json)", highlight=False)
 
 
@@ -116,7 +142,10 @@ def predict(
     run: Annotated[Path, typer.Argument(help="A run directory or a pretrained folder.")],
     images: Annotated[list[Path] | None, typer.Argument(help="Image files (resized to the model's size).", show_default=False)] = None,
     data: Annotated[str | None, typer.Option(help="Predict every image of this data spec instead.")] = None,
-    method: Annotated[str, typer.Option(help="Which saved classifier of the run.")] = "gmm",
+    method: Annotated[str, typer.Option(help="Which saved classifier of the run (its most recent fit).")] = "gmm",
+    name: Annotated[
+        str | None, typer.Option(help="A saved classifier by name (RUN/classify/NAME.npz: --name, or the method and its -p parameters).")
+    ] = None,
 ):
     """Print the predicted class and its probability for each image, with the run's saved classifier.
 
@@ -133,22 +162,26 @@ def predict(
         raise VaelabError("give image files or --data SPEC (one of the two)", "e.g. vaelab predict RUN digit.png")
     if method not in classifiers.CLASSIFIERS:
         classifiers.make(method)  # the unknown-method error, with a suggestion
-    path = fewlabels.classifier_path(run, method)
-    if not path.with_name(f"{method}.classifier.json").is_file():
+    path = fewlabels.classifier_path(run, _result_name(method, {}, name)) if name else fewlabels.latest_classifier(run, method)
+    stem = path.stem
+    if not path.with_name(f"{stem}.classifier.json").is_file():
         from ..pretrained import is_pretrained_dir
         from ..run import require_run_dir
 
         if not is_pretrained_dir(run):
             require_run_dir(run)
-        raise VaelabError(f"{run} has no saved {method} classifier", f"run vaelab classify {run} --method {method} first")
+        if name is not None:
+            raise VaelabError(f"{run} has no saved classifier named {name}", f"see the names in {Path(run) / 'classify'}")
+        raise VaelabError(f"{run} has no saved {method} classifier", f"run {shell('vaelab', 'classify', run, '--method', method)} first")
     meta = classifiers.read_meta(path)
+    method = meta.get("method", method)
     # the checkpoint the classifier was fitted on (load() refuses it if that checkpoint changed since)
     ckpt = Path(run) / (meta.get("run") or {}).get("checkpoint", "")
     r = load_run(run, checkpoint=str(ckpt) if ckpt.suffix == ".ckpt" and ckpt.is_file() else "best")
     clf = classifiers.load(path, run=r)
     source = fewlabels.images_from_files(images, r.model.image_shape) if images else data
     pred = fewlabels.predict(r, clf, source)
-    table = Table(title=f"{method} predictions ({len(pred.classes)} images)")
+    table = Table(title=f"{stem if stem != method else method} predictions ({len(pred.classes)} images)")
     table.add_column("image")
     table.add_column("class")
     table.add_column("probability", justify="right")

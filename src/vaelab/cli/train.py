@@ -15,6 +15,7 @@ from ._common import (
     Quiet,
     Table,
     _pct,
+    _say_dim,
     _split_config_args,
     _write_bytes,
     _write_json,
@@ -121,15 +122,20 @@ def sample(
         raise VaelabError(f"--sampler is '{sampler}'", "use prior or gmm")
     if not temperature > 0:
         raise VaelabError(f"--temperature is {temperature}", "use a positive number, e.g. 0.7 (1 draws from the sampler itself)")
+    if nrow is not None and nrow < 1:
+        raise VaelabError(f"--nrow is {nrow}", "give at least 1 image per row")
     r = load_run(run)
+    _check_grid(n, nrow, r.model.image_shape)
     labels = None
     if label is not None:
         if not r.model.conditional:
             raise VaelabError(f"{run} is not a conditional model, so --label does not apply", "train with model.conditional=true")
         labels = torch.full((n,), _class_index(r, label))
+    elif r.model.conditional:  # every class in turn, across the chunks too
+        labels = torch.arange(n) % r.model.num_classes
     g = torch.Generator().manual_seed(seed)
     if sampler == "prior":
-        images = r.model.sample(n, labels=labels, generator=g, temperature=temperature)
+        images = _in_chunks(n, lambda a, b: r.model.sample(b - a, labels=None if labels is None else labels[a:b], generator=g, temperature=temperature))
         what = "the prior"
     else:
         images, what = _gmm_samples(r, n, labels, components, seed, temperature)
@@ -159,8 +165,49 @@ def _gmm_samples(r, n: int, labels, components: int | None, seed: int, temperatu
     else:
         z = GMMSampler(components or 10, seed=seed).fit(train.z).sample(n, temperature=temperature)
         what = f"a {components or 10}-component GMM"
-    y = labels.to(r.device) if labels is not None else None
-    return model.generate(torch.from_numpy(z).to(r.device), y), f"{what} on {len(train)} training latents"
+    z = torch.from_numpy(z)
+    images = _in_chunks(n, lambda a, b: model.generate(z[a:b].to(r.device), None if labels is None else labels[a:b].to(r.device)))
+    return images, f"{what} on {len(train)} training latents"
+
+
+SAMPLE_CHUNK = 4096  # images decoded at once by `vaelab sample`
+MAX_GRID_BYTES = 2**28  # one PNG grid of at most 256 MiB of pixels (16,000 x 16,000 gray)
+
+
+def _check_grid(n: int, nrow: int | None, shape: tuple[int, int, int]) -> None:
+    """Refuse -n before sampling when its one PNG grid would be absurdly large, with the figure and the most that fits."""
+    import math
+
+    from ..data.budget import human_bytes
+
+    c, h, w = shape
+    cols = nrow or max(1, math.ceil(math.sqrt(n)))
+    rows = max(1, math.ceil(n / cols))
+    size = (rows * (h + 2) + 2) * (cols * (w + 2) + 2) * c
+    if size > MAX_GRID_BYTES:
+        most = MAX_GRID_BYTES // ((h + 2) * (w + 2) * c)
+        raise VaelabError(
+            f"-n {n:,}: one grid of {n:,} images of {c} x {h} x {w} would be {human_bytes(size)}, above the {human_bytes(MAX_GRID_BYTES)} "
+            "vaelab writes as one PNG",
+            f"ask for at most about {int(most * 0.9):,} images" + (" (or more per row with --nrow)" if nrow else ""),
+        )
+
+
+def _in_chunks(n: int, draw):
+    """`draw(start, stop)` over chunks of SAMPLE_CHUNK images, kept as uint8 (a quarter of float32's memory), with a
+    progress line per chunk when there is more than one."""
+    import torch
+
+    from ..visualize.grid import to_uint8
+
+    if n <= SAMPLE_CHUNK:
+        return draw(0, n)
+    parts = []
+    for a in range(0, n, SAMPLE_CHUNK):
+        b = min(n, a + SAMPLE_CHUNK)
+        parts.append(torch.from_numpy(to_uint8(draw(a, b))))
+        _say_dim(f"sampled {b:,} / {n:,} images")
+    return torch.cat(parts)
 
 
 def _class_index(run, label: str) -> int:

@@ -15,7 +15,9 @@ unpickling runs code from the file.
 from __future__ import annotations
 
 import math
+import warnings
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +83,7 @@ def _load_npy(path: Path) -> np.ndarray:
     try:
         with open(path, "rb") as f:
             arr = np.load(f, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # a .npy that starts like a zip
         raise _open_error(path, e) from None
     if not isinstance(arr, np.ndarray):
         raise VaelabError(f"{path} is an .npz archive, not a single .npy array", f"use npz:{path}")
@@ -114,7 +116,7 @@ def read_npz(
                 groups = _pick_keys(list(z.files), images_key, labels_key, path)
                 parts = [(split, z[ik], z[lk] if lk else None) for split, ik, lk in groups]
                 names = _class_names_in(z)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # zlib: corrupt compressed data
         raise _open_error(path, e) from None
     return _build(parts, names, path, image_size, "/".join(f"{ik}" for _, ik, _ in groups))
 
@@ -331,6 +333,7 @@ def _pixels(arr: np.ndarray, where: str) -> np.ndarray:
                 f"{where} has integer pixels from {lo} to {hi}, outside 0..255",
                 "save uint8 0-255 or float 0-1 images",
             )
+        _warn_dark(where, lo, hi)
         return arr.astype(np.uint8)
     if not np.isfinite(arr).all():
         raise VaelabError(
@@ -343,7 +346,23 @@ def _pixels(arr: np.ndarray, where: str) -> np.ndarray:
             "rescale them to 0..1 (e.g. (x + 1) / 2 for -1..1 images)",
         )
     scale = 255.0 if hi <= 1.0 + 1e-6 else 1.0
+    if scale == 1.0:
+        _warn_dark(where, lo, hi)
     return np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8)
+
+
+DARK = 32  # a brightest pixel below this on the 0..255 scale: the images are most likely on another scale
+
+
+def _warn_dark(where: str, lo: float, hi: float) -> None:
+    """Pixels above 1 are read on the 0..255 scale; say so when the brightest is so dark (0..7, 0..15) that the
+    values are most likely on a scale of their own."""
+    if 0 < hi < DARK:
+        warnings.warn(
+            f"{where} has pixel values from {lo:g} to {hi:g}, read on the 0..255 scale (the brightest pixel is "
+            f"{100 * hi / 255:.0f}% of white); if {hi:g} is white, save them divided by {hi:g} (0..1)",
+            stacklevel=2,
+        )
 
 
 def _label_values(y: np.ndarray, n: int, where: str) -> np.ndarray:

@@ -24,6 +24,8 @@ import json
 import os
 import tempfile
 import warnings
+import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -257,7 +259,7 @@ def _cache_read(path: Path) -> tuple[ImageSet, list[str]] | None:
             images, labels, meta["class_names"], split_ids, f"{meta['root']} (read from cache {path})"
         )
         return ds, meta["notes"]
-    except (OSError, ValueError, KeyError, EOFError, VaelabError):
+    except (OSError, ValueError, KeyError, EOFError, VaelabError, zipfile.BadZipFile, zlib.error):
         return None
 
 
@@ -353,6 +355,13 @@ def _decode_folder(
                     f"{root}: images have {len(sizes)} different sizes, resized to {DEFAULT_SIZE} x {DEFAULT_SIZE} "
                     "(set image_size to choose)"
                 )
+    from .budget import check_memory
+
+    check_memory(
+        len(entries) * (channels or 3) * image_size**2 if image_size else 0,
+        f"{len(entries)} images of {image_size} x {image_size} px from {root}",
+        "use a smaller image_size or data.limit",
+    )
     # decoded images go straight into one preallocated array: no list of arrays plus a stacked copy
     images: np.ndarray | None = None
     done: list[_Entry] = []

@@ -75,8 +75,14 @@ def _read(spec: str, **opts) -> ImageSet:
 
 def _check_options(image_size, channels, val_fraction, limit) -> None:
     """Reject impossible option values up front, with the option named (not a tensor error later)."""
-    if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
-        raise VaelabError(f"image_size is {image_size!r}", "give a positive integer, e.g. 28 or 64")
+    from ..config import BOUNDS, MAX_IMAGE_SIZE
+
+    low = int(BOUNDS["data.image_size"][0])  # the same limits as training's data.image_size
+    if image_size is not None and (not isinstance(image_size, int) or not low <= image_size <= MAX_IMAGE_SIZE):
+        raise VaelabError(
+            f"image_size is {image_size!r}, it must be from {low} to {MAX_IMAGE_SIZE}",
+            "give a size the models take, e.g. 28 or 64",
+        )
     if channels is not None and channels not in (1, 3):
         raise VaelabError(f"channels is {channels!r}", "use 1 (gray) or 3 (RGB)")
     if not 0 <= val_fraction < 1:
@@ -132,6 +138,14 @@ def conform(ds: ImageSet, image_size: int | None, channels: int | None) -> Image
     images = ds.images
     want_c = channels if channels is not None else ds.channels
     resize = image_size is not None and tuple(images.shape[2:]) != (image_size, image_size)
+    if resize:
+        from .budget import check_memory
+
+        check_memory(
+            len(images) * max(want_c, images.shape[1]) * image_size**2,
+            f"{len(images)} images of {image_size} x {image_size} px ({ds.source})",
+            "use a smaller image_size or data.limit",
+        )
     if want_c < images.shape[1]:
         images = to_channels(images, want_c)
     if resize:

@@ -7,6 +7,7 @@ datasets we know (file names, checksums, class names). `load()` in load.py appli
 from __future__ import annotations
 
 import gzip
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -315,17 +316,50 @@ def read_idx_dir(arg: str, spec: str = "", **_) -> ImageSet:
         raise VaelabError(f"{spec or arg}: folder {folder} does not exist", "give the folder that holds the IDX files")
     files = sorted(p for p in folder.iterdir() if p.is_file() and _is_idx_name(p.name))
     parts = []
+    emnist = None  # EMNIST's own file names (emnist-<split>-...): its images are stored transposed
     for split, keys in (("train", ("train",)), ("test", ("t10k", "test"))):
         imgs = [p for p in files if any(k in p.name for k in keys) and "idx3" in p.name]
         labs = [p for p in files if any(k in p.name for k in keys) and "idx1" in p.name]
         if imgs:
-            parts.append(read_idx_pair(imgs[0], labs[0] if labs else None, split))
+            match = re.match(r"emnist-([a-z]+)-", imgs[0].name.lower())
+            emnist = match.group(1) if match else emnist
+            parts.append(read_idx_pair(imgs[0], labs[0] if labs else None, split, transposed=bool(match)))
     if not parts:
         raise VaelabError(
             f"{spec or arg}: no IDX image files (*train*idx3*, *t10k*idx3*) in {folder}",
             "point idx: at the folder of the files",
         )
-    return concat(parts, source=str(folder))
+    ds = concat(parts, source=str(folder))
+    ds = _emnist_classes(ds, emnist) if emnist in _EMNIST_CLASSES else ds
+    _check_label_range(ds, f"{spec or arg}")
+    return ds
+
+
+def _check_label_range(ds: ImageSet, where: str) -> None:
+    """IDX labels are class indices 0..k-1: a few values with a large one among them (255 for 'no label')
+    would make mostly empty classes, so they are refused."""
+    if ds.labels is None or not len(ds.labels):
+        return
+    values = torch.unique(ds.labels).tolist()
+    k = int(values[-1]) + 1
+    empty = k - len(values)
+    if empty >= 10 and empty > len(values):
+        shown = ", ".join(map(str, values[:8])) + (" ..." if len(values) > 8 else "")
+        raise VaelabError(
+            f"{where}: the labels go up to {k - 1} but only {len(values)} values occur ({shown}), "
+            f"so {empty} of {k} classes would have no image",
+            "store the labels as class indices 0..k-1; drop images marked with a 'no label' value such as 255",
+        )
+
+
+def _emnist_classes(ds: ImageSet, split: str) -> ImageSet:
+    """EMNIST files read through idx:DIR get the named source's class names (and letters' labels 1..26
+    shifted to 0..25), when their labels fit that split's classes."""
+    offset = emnist_dataset(split).label_offset
+    names = list(_EMNIST_CLASSES[split])
+    if ds.labels is None or not len(ds.labels) or int(ds.labels.min()) < offset or int(ds.labels.max()) - offset >= len(names):
+        return ds
+    return ImageSet(ds.images, ds.labels - offset, names, ds.split_ids, ds.source)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from scipy import stats
 from scipy.special import logsumexp
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from ..errors import VaelabError
+from ..errors import VaelabError, shell
 
 FORMAT = "vaelab-latent-classifier"
 VERSION = 1
@@ -822,5 +822,5 @@ def check_belongs(meta: dict, run, where: str | Path = "the classifier") -> None
         what = "an older checkpoint of this run" if same_dir else f"run {info.get('dir', '?')}"
         raise VaelabError(
             f"{where} was fitted on {what} (checkpoint {info.get('fingerprint', '?')}), not on {run.path} ({mine['fingerprint']})",
-            f"fit it for this run: vaelab classify {run.path} --method {meta.get('method', 'gmm')}",
+            "fit it for this run: " + shell("vaelab", "classify", run.path, "--method", meta.get("method", "gmm")),
         )

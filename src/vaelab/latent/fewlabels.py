@@ -14,7 +14,7 @@ digits 1, 4, 8 of MNIST.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,23 @@ METRIC_KEYS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "f1_mi
 
 
 def classifier_path(run_dir: str | Path, method: str) -> Path:
-    """Where `vaelab classify` keeps a run's classifier: RUN/classify/<method>.npz (+ .classifier.json)."""
+    """Where `vaelab classify` keeps a run's classifier: RUN/classify/<name>.npz (+ .classifier.json); the
+    name is the method, the method with its -p parameters (gmm_covariance_type-diag), or --name."""
     return Path(run_dir) / "classify" / f"{method}.npz"
+
+
+def latest_classifier(run_dir: str | Path, method: str) -> Path:
+    """The most recently fitted classifier of `method` (RUN/classify/<method>.npz or <method>_<parameters>.npz),
+    as a re-run used to overwrite <method>.npz; <method>.npz when there is none."""
+    folder = Path(run_dir) / "classify"
+    found = [
+        p for p in (folder.glob(f"{method}*.classifier.json") if folder.is_dir() else [])
+        if p.name == f"{method}.classifier.json" or p.name.startswith(f"{method}_")
+    ]
+    if not found:
+        return classifier_path(run_dir, method)
+    newest = max(found, key=lambda p: p.stat().st_mtime_ns)
+    return newest.with_name(newest.name.removesuffix(".classifier.json") + ".npz")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -78,6 +93,7 @@ class LatentData:
     pool: Latents | None = None  # a separate labelled set; None: labels are drawn from `train`
     test_source: str = "test split"
     pool_source: str = "train split"
+    notes: list[str] = field(default_factory=list)  # e.g. how many images of other classes were left out
 
     @property
     def labels_pool(self) -> Latents:
@@ -85,13 +101,15 @@ class LatentData:
 
 
 def _align(lat: Latents, vocab: list[str]) -> Latents:
-    """Relabel a set to index `vocab` by class name (names it does not know are appended)."""
+    """Relabel a set to index `vocab` by class name (names it does not know are appended, but only those
+    its labels use: a set cut down to the run's classes must not bring its other class names along)."""
     if lat.labels is None or lat.class_names == vocab:
         return lat
-    for name in lat.class_names:
-        if name not in vocab:
+    used = set(np.unique(lat.labels).tolist()) if len(lat.labels) else set()
+    for i, name in enumerate(lat.class_names):
+        if i in used and name not in vocab:
             vocab.append(name)
-    remap = np.array([vocab.index(n) for n in lat.class_names], dtype=np.int64)
+    remap = np.array([vocab.index(n) if n in vocab else -1 for n in lat.class_names], dtype=np.int64)
     return Latents(lat.z, remap[lat.labels] if len(remap) else lat.labels, list(vocab), lat.std)
 
 
@@ -99,11 +117,17 @@ _CONVERTIBLE = {(1, 3), (3, 1), (4, 1), (4, 3)}
 
 
 def load_for_run(
-    run, spec: str | ImageSet, vocab: list[str] | None = None, restrict: bool = False, what: str = "the data"
+    run,
+    spec: str | ImageSet,
+    vocab: list[str] | None = None,
+    restrict: bool = False,
+    what: str = "the data",
+    notes: list[str] | None = None,
 ) -> ImageSet:
     """A data spec loaded for a run's model: resized to its image size and converted to its channels;
     labels renumbered to index `vocab` (class names; new names are appended to it), and with
-    ``restrict`` only the images of `vocab`'s classes kept. An ImageSet must already fit the model."""
+    ``restrict`` only the images of `vocab`'s classes kept (the run's ``data.classes``: a line saying how
+    many were left out goes to `notes`). An ImageSet must already fit the model."""
     c, s, _ = run.model.image_shape
     name = spec if isinstance(spec, str) else _source_name(spec)
     if isinstance(spec, ImageSet):
@@ -130,6 +154,10 @@ def load_for_run(
                 f"{what} {name} has none of the run's classes ({', '.join(vocab)})",
                 "give a set of the classes the run was trained on",
             )
+        if notes is not None and len(keep) < len(ds):
+            notes.append(
+                f"{what} {name}: kept {len(keep)} of {len(ds)} images, those of the run's classes ({', '.join(vocab)})"
+            )
         ds = ds.subset(keep)
     lat = _align(Latents(np.zeros((len(ds), 0)), ds.labels.numpy(), list(ds.class_names)), vocab)
     ds = ImageSet(ds.images, torch.as_tensor(lat.labels), list(vocab), ds.split_ids, ds.source)
@@ -152,17 +180,18 @@ def encode_sets(run, labelled: str | ImageSet | None = None, test: str | ImageSe
     train = encode(run, data.split("train"))
     vocab = list(train.class_names) if train.labels is not None else []
     restrict = bool(run.config.data.classes) and bool(vocab)  # a run of some classes: keep those in other sets
+    notes: list[str] = []
     if test is None:
         test_split = "test" if data.has_split("test") else "val"
         if not data.has_split(test_split):
             raise VaelabError(f"run {run.path} has neither a test nor a validation split", "give a labelled set with --test SPEC")
         test_lat, test_source = encode(run, data.split(test_split)), f"{test_split} split"
     else:
-        test_lat = encode(run, load_for_run(run, test, vocab, restrict, "the test set"))
+        test_lat = encode(run, load_for_run(run, test, vocab, restrict, "the test set", notes))
         test_source = test if isinstance(test, str) else _source_name(test)
     pool, pool_source = None, "train split"
     if labelled is not None:
-        pool = encode(run, load_for_run(run, labelled, vocab, restrict, "the labelled set"))
+        pool = encode(run, load_for_run(run, labelled, vocab, restrict, "the labelled set", notes))
         pool_source = labelled if isinstance(labelled, str) else _source_name(labelled)
         if pool.labels is None:
             raise VaelabError(f"the labelled set {pool_source} has no labels", "give a labelled data spec (e.g. npz with labels)")
@@ -176,7 +205,7 @@ def encode_sets(run, labelled: str | ImageSet | None = None, test: str | ImageSe
         raise VaelabError(f"the test set {test_source} has no labels, so it cannot be scored", "give a labelled --test set, or use 'vaelab predict'")
     test_lat = _align(test_lat, vocab)
     train = _align(train, vocab) if train.labels is not None else train
-    return LatentData(train, test_lat, vocab, pool, test_source, pool_source)
+    return LatentData(train, test_lat, vocab, pool, test_source, pool_source, notes)
 
 
 def _source_name(ds: ImageSet) -> str:
@@ -362,6 +391,7 @@ def classify(
         "checkpoint": str(run.checkpoint),
         "params": clf.get_params(),
         "fitted": _fitted_summary(clf),
+        "notes": list(data.notes),
     }
     return ClassifyResult(clf, report)
 
@@ -419,6 +449,7 @@ def label_budget(
         "checkpoint": str(run.checkpoint),
         "params": make(method, params).get_params(),
         "budget": rows,
+        "notes": list(data.notes),
     }
 
 
@@ -443,6 +474,11 @@ def images_from_files(paths: list[str | Path], shape: tuple[int, int, int]) -> I
                 arr = np.asarray(im.convert("L" if c == 1 else "RGB"), dtype=np.uint8)
         except FileNotFoundError:
             raise VaelabError(f"image file not found: {p}", "check the path") from None
+        except Image.DecompressionBombError as e:  # e.g. 20000 x 20000 px: decoding it could take all the memory
+            raise VaelabError(
+                f"{p} is too large to decode safely ({str(e).split(',')[0]})",
+                "give an image of a normal size (shrink it first if it is real)",
+            ) from None
         except (UnidentifiedImageError, OSError) as e:
             raise VaelabError(f"cannot read {p} as an image ({type(e).__name__})", "give PNG or JPEG files") from None
         t = torch.from_numpy(arr.copy())

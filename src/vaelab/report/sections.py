@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from ..errors import VaelabError
+from ..errors import VaelabError, shell
 from ..visualize.run_figures import RunFigures, Skip, read_json_dir
 from ..visualize.style import figure_bytes
 from .html import (
@@ -203,7 +203,7 @@ def _eval_rows(ev: dict) -> list[tuple[str, object, str]]:
 
 def evaluation_section(ctx: ReportContext) -> list[str]:
     if not ctx.evals:
-        return [note("No evaluation results yet", f"vaelab evaluate {ctx.run_dir}")]
+        return [note("No evaluation results yet", shell("vaelab", "evaluate", ctx.run_dir))]
     out = []
     for stem, result in ctx.evals.items():
         out.append(f"<h3>{esc(stem)} split</h3>" + measure_table(_eval_rows(result)))
@@ -228,7 +228,7 @@ CLASSIFY_COLUMNS = (
 
 def classification_section(ctx: ReportContext) -> list[str]:
     if not ctx.classify:
-        return [note("No classification results yet", f"vaelab classify {ctx.run_dir} --method gmm")]
+        return [note("No classification results yet", shell("vaelab", "classify", ctx.run_dir, "--method", "gmm"))]
     # one row per result file: several results of one method (label budgets, options) each get a row
     table = [
         {"result": stem, **{label: r.get(key, r.get("method", stem) if key == "method" else None) for key, label in CLASSIFY_COLUMNS}}
@@ -260,7 +260,7 @@ def traversals_section(ctx: ReportContext) -> list[str]:
 
 def animations_section(ctx: ReportContext) -> list[str]:
     if not ctx.animations:
-        return [note("Animations were left out of this report (--no-animations)", f"vaelab plot {ctx.run_dir} animate")]
+        return [note("Animations were left out of this report (--no-animations)", shell("vaelab", "plot", ctx.run_dir, "animate"))]
     from ..visualize import animate as anim
 
     try:

@@ -31,7 +31,7 @@ EVAL_COLUMNS = [
     ("nll", "NLL", ".2f", "nll.nll"),
     ("ssim", "SSIM", ".3f", "recon_quality.ssim"),
     ("fid", "FID", ".2f", "fid.prior"),
-    ("cond_acc", "cond. acc.", ".3f", "conditional_accuracy"),
+    ("cond_acc", "cond. acc.", ".3f", "conditional_accuracy.accuracy"),  # a dict: accuracy, per_class, gmm, ...
 ]
 VAL_COLUMNS = [("val_loss", "val total", ".2f"), ("val_recon", "val recon", ".2f"), ("val_kl", "val KL", ".2f")]
 RUN_COLUMNS = [("epochs", "epochs", "d"), ("train_time_s", "train time (s)", ".1f")]

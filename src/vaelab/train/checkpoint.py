@@ -59,7 +59,36 @@ def _umask() -> int:
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     state = {"format": FORMAT, **state}
-    atomic_write(path, lambda f: torch.save(state, f))
+
+    def write(f) -> None:
+        try:
+            torch.save(state, f)
+        except RuntimeError as e:  # torch's zip writer reports a failed write (a full disk) as RuntimeError
+            if not _WRITE_FAILED.search(str(e)):
+                raise
+            raise _write_failed(Path(path), e) from e
+
+    atomic_write(path, write)
+
+
+# what torch's PytorchStreamWriter says when the bytes did not reach the file: "unexpected pos 1234 vs 1200",
+# "PytorchStreamWriter failed writing file data/0: file write failed"
+_WRITE_FAILED = re.compile(r"unexpected pos|write failed|failed writing|PytorchStreamWriter", re.IGNORECASE)
+
+
+def _write_failed(path: Path, e: RuntimeError) -> OSError:
+    """The OSError a failed torch.save means: ENOSPC when the disk is (nearly) full, else EIO."""
+    import errno
+    import shutil
+
+    try:
+        full = shutil.disk_usage(path.parent).free < 64 * 2**20
+    except OSError:
+        full = False
+    code = errno.ENOSPC if full else errno.EIO
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    text = re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", text)[:120]  # torch's C++ source position
+    return OSError(code, f"{os.strerror(code)}: torch said '{text}'", str(path))
 
 
 def link_checkpoint(src: str | Path, dst: str | Path) -> None:
@@ -85,6 +114,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise VaelabError(f"checkpoint not found: {path}", "train the run first, or give the run directory")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise VaelabError(f"cannot read checkpoint {path}: {e.strerror or e}", "check the path and its permissions") from None
+    if head and not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save: a zip archive (or a legacy pickle)
+        raise VaelabError(f"{path} is not a checkpoint file at all (no torch.save archive)", "give a .ckpt file written by 'vaelab train', or best / last")
     try:
         with warnings.catch_warnings():  # torch warns about foreign pickle protocols; we refuse those anyway
             warnings.simplefilter("ignore")

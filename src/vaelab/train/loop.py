@@ -23,7 +23,7 @@ import torch
 from ..config import Config, dump_config, to_dict, validate
 from ..data import ImageSet, from_config, to_float
 from ..data.memory import DATA_FILE, MEMORY_SOURCE, save_npz, saved_run_data
-from ..errors import VaelabError
+from ..errors import VaelabError, shell
 from ..models import build, resolve, vae_loss
 from ..run import CHECKPOINTS, CONFIG_FILE
 from .checkpoint import (
@@ -311,7 +311,7 @@ def _save_error(e: OSError, path: Path, run_dir: Path) -> VaelabError:
     what = "disk full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else f"cannot write ({e.strerror or e})"
     msg = f"{what} while saving {path}; " + ("the previous checkpoint is intact" if kept else "no checkpoint was kept")
     hint = (
-        f"free some space, then resume with: vaelab train --resume {run_dir}"
+        f"free some space, then resume with: {shell('vaelab', 'train', '--resume', run_dir)}"
         if kept
         else "free some space or choose another out_dir, then start again"
     )
@@ -526,7 +526,7 @@ def fit(
             if resume:
                 raise TrainingInterrupted(
                     f"{name}: stopped before training resumed; the checkpoint in {run_dir} is unchanged",
-                    f"resume with: vaelab train --resume {run_dir}",
+                    f"resume with: {shell('vaelab', 'train', '--resume', run_dir)}",
                     stop.signum,
                 ) from None
             raise TrainingInterrupted(
@@ -741,7 +741,7 @@ def _train(fabric, cfg: Config, run_dir: Path, data: ImageSet, resume: bool, cal
         raise TrainingInterrupted(
             f"{signal.Signals(signum).name}: training stopped at epoch {state.epoch + 1}, batch {state.batch_in_epoch}; "
             f"checkpoint saved in {run_dir}",
-            f"resume with: vaelab train --resume {run_dir}",
+            f"resume with: {shell('vaelab', 'train', '--resume', run_dir)}",
             signum,
         ) from None
     except _Diverged as e:
@@ -751,7 +751,10 @@ def _train(fabric, cfg: Config, run_dir: Path, data: ImageSet, resume: bool, cal
         _close(live, ctx)
         from .rundir import write_error
 
-        raise write_error(e, run_dir) from None
+        err = write_error(e, run_dir)
+        if (run_dir / CHECKPOINTS / "last.ckpt").is_file():  # the checkpoints survive: training can go on
+            err.hint = f"free some space, then resume with: {shell('vaelab', 'train', '--resume', run_dir)}"
+        raise err from None
     except BaseException as e:
         _close(live, ctx)
         if cfg.train.compile and type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):

@@ -13,7 +13,7 @@ import re
 import shutil
 from pathlib import Path
 
-from ..errors import VaelabError
+from ..errors import VaelabError, shell
 from ..run import CHECKPOINTS, CONFIG_FILE, is_run_dir
 
 LOCK_FILE = ".lock"
@@ -66,7 +66,7 @@ def check_resumable(run_dir: str | Path) -> Path:
     if is_run_dir(run_dir):
         raise VaelabError(
             f"nothing to resume in {run_dir}: it stopped before its first checkpoint was written",
-            f"start it over with: vaelab train {run_dir / CONFIG_FILE} --run-dir {run_dir}",
+            f"start it over with: {shell('vaelab', 'train', run_dir / CONFIG_FILE, '--run-dir', run_dir)}",
         )
     if (run_dir / LOCK_FILE).exists() or (run_dir / CHECKPOINTS).is_dir():
         raise VaelabError(
@@ -82,7 +82,7 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> None:
         check_resumable(run_dir)
     elif has_checkpoint(run_dir):
         raise VaelabError(
-            f"{run_dir} already holds a trained run", f"resume it with: vaelab train --resume {run_dir}, or choose another --run-dir"
+            f"{run_dir} already holds a trained run", f"resume it with: {shell('vaelab', 'train', '--resume', run_dir)}, or choose another --run-dir"
         )
     try:
         (run_dir / CHECKPOINTS).mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib.util
 import io
 import re
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +45,7 @@ def read_latent_snapshots(run_dir: str | Path) -> list[tuple[int, np.ndarray, np
             with np.load(path, allow_pickle=False) as f:
                 z = np.asarray(f["z"], dtype=np.float64)
                 labels = np.asarray(f["labels"]) if "labels" in f.files else None
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):  # a damaged file: left out
             continue
         if z.ndim == 2 and len(z):
             out.append((int(m.group(1)), z, labels))

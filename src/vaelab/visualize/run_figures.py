@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import difflib
 import json
+import zipfile
+import zlib
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -17,7 +19,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from ..errors import VaelabError
+from ..errors import VaelabError, shell
 from . import animate as anim
 from .classification import budget_figure, confusion_figure
 from .curves import curves_figure
@@ -95,18 +97,18 @@ def read_json_dir(folder: Path) -> dict[str, dict]:
 
 
 def load_gmm(run_dir: Path, class_names: list[str]) -> dict | Skip:
-    """The run's saved GMM classifier (RUN/classify/gmm.npz + .classifier.json) as means (K, D), full
-    covariances (K, D, D) and the class index of each component."""
+    """The run's most recently fitted GMM classifier (RUN/classify/gmm.npz or gmm_<parameters>.npz, +
+    .classifier.json) as means (K, D), full covariances (K, D, D) and the class index of each component."""
     from ..latent import classifiers
-    from ..latent.fewlabels import classifier_path
+    from ..latent.fewlabels import latest_classifier
 
-    path = classifier_path(run_dir, "gmm")
+    path = latest_classifier(run_dir, "gmm")
     if not path.is_file():
-        return Skip("no GMM classifier is saved in this run", f"run: vaelab classify {run_dir} --method gmm")
+        return Skip("no GMM classifier is saved in this run", f"run: {shell('vaelab', 'classify', run_dir, '--method', 'gmm')}")
     try:
         model = classifiers.load(path)
     except VaelabError as e:
-        return Skip(f"the saved GMM cannot be read ({e.message})", f"run: vaelab classify {run_dir} --method gmm")
+        return Skip(f"the saved GMM cannot be read ({e.message})", f"run: {shell('vaelab', 'classify', run_dir, '--method', 'gmm')}")
     means = np.asarray(model.means_, dtype=np.float64)
     covs = full_covariances(np.asarray(model.covariances_, dtype=np.float64), model.covariance_type, *means.shape)
     comp = np.asarray(model.classes_)[np.asarray(model.component_to_class_)]
@@ -245,7 +247,7 @@ class RunFigures:
         if kind in needs_data and self.data_error is not None:
             return Skip(f"the run's data cannot be loaded ({self.data_error.message})", self.data_error.hint)
         if kind == "curves" and not self.run.metrics():
-            return Skip("the run has no metrics.jsonl rows", f"train it: vaelab train --resume {run_dir}")
+            return Skip("the run has no metrics.jsonl rows", f"train it: {shell('vaelab', 'train', '--resume', run_dir)}")
         if kind == "interpolate" and len(self.split) < 2:
             return Skip(f"the {self.split_name} split has fewer than 2 images")
         if kind == "ellipses":
@@ -262,16 +264,16 @@ class RunFigures:
                     f"to see two latent dimensions anyway: vaelab plot {run_dir} ellipses --dims 0,1",
                 )
         if kind == "confusion" and not any("confusion" in r for r in self.classify.values()):
-            return Skip("no classification results with a confusion matrix", f"run: vaelab classify {run_dir} --method gmm")
+            return Skip("no classification results with a confusion matrix", f"run: {shell('vaelab', 'classify', run_dir, '--method', 'gmm')}")
         if kind == "budget":
             rows = _budget_rows(self.classify)
             per_method: dict[str, set] = {}
             for r in rows:
                 per_method.setdefault(str(r.get("method")), set()).add(str(r.get("labels_per_class")))
             if not any(len(v) >= 2 for v in per_method.values()):
-                return Skip("no classification results at two or more label budgets", f"run: vaelab classify {run_dir} --budget 1,10,100")
+                return Skip("no classification results at two or more label budgets", f"run: {shell('vaelab', 'classify', run_dir, '--budget', '1,10,100')}")
         if kind == "quality" and not list((Path(run_dir) / "eval").glob("*_per_image.npz")):
-            return Skip("no per-image evaluation values", f"run: vaelab evaluate {run_dir}")
+            return Skip("no per-image evaluation values", f"run: {shell('vaelab', 'evaluate', run_dir)}")
         return None
 
     # -- static figures ----------------------------------------------------------------------------------
@@ -401,7 +403,7 @@ class RunFigures:
         if gmm["means"].shape[1] != d:
             raise VaelabError(
                 f"the saved GMM has {gmm['means'].shape[1]}-D components but the model's latents are {d}-D",
-                f"re-run vaelab classify {self.run.path} --method gmm",
+                f"re-run {shell('vaelab', 'classify', self.run.path, '--method', 'gmm')}",
             )
         plane = self._plane(scaled=False)
         proj = np.linalg.pinv(np.stack([plane.u, plane.v], 1))  # (2, D): latent -> plane coordinates
@@ -466,9 +468,12 @@ class RunFigures:
         out = []
         for path in sorted((Path(self.run.path) / "eval").glob("*_per_image.npz")):
             split = path.name[: -len("_per_image.npz")]
-            with np.load(path, allow_pickle=False) as f:
-                values = {k: np.asarray(f[k], dtype=np.float64) for k in ("ssim", "psnr", "mse") if k in f.files}
-                labels = np.asarray(f["labels"]) if "labels" in f.files else None
+            try:
+                with np.load(path, allow_pickle=False) as f:
+                    values = {k: np.asarray(f[k], dtype=np.float64) for k in ("ssim", "psnr", "mse") if k in f.files}
+                    labels = np.asarray(f["labels"]) if "labels" in f.files else None
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+                raise VaelabError(f"cannot read {path} ({type(e).__name__})", f"evaluate the run again: {shell('vaelab', 'evaluate', self.run.path)}") from None
             if values:
                 fig = quality_figure(values, labels, self.class_names, title=f"Reconstruction quality per image, {split} split")
                 out.append((f"quality_{split}", f"Reconstruction quality ({split})", fig))
