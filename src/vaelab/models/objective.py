@@ -135,7 +135,9 @@ def iwae(
     k = int(k or model.cfg.iw_samples)
     target = x if target is None else target
     log_w, recon, kl, kls = log_weights(model, x, y, target, k, kl_weight)
-    return _terms(-_bound(log_w).mean(), recon, kl, kls)
+    # L_1 = E[log p(x|z)] - KL: summed in the ELBO's order, so K = 1 gives the ELBO to the last bit
+    loss = -_bound(log_w).mean() if k > 1 else recon.mean() + kl_weight * kl.mean()
+    return _terms(loss, recon, kl, kls)
 
 
 def miwae(
