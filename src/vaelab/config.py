@@ -75,7 +75,7 @@ class ModelConfig:
     kernel: int = 4  # stride-2 conv kernel of the encoder
     norm: str = "batch"  # encoder norm: batch | instance | none
     decoder_norm: str | None = None  # decoder norm; None means the same as `norm`
-    activation: str = "leaky_relu"  # relu | leaky_relu
+    activation: str = "leaky_relu"  # relu | leaky_relu | tanh
     decoder: str = "transpose"  # transpose | upsample (nearest upsample + conv)
     res_blocks: int = 0  # residual blocks (3x3 conv, norm, act, 3x3 conv + skip) after each resolution change
     dropout: float = 0.0
@@ -142,7 +142,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.gaussian_scale": ("fixed", "learned"),
     "model.norm": ("batch", "instance", "none"),
     "model.decoder_norm": ("batch", "instance", "none"),
-    "model.activation": ("relu", "leaky_relu"),
+    "model.activation": ("relu", "leaky_relu", "tanh"),
     "model.decoder": ("transpose", "upsample"),
     "train.optimizer": ("adam", "adamw"),
     "train.schedule": ("none", "cosine", "plateau"),

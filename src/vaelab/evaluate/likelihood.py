@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..data import to_float
+from ..models.hierarchy import joint_posterior
 
 # elements of a (k_chunk * B, C, H, W) tensor decoded at once: bounds memory whatever k and B are. A GPU
 # wants large chunks; on a CPU small ones stay in cache: a conv decoder's k=100 pass over 1,000 MNIST
@@ -75,7 +76,7 @@ def importance_sampled(
         raise ValueError(f"k must be >= 1, got {k}")
     target = x if target is None else target
     budget = default_budget(x.device) if budget is None else budget
-    joint = model.infer(x, y)  # the bottom-up pass, once for all k samples
+    joint, decode_bottom = joint_posterior(model, x, y)  # the bottom-up pass, once for all k samples
     b = x.shape[0]
     pixels = int(np.prod(x.shape[1:]))
     chunk = max(1, min(k, budget // max(1, b * pixels)))
@@ -90,7 +91,7 @@ def importance_sampled(
         flat = lat.z.reshape(kc * b, -1)
         yk = None if y is None else y.repeat(kc)  # (kc*B,) matches z's (kc, B) flattening
         tk = target.unsqueeze(0).expand(kc, *target.shape).reshape(kc * b, *target.shape[1:])
-        params = model.decode_bottom(flat, yk, context=tk)  # (kc*B, C, H, W)
+        params = decode_bottom(flat, yk, context=tk)  # (kc*B, C, H, W)
         log_px_z = model.likelihood.log_prob(params, tk).view(kc, b).double()
         log_w = log_px_z + lat.log_p.double() - lat.log_q.double()
         lse = torch.logaddexp(lse, torch.logsumexp(log_w, dim=0))

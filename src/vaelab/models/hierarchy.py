@@ -133,3 +133,28 @@ class JointPosterior:
             z = self._below(layer, z)[0].mean
             means.append(z)
         return means[::-1]
+
+
+class PlainPosterior(JointPosterior):
+    """The joint posterior of a duck-typed model with one layer (``encode``, ``decode``, ``prior``, no
+    ``infer``): lets the evaluation score any such model the same way."""
+
+    def __init__(self, q, prior, y: torch.Tensor | None):
+        self.q, self.prior_, self.y, self.stats = q, prior, y, [None]
+        self.model = self  # rsample() reads model.prior
+
+    @property
+    def prior(self):
+        return self.prior_
+
+    @property
+    def top(self):
+        return self.q
+
+
+def joint_posterior(model, x: torch.Tensor, y: torch.Tensor | None = None):
+    """(q(z|x) of all layers, the function that decodes the bottom layer) for a vaelab VAE or any model with
+    ``encode``/``decode``/``prior``/``likelihood``."""
+    if hasattr(model, "infer"):
+        return model.infer(x, y), model.decode_bottom
+    return PlainPosterior(model.encode(x, y), model.prior, y), model.decode
