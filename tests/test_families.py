@@ -261,3 +261,23 @@ def test_sweep_over_objectives(tmp_path, idx_dir):
     assert code == 0
     trials = sorted(p.name for p in (study / "trials").iterdir())
     assert len(trials) == 2 and any("iwae" in t for t in trials), trials
+
+
+def test_config_show_lists_every_family():
+    from vaelab.config import FAMILIES
+
+    assert set(FAMILIES["model.objective"]) == set(OBJECTIVES)
+    assert set(FAMILIES["model.posterior"]) == set(POSTERIORS)
+    assert set(FAMILIES["model.prior"]) == set(PRIORS)
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "vaelab", "config", "show"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    import yaml
+
+    assert yaml.safe_load(out.stdout)["model"]["objective"] == "elbo"  # still valid YAML
+    for key, entries in FAMILIES.items():
+        for value in entries:
+            assert f"{key}={value}:" in out.stdout
+    assert "Burda et al. 2016" in out.stdout and "Tomczak & Welling 2018" in out.stdout

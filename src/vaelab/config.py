@@ -152,6 +152,41 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "trainer.accelerator": ("auto", "cpu", "cuda", "gpu", "mps"),
 }
 
+# The model families: one line and one reference per registry entry (`vaelab config show` and the README
+# list them; tests check every entry of models.OBJECTIVES / POSTERIORS / PRIORS has its line here).
+FAMILIES: dict[str, dict[str, str]] = {
+    "model.objective": {
+        "elbo": "the evidence lower bound, with beta, KL warm-up and free bits (Kingma & Welling 2014)",
+        "iwae": "the K-sample importance-weighted bound, K = model.iw_samples (Burda et al. 2016)",
+        "miwae": "the mean of model.iw_groups K-sample bounds (Rainforth et al. 2018)",
+        "ciwae": "model.ciwae_beta x ELBO + (1 - beta) x the K-sample bound (Rainforth et al. 2018)",
+    },
+    "model.posterior": {
+        "gaussian": "a diagonal Gaussian q(z|x) (Kingma & Welling 2014)",
+        "iaf": "an inverse autoregressive flow of model.flow_steps steps on the Gaussian (Kingma et al. 2016)",
+    },
+    "model.prior": {
+        "normal": "N(0, I) (Kingma & Welling 2014)",
+        "mog": "a learned mixture of model.prior_components Gaussians (Dilokthanakul et al. 2016)",
+        "class": "a learned Gaussian per class, for conditional models (Sohn et al. 2015)",
+        "vamp": "the mixture of the posteriors of model.prior_components learned pseudo-inputs (Tomczak & Welling 2018)",
+    },
+    "model.stochastic_layers": {
+        "1": "one layer of latents",
+        "2": "z1 -> z2 (or more), top-down inference, KL per layer (ladder VAE, Sonderby et al. 2016)",
+    },
+}
+
+
+def families_text() -> str:
+    """The model families as YAML comments (the tail of `vaelab config show`)."""
+    lines = ["# model families: combine one of each (see README 'Model families')"]
+    for key, entries in FAMILIES.items():
+        for value, text in entries.items():
+            lines.append(f"#   {key}={value}: {text}")
+    return "\n".join(lines)
+
+
 # (lower bound, inclusive?) for numbers a user can get wrong; checked by `validate`.
 BOUNDS: dict[str, tuple[float, bool]] = {
     "model.latent_dim": (1, True),

@@ -72,13 +72,14 @@ def config_show(
     config: Annotated[Path | None, typer.Argument(help="A YAML config (default: the built-in defaults).")] = None,
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
 ):
-    """Print the full resolved config.
+    """Print the full resolved config, then the model families (as YAML comments).
 
     Example: vaelab config show configs/fashion-mlp-z2.yaml model.latent_dim=10
     """
-    from ..config import dump_config, load_config
+    from ..config import dump_config, families_text, load_config
 
     config, overrides = _split_config_args(config, overrides)
     console.print(dump_config(load_config(config, overrides)), markup=False, highlight=False)
+    console.print(families_text(), markup=False, highlight=False, soft_wrap=True)  # one line each: stays YAML
 
 
