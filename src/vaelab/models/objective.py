@@ -58,9 +58,7 @@ def elbo(
 ) -> LossTerms:
     """Loss terms of one batch. `x` is the input in [0, 1]; `target` (default `x`) is what is scored,
     e.g. a binarised copy."""
-    target = x if target is None else target
-    lat = model.infer(x, y).rsample()
-    params = model.decode_bottom(lat.z, y, context=target)
+    lat, target, params = model(x, y, target)  # through forward: wrappers (DDP, precision) see the step
     recon = -model.likelihood.log_prob(params, target).mean()
     kl = torch.stack(lat.kl).sum(0).mean()
     if free_bits > 0:
@@ -90,12 +88,8 @@ def log_weights(model, x: torch.Tensor, y: torch.Tensor | None, target: torch.Te
     """n importance weights per image: log w_k = log p(x|z_k) + w (log p(z_k) - log q(z_k|x)), (n, B); and
     -log p(x|z_k), the KL term and the per-layer KLs, each (n, B). With n = 1 the latent term is the ELBO's
     KL (closed form where one exists: the same bound, with less variance), so L_1 is the ELBO exactly."""
-    lat = model.infer(x, y).rsample(n)  # every layer (n, B, D_l)
-    b = x.shape[0]
-    flat = lat.z.reshape(n * b, -1)
-    yk = None if y is None else y.repeat(n)  # (n*B,) matches z's (n, B) flattening
-    tk = target.unsqueeze(0).expand(n, *target.shape).reshape(n * b, *target.shape[1:])
-    log_px_z = model.likelihood.log_prob(model.decode_bottom(flat, yk, context=tk), tk).view(n, b)
+    lat, tk, params = model(x, y, target, n=n)  # every layer (n, B, D_l); images repeated (n*B, C, H, W)
+    log_px_z = model.likelihood.log_prob(params, tk).view(n, x.shape[0])
     kl = torch.stack(lat.kl).sum(0)
     latent = -kl if n == 1 else lat.log_p - lat.log_q
     return log_px_z + kl_weight * latent, -log_px_z, kl, lat.kl

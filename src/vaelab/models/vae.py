@@ -121,11 +121,22 @@ class VAE(nn.Module):
             return self.head.generate(base, self.likelihood.mean)
         return self.head(base, context)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, target: torch.Tensor | None = None):
-        """One pass: (q(z_L|x), the top layer's sample, decoder output); `target` (default x) is the image scored."""
-        joint = self.infer(x, y)
-        lat = joint.rsample()
-        return joint.top, lat.top, self.decode_bottom(lat.z, y, context=x if target is None else target)
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, target: torch.Tensor | None = None, n: int | None = None
+    ):
+        """One pass for the objectives: (latents, scored images, decoder output).
+
+        Draws every stochastic layer from q(z|x) (`hierarchy.Latents`, with log q and log p; (n, B, ...) when
+        `n` is given) and decodes the bottom layer with `target` (default x) as the scored image, repeated n
+        times: (n*B, C, H, W) with sample i of image b at row i*B + b. The objectives call the model only
+        through here, so a wrapper (Fabric's DDP, mixed precision) sees one forward per step."""
+        target = x if target is None else target
+        lat = self.infer(x, y).rsample(n)
+        if n is None:
+            return lat, target, self.decode_bottom(lat.z, y, context=target)
+        tk = target.unsqueeze(0).expand(n, *target.shape).reshape(n * target.shape[0], *target.shape[1:])
+        yk = None if y is None else y.repeat(n)  # (n*B,) matches z's (n, B) flattening
+        return lat, tk, self.decode_bottom(lat.z.reshape(n * x.shape[0], -1), yk, context=tk)
 
     # -- conveniences (no gradient) ----------------------------------------------------------------------
     @torch.no_grad()
