@@ -192,6 +192,8 @@ def evaluate_run(
     }
     if model.cfg.free_bits > 0:
         notes.append(f"the run trained with free bits {model.cfg.free_bits}; 'objective' is recon + beta * KL without them")
+    if getattr(model.cfg, "objective", "elbo") != "elbo":
+        notes.append(f"the run trained with the {model.cfg.objective} bound (K={model.cfg.iw_samples}); 'objective' is recon + beta * KL, the ELBO's")
     if model.cfg.ssim_weight > 0:
         notes.append(f"the run trained with an SSIM term (weight {model.cfg.ssim_weight}); 'objective' is recon + beta * KL without it")
     if binarized is None:
