@@ -110,7 +110,9 @@ def measure_mnist(step: Step, ks: tuple[int, ...]) -> dict:
 
 def measure_fashion(step: Step, ks: tuple[int, ...]) -> dict:
     row = fashion_elbo(float("inf"))(step)
-    return {"elbo": row.detail["elbo"], "nll": {"100": row.detail["nll_k100"]}, "detail": row.value}
+    ev = step.json(step.eval_file())
+    return {"elbo": row.detail["elbo"], "nll": {step.k(100): row.detail["nll_k100"]}, "detail": row.value,
+            "active_units": f"{ev['active_units']} of {ev['latent_dim']}"}
 
 
 def run_row(fam: Family, args, log) -> dict:
