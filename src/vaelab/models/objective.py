@@ -17,8 +17,11 @@ one-sample estimate log q(z|x) - log p(z) (mixture and Vamp priors, IAF). The SS
 not part of the ELBO: recon, kl and elbo_loss stay the ELBO's terms. With stochastic layers the KL of each
 layer is in ``extra`` as kl_1 (bottom) ... kl_L (top).
 
-To add an objective: write the function here (or in its own module), cite its paper and equation, and add
-it to `OBJECTIVES` and to ``CHOICES['model.objective']`` in config.py.
+To add an objective: write the function here (or in its own module), cite its paper and equation, get
+everything from one call ``lat, target, params = model(x, y, target, n=...)`` (the latents of every layer
+with log q and log p, the top posterior ``lat.q``, the scored images, the decoder's output), return
+LossTerms (further terms in ``extra``, logged as train/<name>), and add it to `OBJECTIVES`, to
+``CHOICES['model.objective']`` and ``FAMILIES`` in config.py (one line and the reference).
 """
 
 from __future__ import annotations
