@@ -252,7 +252,6 @@ def test_every_family_runs_through_the_commands(tmp_path, idx_dir, family):
     assert cli("classify", run, "--method", "gmm") == 0
 
 
-@pytest.mark.slow  # a study: about 30 s on 2 cores
 def test_sweep_over_objectives(tmp_path, idx_dir):
     study = tmp_path / "study"
     code = cli("sweep", f"data.source=idx:{idx_dir}", "model.hidden=[16]", "model.latent_dim=2", "train.epochs=1",
