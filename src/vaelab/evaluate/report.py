@@ -49,7 +49,11 @@ def summary_rows(result: dict) -> list[tuple[str, str]]:
         ("active units", f"{result['active_units']} of {result['latent_dim']}"),
     ]
     if "active_units_per_layer" in result:  # a stack of stochastic layers, bottom (z_1) first
-        per = ", ".join(f"z{i + 1}: {a} of {d}" for i, (a, d) in enumerate(zip(result["active_units_per_layer"], result["latent_dims"], strict=True)))
+        kls = (result.get("loss") or {}).get("kl_per_layer") or [None] * len(result["latent_dims"])
+        per = ", ".join(
+            f"z{i + 1}: {a} of {d}" + ("" if kl is None else f" (KL {kl:.2f})")
+            for i, (a, d, kl) in enumerate(zip(result["active_units_per_layer"], result["latent_dims"], kls, strict=True))
+        )
         rows.append(("active units per layer", per))
     fid = result.get("fid")
     if fid:
