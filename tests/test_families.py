@@ -27,7 +27,7 @@ FAMILIES = {
     "two-layer": ("model.stochastic_layers=2", "model.layer_hidden=[16]"),
     "iaf": ("model.posterior=iaf", "model.flow_steps=2", "model.flow_hidden=16"),
     "two-layer-vamp-iwae": (
-        "model.stochastic_layers=2", "model.layer_hidden=[16]", "model.prior=vamp", "model.prior_components=4",
+        "model.stochastic_layers=2", "model.layer_hidden=[16]", "model.layer_inference=bottomup", "model.prior=vamp", "model.prior_components=4",
         "model.objective=iwae", "model.iw_samples=2",
     ),
 }
@@ -47,6 +47,9 @@ def batch(n: int = 8, size: int = 28, channels: int = 1, seed: int = 1) -> torch
 
 
 def test_registries_match_the_config_choices():
+    from vaelab.models.hierarchy import LAYER_INFERENCE
+
+    assert set(CHOICES["model.layer_inference"]) == set(LAYER_INFERENCE)
     assert set(CHOICES["model.objective"]) == set(OBJECTIVES)
     assert set(CHOICES["model.posterior"]) == set(POSTERIORS)
     assert set(CHOICES["model.prior"]) == set(PRIORS)
@@ -120,10 +123,13 @@ def test_vamp_prior_pseudo_inputs_are_images_and_learn():
     assert not any(k.startswith("prior.encoder") for k in model.state_dict())  # no duplicated weights
 
 
-def test_two_layer_kl_matches_a_monte_carlo_estimate():
+@pytest.mark.parametrize("inference", ["ladder", "bottomup"])
+def test_two_layer_kl_matches_a_monte_carlo_estimate(inference):
     """The ELBO's KL of a 2-layer model (closed form for z_1 given z_2, and for z_2) has the expectation of
     log q(z_1, z_2|x) - log p(z_1, z_2) (many samples)."""
-    model = model_for("model.stochastic_layers=2", "model.layer_dims=[4]", "model.layer_hidden=[16]").eval()
+    model = model_for(
+        "model.stochastic_layers=2", "model.layer_dims=[4]", "model.layer_hidden=[16]", f"model.layer_inference={inference}"
+    ).eval()
     x = batch(4)
     with torch.no_grad():
         torch.manual_seed(0)
@@ -133,6 +139,16 @@ def test_two_layer_kl_matches_a_monte_carlo_estimate():
     sd = (lat.log_q - lat.log_p).std(0) / math.sqrt(20000)
     assert torch.all((analytic - mc).abs() < 5 * sd + 1e-3), (analytic, mc, sd)
     assert len(lat.kl) == 2 and lat.z.shape[-1] == 4 and lat.top.shape[-1] == 3
+
+
+def test_bottom_up_inference_ignores_the_layer_above():
+    model = model_for("model.stochastic_layers=2", "model.layer_inference=bottomup", "model.layer_hidden=[16]")
+    joint = model.infer(batch(3))
+    z_a, z_b = torch.zeros(3, 3), torch.ones(3, 3)
+    assert torch.equal(joint._below(0, z_a)[0].mean, joint._below(0, z_b)[0].mean)  # q(z1|x) whatever z2
+    assert not torch.equal(joint._below(0, z_a)[1].mean, joint._below(0, z_b)[1].mean)  # p(z1|z2) moves
+    ladder = model_for("model.stochastic_layers=2", "model.layer_hidden=[16]").infer(batch(3))
+    assert not torch.equal(ladder._below(0, z_a)[0].mean, ladder._below(0, z_b)[0].mean)
 
 
 def test_iaf_log_determinant_matches_autograd_jacobian():

@@ -62,6 +62,7 @@ class ModelConfig:
     stochastic_layers: int = 1  # layers of latents z_1 -> ... -> z_L (ladder VAE, Sonderby 2016); latent_dim is the top's
     layer_dims: list[int] = field(default_factory=list)  # sizes of the layers below the top, bottom first; [] = 2 x latent_dim
     layer_hidden: list[int] = field(default_factory=lambda: [100, 100])  # MLP widths between stochastic layers
+    layer_inference: str = "ladder"  # ladder (top-down, precision-weighted, Sonderby 2016) | bottomup (q(z_l|x), Burda 2016)
     prior: str = "normal"  # normal N(0, I) | mog (learned mixture) | class (N(mu_y, sigma_y) per class) | vamp (Tomczak 2018)
     prior_components: int = 10  # components of the mog prior; pseudo-inputs of the vamp prior
     # autoregressive head (PixelVAE): 0 = a factorized decoder; n >= 1 = masked conv layers over earlier pixels
@@ -139,6 +140,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.prior": ("normal", "mog", "class", "vamp"),  # models.PRIORS
     "model.objective": ("elbo", "iwae", "miwae", "ciwae"),  # models.OBJECTIVES
     "model.posterior": ("gaussian", "iaf"),  # models.POSTERIORS
+    "model.layer_inference": ("ladder", "bottomup"),  # models.hierarchy.LAYER_INFERENCE
     "model.gaussian_scale": ("fixed", "learned"),
     "model.norm": ("batch", "instance", "none"),
     "model.decoder_norm": ("batch", "instance", "none"),
@@ -174,6 +176,10 @@ FAMILIES: dict[str, dict[str, str]] = {
     "model.stochastic_layers": {
         "1": "one layer of latents",
         "2": "z1 -> z2 (or more), top-down inference, KL per layer (ladder VAE, Sonderby et al. 2016)",
+    },
+    "model.layer_inference": {
+        "ladder": "a lower layer's posterior precision-weights its bottom-up estimate with p(z_l|z_l+1) (Sonderby et al. 2016)",
+        "bottomup": "a lower layer's posterior is its bottom-up estimate q(z_l|x) (close to Burda et al. 2016)",
     },
 }
 

