@@ -246,6 +246,34 @@ def test_every_family_resumes_exactly(tmp_path, family):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_two_layer_resumes_mid_epoch_with_the_kl_of_each_layer(tmp_path):
+    """A SIGINT mid-epoch, then --resume: the weights and every logged term (kl_1, kl_2 too) as if straight."""
+    import os
+    import signal
+
+    from vaelab.run import read_metrics
+    from vaelab.train import Callback, TrainingInterrupted, default_callbacks
+
+    class SignalAt(Callback):
+        def __init__(self):
+            self.sent = False
+
+        def on_train_batch_end(self, ctx, batch, n_batches, loss, kl_weight):
+            if not self.sent and ctx.state.epoch == 1 and batch == 2:
+                self.sent = True
+                os.kill(os.getpid(), signal.SIGINT)
+
+    over = (*FAMILIES["two-layer"], *QUICK, "train.log_every=1", "train.epochs=2", "data.limit=200")
+    straight = fit(tiny_config(tmp_path, "name=straight", *over), quiet=True)["run_dir"]
+    cfg = tiny_config(tmp_path, "name=stopped", *over)
+    with pytest.raises(TrainingInterrupted):
+        fit(cfg, callbacks=default_callbacks(cfg, quiet=True) + [SignalAt()])
+    fit(cfg, run_dir=tmp_path / "stopped", resume=True, quiet=True)
+    drop = ("epoch_time", "time")
+    a, b = ([{k: v for k, v in r.items() if k not in drop} for r in read_metrics(d)] for d in (straight, tmp_path / "stopped"))
+    assert a == b and "train/kl_2" in a[-1]
+
+
 @pytest.fixture(scope="module")
 def idx_dir(tmp_path_factory) -> Path:
     return make_idx_dir(tmp_path_factory.mktemp("fam-idx"), n_train=60, n_test=15, size=12)

@@ -57,7 +57,7 @@ class TrainState:
     best_epoch: int = 0
     bad_epochs: int = 0  # epochs since the best validation loss (early stopping)
     skipped_batches: int = 0
-    partial: list[float] = field(default_factory=list)  # an interrupted epoch's sums: recon, kl, loss, images, grad-norm sum, count
+    partial: list[float] = field(default_factory=list)  # an interrupted epoch's sums: recon, kl, loss, images, grad-norm sum, count[, extra images, extra terms]
     train_time: float = 0.0  # seconds spent in fit, summed over resumes
     stop_reason: str = ""
 
@@ -345,13 +345,15 @@ def train_epoch(ctx: Context, model, optimizer, scheduler, images, labels, stop:
     use_labels = labels is not None and cfg.model.conditional
     objective = OBJECTIVES[cfg.model.objective]
     extra: dict[str, torch.Tensor] = {}  # the objective's further terms (kl_1, kl_2, ...), x batch size
-    extra_count = 0  # images behind `extra` (since this process started the epoch)
+    extra_count = 0  # images behind `extra`
+    # an interrupted epoch's extra sums: [images, sum of each term in name order], counted once (rank 0)
+    pending = state.partial[6:] if state.batch_in_epoch and fabric.global_rank == 0 else []
     per_step_lr = scheduler is not None and cfg.train.schedule == "cosine"
     for b in range(state.batch_in_epoch, n_batches):
         if (world == 1 or b % log_every == 0) and _stop_requested(stop, fabric):
             state.batch_in_epoch = b
             totals = _epoch_totals(sums, count, fabric)
-            state.partial = [*totals.tolist(), gn_sum, gn_count]
+            state.partial = [*totals.tolist(), gn_sum, gn_count, *(_extra_totals(extra, extra_count, fabric, images.device) or pending)]
             raise _Interrupt()
         idx = order[b * bs : (b + 1) * bs]
         x = to_float(images.index_select(0, idx))  # (B, C, H, W) float in [0, 1], made on the device from uint8
@@ -380,6 +382,10 @@ def train_epoch(ctx: Context, model, optimizer, scheduler, images, labels, stop:
         state.step += 1
         sums.add_(torch.stack([terms.recon.detach(), terms.kl.detach(), terms.loss.detach()]), alpha=x.shape[0])
         count += x.shape[0]
+        if pending and terms.extra:  # resumed mid-epoch: start from the saved sums
+            extra_count = int(pending[0])
+            extra = {n: torch.tensor(v, device=images.device) for n, v in zip(sorted(terms.extra), pending[1:], strict=True)}
+            pending = []
         for name, v in terms.extra.items():
             extra[name] = extra.get(name, 0.0) + v.detach() * x.shape[0]
         extra_count += x.shape[0]
@@ -404,15 +410,21 @@ def train_epoch(ctx: Context, model, optimizer, scheduler, images, labels, stop:
     if not all(math.isfinite(v) for v in out.values()) and not skip_mode:
         raise _Diverged(f"the mean loss of epoch {state.epoch + 1} is {out['loss']}")
     if extra:
-        names = sorted(extra)
-        vals = torch.stack([extra[n].float() for n in names] + [torch.tensor(float(extra_count), device=images.device)])
-        if world > 1:
-            vals = fabric.all_reduce(vals, reduce_op="sum")
-        *vals, n_extra = vals.tolist()
-        out.update({n: v / max(n_extra, 1.0) for n, v in zip(names, vals, strict=True)})
+        n_extra, *vals = _extra_totals(extra, extra_count, fabric, images.device)
+        out.update({n: v / max(n_extra, 1.0) for n, v in zip(sorted(extra), vals, strict=True)})
     out["grad_norm"] = gn_sum / gn_count if gn_count else float("nan")
     out["samples_per_rank"] = len(order)
     return out
+
+
+def _extra_totals(extra: dict, count: int, fabric, device) -> list[float]:
+    """[images, sum of each extra term in name order], over all ranks ([] when the objective has none)."""
+    if not extra:
+        return []
+    vals = torch.stack([torch.tensor(float(count), device=device)] + [extra[n].float() for n in sorted(extra)])
+    if fabric.world_size > 1:
+        vals = fabric.all_reduce(vals, reduce_op="sum")
+    return vals.tolist()
 
 
 def _epoch_totals(sums: torch.Tensor, count: int, fabric) -> torch.Tensor:
