@@ -84,3 +84,59 @@ def test_ssim_ceiling_scores_a_copied_test_set_as_perfect(tmp_path):
     assert float(nearest[3]) == pytest.approx(1.0) and float(nearest[5].strip(" |")) == pytest.approx(1.0)  # digits 1 and 8: copies
     assert float(nearest[4]) < 0.5  # digit 4, the inverted one
     assert float(rows["best of the 3 nearest, by SSIM (oracle)"][1]) >= float(nearest[1])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# benchmarks/families.py
+
+
+def _families():
+    spec = importlib.util.spec_from_file_location("families", ROOT / "benchmarks" / "families.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["families"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_every_family_row_has_a_valid_config_and_a_budget():
+    f = _families()
+    assert len({r.name for r in f.FAMILIES}) == len(f.FAMILIES)
+    for r in f.FAMILIES:
+        for budget in f.BUDGETS:
+            cfg = load_config(ROOT / "configs" / f"{r.config}.yaml", r.overrides.get(budget, []))
+            assert cfg.name == r.config, r.name
+        assert set(r.epochs) == set(f.BUDGETS) and r.epochs["quick"] <= r.epochs["cpu"] <= r.epochs["full"]
+    # the CPU budget compares IWAE at K = 5; the full budget is the paper's K = 50
+    iwae = next(r for r in f.FAMILIES if r.name == "iwae")
+    assert load_config(ROOT / "configs" / f"{iwae.config}.yaml", iwae.overrides["cpu"]).model.iw_samples == 5
+    assert load_config(ROOT / "configs" / f"{iwae.config}.yaml", iwae.overrides.get("full", [])).model.iw_samples == 50
+
+
+def test_families_table_judges_targets_and_the_iaf_against_the_gaussian():
+    f = _families()
+    base = {"epochs": 3, "train_minutes": 1.0, "elbo": 90.0, "active_units": "20 of 50", "machine": "m", "date": "d"}
+    results = {"vae": {**base, "nll": {"1000": 86.9, "5000": 86.5}}, "iwae": {**base, "nll": {"1000": 85.0, "5000": 84.7}},
+               "iaf": {**base, "nll": {"1000": 85.8, "5000": 85.6}}, "vamp": {"error": "boom"}}
+    rows = {line.split("|")[1].strip(): line for line in f.table(results).splitlines()[2:]}
+    assert "| yes |" in rows["VAE, N(0, I)"] and "| 86.90 | 86.50 |" in rows["VAE, N(0, I)"]  # 86.50 <= 86.76
+    assert "| yes |" in rows["IWAE, K = 50 (CPU: K = 5)"]
+    assert "| **no** |" in rows["IAF posterior (2 steps)"]  # 85.6 is 0.9 nats below the Gaussian's 86.5: not 1
+    assert "error: boom" in rows["VampPrior, K = 500"]
+
+
+@pytest.mark.slow
+@needs_data("mnist")
+def test_quick_families_end_to_end(tmp_path):
+    env = {**os.environ, "VAELAB_DATA": str(shared_data()), "OMP_NUM_THREADS": "1", "VAELAB_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "families.py"), "--only", "2layer,iaf", "--budget", "quick",
+           "--out", str(tmp_path / "q")]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((tmp_path / "q" / "results.json").read_text())
+    for name, run in (("2layer", "mnist-fam-2layer"), ("iaf", "mnist-fam-iaf")):
+        assert "error" not in results[name], results[name]
+        ev = json.loads((tmp_path / "q" / run / "eval" / "test.json").read_text())
+        assert results[name]["nll"]["5"] == ev["nll"]["nll_binarized"]  # the table's number is the CLI's
+        assert (tmp_path / "q" / run / "figures" / "curves.png").is_file()
+    assert results["2layer"]["active_units"].endswith("of 100 + 50")  # per layer, z1 then z2
+    assert "| IAF posterior (2 steps) |" in done.stdout

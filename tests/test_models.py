@@ -102,8 +102,8 @@ def test_residual_blocks_add_depth_without_changing_shapes():
     assert sum(isinstance(m, ResBlock) for m in deep.decoder.modules()) == 4
     assert sum(p.numel() for p in deep.parameters()) > sum(p.numel() for p in plain.parameters())
     x = torch.rand(3, 1, 28, 28)
-    posterior, z, logits = deep(x)
-    assert posterior.mean.shape == (3, 3) and logits.shape == x.shape
+    latents, _, logits = deep(x)
+    assert latents.top.shape == (3, 3) and logits.shape == x.shape
     assert deep.decode(torch.zeros(2, 3)).shape == (2, 1, 28, 28)
     block = ResBlock(4, "none", "relu")
     torch.nn.init.zeros_(block.body[3].weight), torch.nn.init.zeros_(block.body[3].bias)  # branch off: act(x)

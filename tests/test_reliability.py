@@ -317,14 +317,14 @@ class _NaNLossAt:
             if self.calls in self.bad:
                 nan = float("nan")
                 fields = {f.name: getattr(terms, f.name) for f in dataclasses.fields(terms)}
-                terms = dataclasses.replace(terms, **{k: v * nan for k, v in fields.items() if v is not None})
+                terms = dataclasses.replace(terms, **{k: v * nan for k, v in fields.items() if isinstance(v, torch.Tensor)})
         return terms
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_idx_dir, monkeypatch):
     import vaelab.train.loop as loop
 
-    monkeypatch.setattr(loop, "vae_loss", _NaNLossAt(loop.vae_loss, {6}))  # 4 batches per epoch: in epoch 2
+    monkeypatch.setitem(loop.OBJECTIVES, "elbo", _NaNLossAt(loop.OBJECTIVES["elbo"], {6}))  # 4 batches per epoch: in epoch 2
     code, err = run_cli(["train", *tiny_args(tiny_idx_dir, tmp_path / "runs", "train.epochs=3"), "-q"])
     line = one_line(err)
     assert code == 2 and "training diverged: loss is nan at epoch 2" in line and "last good checkpoint is kept" in line
@@ -352,7 +352,7 @@ def test_nan_weights_are_never_saved_over_a_good_checkpoint(tmp_path, tiny_idx_d
 def test_skip_batch_skips_bad_batches_and_goes_on(tmp_path, tiny_idx_dir, monkeypatch):
     import vaelab.train.loop as loop
 
-    monkeypatch.setattr(loop, "vae_loss", _NaNLossAt(loop.vae_loss, {2, 6}))
+    monkeypatch.setitem(loop.OBJECTIVES, "elbo", _NaNLossAt(loop.OBJECTIVES["elbo"], {2, 6}))
     code, err = run_cli(["train", *tiny_args(tiny_idx_dir, tmp_path / "runs", "train.epochs=3",
                                              "train.on_nan=skip_batch"), "-q"])
     assert code == 0, err

@@ -165,10 +165,10 @@ def test_ctrl_c_on_the_cli_then_resume(tmp_path):
 
 
 def poison(monkeypatch, bad_calls):
-    """Make vae_loss return a NaN loss on the given (1-based) calls of the training loop."""
+    """Make the elbo objective return a NaN loss on the given (1-based) calls of the training loop."""
     from vaelab.train import loop
 
-    real, count = loop.vae_loss, {"n": 0}
+    real, count = loop.OBJECTIVES["elbo"], {"n": 0}
 
     def fake(*args, **kwargs):
         terms = real(*args, **kwargs)
@@ -177,7 +177,7 @@ def poison(monkeypatch, bad_calls):
             terms.loss = terms.loss * float("nan")
         return terms
 
-    monkeypatch.setattr(loop, "vae_loss", fake)
+    monkeypatch.setitem(loop.OBJECTIVES, "elbo", fake)
 
 
 def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):

@@ -51,8 +51,20 @@ class ModelConfig:
     beta: float = 1.0  # weight of the KL term; beta-VAE is this number
     free_bits: float = 0.0  # nats per latent dimension below which the KL is not penalised
     ssim_weight: float = 0.0  # weight of a (1 - SSIM) reconstruction term added to the loss (not the ELBO); 0 = off
-    prior: str = "normal"  # normal N(0, I) | mog (learned mixture of Gaussians) | class (learned N(mu_y, sigma_y) per class)
-    prior_components: int = 10  # components of the mog prior
+    # model families (README "Model families"): objective x posterior x prior x stochastic layers
+    objective: str = "elbo"  # elbo | iwae (Burda 2016) | miwae | ciwae (Rainforth 2018)
+    iw_samples: int = 5  # K, importance samples per image of iwae / miwae / ciwae
+    iw_groups: int = 1  # M, independent K-sample bounds averaged by miwae
+    ciwae_beta: float = 0.5  # ciwae: weight of the ELBO against the K-sample bound
+    posterior: str = "gaussian"  # gaussian | iaf (inverse autoregressive flow, Kingma 2016)
+    flow_steps: int = 2  # IAF steps
+    flow_hidden: int = 0  # width of each IAF step's MADE; 0 = 4 x latent_dim
+    stochastic_layers: int = 1  # layers of latents z_1 -> ... -> z_L (ladder VAE, Sonderby 2016); latent_dim is the top's
+    layer_dims: list[int] = field(default_factory=list)  # sizes of the layers below the top, bottom first; [] = 2 x latent_dim
+    layer_hidden: list[int] = field(default_factory=lambda: [100, 100])  # MLP widths between stochastic layers
+    layer_inference: str = "ladder"  # ladder (top-down, precision-weighted, Sonderby 2016) | bottomup (q(z_l|x), Burda 2016)
+    prior: str = "normal"  # normal N(0, I) | mog (learned mixture) | class (N(mu_y, sigma_y) per class) | vamp (Tomczak 2018)
+    prior_components: int = 10  # components of the mog prior; pseudo-inputs of the vamp prior
     # autoregressive head (PixelVAE): 0 = a factorized decoder; n >= 1 = masked conv layers over earlier pixels
     pixelcnn_layers: int = 0
     pixelcnn_channels: int = 32  # features of the head
@@ -64,7 +76,7 @@ class ModelConfig:
     kernel: int = 4  # stride-2 conv kernel of the encoder
     norm: str = "batch"  # encoder norm: batch | instance | none
     decoder_norm: str | None = None  # decoder norm; None means the same as `norm`
-    activation: str = "leaky_relu"  # relu | leaky_relu
+    activation: str = "leaky_relu"  # relu | leaky_relu | tanh
     decoder: str = "transpose"  # transpose | upsample (nearest upsample + conv)
     res_blocks: int = 0  # residual blocks (3x3 conv, norm, act, 3x3 conv + skip) after each resolution change
     dropout: float = 0.0
@@ -129,11 +141,14 @@ class Config:
 CHOICES: dict[str, tuple[str, ...]] = {
     "model.arch": ("mlp", "conv"),
     "model.likelihood": ("bernoulli", "gaussian"),
-    "model.prior": ("normal", "mog", "class"),
+    "model.prior": ("normal", "mog", "class", "vamp"),  # models.PRIORS
+    "model.objective": ("elbo", "iwae", "miwae", "ciwae"),  # models.OBJECTIVES
+    "model.posterior": ("gaussian", "iaf"),  # models.POSTERIORS
+    "model.layer_inference": ("ladder", "bottomup"),  # models.hierarchy.LAYER_INFERENCE
     "model.gaussian_scale": ("fixed", "learned"),
     "model.norm": ("batch", "instance", "none"),
     "model.decoder_norm": ("batch", "instance", "none"),
-    "model.activation": ("relu", "leaky_relu"),
+    "model.activation": ("relu", "leaky_relu", "tanh"),
     "model.decoder": ("transpose", "upsample"),
     "train.optimizer": ("adam", "adamw"),
     "train.schedule": ("none", "cosine", "plateau"),
@@ -158,6 +173,43 @@ def logger_names(text: str) -> list[str]:
     if "none" in names and len(names) > 1:
         raise VaelabError(f"'train.logger' is {text!r}", "'none' goes alone")
     return [n for n in names if n != "none"]
+# The model families: one line and one reference per registry entry (`vaelab config show` and the README
+# list them; tests check every entry of models.OBJECTIVES / POSTERIORS / PRIORS has its line here).
+FAMILIES: dict[str, dict[str, str]] = {
+    "model.objective": {
+        "elbo": "the evidence lower bound, with beta, KL warm-up and free bits (Kingma & Welling 2014)",
+        "iwae": "the K-sample importance-weighted bound, K = model.iw_samples (Burda et al. 2016)",
+        "miwae": "the mean of model.iw_groups K-sample bounds (Rainforth et al. 2018)",
+        "ciwae": "model.ciwae_beta x ELBO + (1 - beta) x the K-sample bound (Rainforth et al. 2018)",
+    },
+    "model.posterior": {
+        "gaussian": "a diagonal Gaussian q(z|x) (Kingma & Welling 2014)",
+        "iaf": "an inverse autoregressive flow of model.flow_steps steps on the Gaussian (Kingma et al. 2016)",
+    },
+    "model.prior": {
+        "normal": "N(0, I) (Kingma & Welling 2014)",
+        "mog": "a learned mixture of model.prior_components Gaussians (Dilokthanakul et al. 2016)",
+        "class": "a learned Gaussian per class, for conditional models (Sohn et al. 2015)",
+        "vamp": "the mixture of the posteriors of model.prior_components learned pseudo-inputs (Tomczak & Welling 2018)",
+    },
+    "model.stochastic_layers": {
+        "1": "one layer of latents",
+        "2": "z1 -> z2 (or more), top-down inference, KL per layer (ladder VAE, Sonderby et al. 2016)",
+    },
+    "model.layer_inference": {
+        "ladder": "a lower layer's posterior precision-weights its bottom-up estimate with p(z_l|z_l+1) (Sonderby et al. 2016)",
+        "bottomup": "a lower layer's posterior is its bottom-up estimate q(z_l|x) (close to Burda et al. 2016)",
+    },
+}
+
+
+def families_text() -> str:
+    """The model families as YAML comments (the tail of `vaelab config show`)."""
+    lines = ["# model families: combine one of each (see README 'Model families')"]
+    for key, entries in FAMILIES.items():
+        for value, text in entries.items():
+            lines.append(f"#   {key}={value}: {text}")
+    return "\n".join(lines)
 
 
 # (lower bound, inclusive?) for numbers a user can get wrong; checked by `validate`.
@@ -167,6 +219,12 @@ BOUNDS: dict[str, tuple[float, bool]] = {
     "model.free_bits": (0, True),
     "model.ssim_weight": (0, True),
     "model.prior_components": (1, True),
+    "model.iw_samples": (1, True),
+    "model.iw_groups": (1, True),
+    "model.ciwae_beta": (0, True),
+    "model.flow_steps": (1, True),
+    "model.flow_hidden": (0, True),
+    "model.stochastic_layers": (1, True),
     "model.pixelcnn_layers": (0, True),
     "model.pixelcnn_channels": (1, True),
     "model.pixelcnn_kernel": (3, True),
@@ -451,8 +509,7 @@ def validate(cfg: Config) -> Config:
         raise VaelabError(f"'data.val_fraction' is {cfg.data.val_fraction}, it must be below 1", "use e.g. 0.1 (10% of train)")
     if cfg.data.channels not in (None, 1, 3):
         raise VaelabError(f"'data.channels' is {cfg.data.channels}", "use 1 (gray) or 3 (RGB)")
-    if cfg.model.prior == "mog" and cfg.model.free_bits > 0:
-        raise VaelabError("model.free_bits needs a KL per latent dimension, which the mixture prior has not", "use model.free_bits=0 with model.prior=mog")
+    _check_family(cfg.model)
     if cfg.model.prior == "class" and not cfg.model.conditional:
         raise VaelabError("model.prior=class is a learned prior per class label, for conditional models", "set model.conditional=true, or use model.prior=mog")
     if cfg.model.pixelcnn_layers and cfg.model.pixelcnn_kernel % 2 == 0:
@@ -470,6 +527,30 @@ def validate(cfg: Config) -> Config:
         if any(int(v) > LAYER_UPPER[key] for v in flat[key]):
             raise VaelabError(f"'{key}' has a size above {LAYER_UPPER[key]:,}: {flat[key]}", "give every layer a sane size")
     return cfg
+
+
+def _check_family(m: ModelConfig) -> None:
+    """Combinations of the model-family choices that make no sense: one line naming the conflict."""
+    weighted = m.objective != "elbo"
+    if m.free_bits > 0 and (m.prior in ("mog", "vamp") or m.posterior == "iaf" or weighted):
+        what = f"model.objective={m.objective}" if weighted else f"model.prior={m.prior}" if m.prior in ("mog", "vamp") else "model.posterior=iaf"
+        why = "is an importance-weighted bound" if weighted else "has no closed-form KL per latent dimension"
+        raise VaelabError(f"model.free_bits conflicts with {what}, which {why}", f"use model.free_bits=0 with {what}")
+    if weighted and m.ssim_weight > 0:
+        raise VaelabError(f"model.ssim_weight conflicts with model.objective={m.objective} (an importance-weighted bound)", "use model.ssim_weight=0, or model.objective=elbo")
+    if m.ciwae_beta > 1:
+        raise VaelabError(f"'model.ciwae_beta' is {m.ciwae_beta}, it must be at most 1", "use a weight in [0, 1], e.g. 0.5")
+    if m.prior == "vamp" and m.conditional:
+        raise VaelabError("model.prior=vamp conflicts with model.conditional=true (its pseudo-inputs have no label)", "use model.prior=class for a conditional model")
+    if m.prior == "vamp" and m.posterior == "iaf":
+        raise VaelabError("model.prior=vamp conflicts with model.posterior=iaf (the VampPrior needs q's density at any z)", "use model.posterior=gaussian with the VampPrior")
+    if m.layer_dims and len(m.layer_dims) != m.stochastic_layers - 1:
+        raise VaelabError(
+            f"'model.layer_dims' has {len(m.layer_dims)} sizes for {m.stochastic_layers} stochastic layers",
+            f"give {m.stochastic_layers - 1} sizes (the layers below the top), or [] for 2 x latent_dim",
+        )
+    if any(int(v) < 1 for v in list(m.layer_dims) + list(m.layer_hidden)):
+        raise VaelabError("'model.layer_dims' / 'model.layer_hidden' has a size below 1", "every layer needs at least one unit")
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, Any]:

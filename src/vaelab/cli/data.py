@@ -93,7 +93,8 @@ def config_show(
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
     raw: Annotated[bool, typer.Option("--raw", help="Print a shipped config's file as it is (comments kept), to copy and edit.")] = False,
 ):
-    """Print the full resolved config (every key), or with --raw the file itself.
+    """Print the full resolved config (every key, then the model families as YAML comments), or with --raw
+    the file itself.
 
     Examples:
 
@@ -101,7 +102,7 @@ def config_show(
 
       vaelab config show fashion-mlp-z2 --raw > my.yaml
     """
-    from ..config import dump_config, load_config
+    from ..config import dump_config, families_text, load_config
 
     config, overrides = _split_config_args(config, overrides)
     if raw:
@@ -115,5 +116,6 @@ def config_show(
         console.out(resolve(config).read_text(encoding="utf-8"), end="", highlight=False)
         return
     console.print(dump_config(load_config(config, overrides)), markup=False, highlight=False)
+    console.print(families_text(), markup=False, highlight=False, soft_wrap=True)  # one line each: stays YAML
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..data import to_float
+from ..models.hierarchy import joint_posterior
 
 # elements of a (k_chunk * B, C, H, W) tensor decoded at once: bounds memory whatever k and B are. A GPU
 # wants large chunks; on a CPU small ones stay in cache: a conv decoder's k=100 pass over 1,000 MNIST
@@ -35,9 +36,11 @@ class LikelihoodTerms:
 
     log_px: np.ndarray  # the IWAE bound L_k: an estimate of log p(x) from below
     recon: np.ndarray  # -E_q[log p(x|z)], averaged over the k samples
-    kl: np.ndarray  # KL(q(z|x) || N(0, I)), analytic
-    mean: np.ndarray  # (N, D) posterior means (for active units)
+    kl: np.ndarray  # KL(q(z|x) || p(z)): closed form where one exists, else the k-sample mean of log q - log p
+    mean: np.ndarray  # (N, D) posterior means of the top layer (for active units)
     k: int
+    layer_kl: np.ndarray | None = None  # (L, N) the KL of each stochastic layer, bottom first
+    layer_means: list[np.ndarray] | None = None  # each layer's (N, D_l) posterior means, bottom first
 
     @property
     def elbo_loss(self) -> np.ndarray:
@@ -58,42 +61,51 @@ def importance_sampled(
     *,
     target: torch.Tensor | None = None,
     budget: int | None = None,
+    layer_terms: dict | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """IWAE bound of one batch. x: (B, C, H, W) in [0, 1] is encoded; `target` (default x) is scored;
     `budget`: elements decoded at once (None: `default_budget` of x's device).
 
-    Returns (log_px (B,), mean log p(x|z) over the k samples (B,), KL (B,), posterior mean (B, D)), float64.
+    Works for every family: log w = log p(x|z_1) + log p(z) - log q(z|x), with log p(z) and log q(z|x) over all
+    stochastic layers (for two: log p(z_1|z_2) + log p(z_2) - log q(z_1, z_2|x)) and, for a flow posterior,
+    log q of the flowed sample. Returns (log_px (B,), mean log p(x|z) over the k samples (B,), KL (B,),
+    top-layer posterior mean (B, D)), float64. A dict passed as `layer_terms` receives "kl" (L, B), the KL of
+    each layer (bottom first), and "means", each layer's posterior means.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     target = x if target is None else target
     budget = default_budget(x.device) if budget is None else budget
-    q = model.encode(x, y)
+    joint, decode_bottom = joint_posterior(model, x, y)  # the bottom-up pass, once for all k samples
     b = x.shape[0]
     pixels = int(np.prod(x.shape[1:]))
     chunk = max(1, min(k, budget // max(1, b * pixels)))
     lse = torch.full((b,), -math.inf, dtype=torch.float64, device=x.device)  # running log-sum-exp of log w
     sum_log_px_z = torch.zeros(b, dtype=torch.float64, device=x.device)
-    sum_kl = torch.zeros(b, dtype=torch.float64, device=x.device)  # Monte-Carlo KL (priors without a closed form)
-    prior = model.prior
+    sum_kl = torch.zeros(b, dtype=torch.float64, device=x.device)  # the KL term (closed form where one exists)
+    sum_layers: torch.Tensor | None = None  # per stochastic layer, (L, B)
     done = 0
     while done < k:
         kc = min(chunk, k - done)
-        z = q.sample(kc)  # (kc, B, D)
-        flat = z.reshape(kc * b, -1)
+        lat = joint.rsample(kc)  # every layer (kc, B, D_l), log q(z|x) and log p(z) of the whole stack
+        flat = lat.z.reshape(kc * b, -1)
         yk = None if y is None else y.repeat(kc)  # (kc*B,) matches z's (kc, B) flattening
         tk = target.unsqueeze(0).expand(kc, *target.shape).reshape(kc * b, *target.shape[1:])
-        params = model.decode(flat, yk, context=tk)  # (kc*B, C, H, W)
+        params = decode_bottom(flat, yk, context=tk)  # (kc*B, C, H, W)
         log_px_z = model.likelihood.log_prob(params, tk).view(kc, b).double()
-        log_q_minus_p = q.log_prob(z).double() - prior.log_prob(z, y).double()  # (kc, B)
-        log_w = log_px_z - log_q_minus_p
+        log_w = log_px_z + lat.log_p.double() - lat.log_q.double()
         lse = torch.logaddexp(lse, torch.logsumexp(log_w, dim=0))
         sum_log_px_z += log_px_z.sum(0)
-        sum_kl += log_q_minus_p.sum(0)
+        layers = torch.stack([t.double() for t in lat.kl]).sum(1)  # (L, B)
+        sum_layers = layers if sum_layers is None else sum_layers + layers
+        sum_kl += layers.sum(0)
         done += kc
     log_px = lse - math.log(k)
-    kl = prior.kl(q, None, y).double() if prior.analytic else sum_kl / k
-    return log_px, sum_log_px_z / k, kl, q.mean.float()
+    means = [m.float() for m in joint.layer_means()]
+    if layer_terms is not None:
+        layer_terms["kl"] = sum_layers / k
+        layer_terms["means"] = means
+    return log_px, sum_log_px_z / k, sum_kl / k, means[-1]
 
 
 def binarize(images: torch.Tensor, seed: int) -> torch.Tensor:
@@ -127,14 +139,19 @@ def likelihood_terms(
     use_y = labels is not None and getattr(model, "conditional", False)
     data = binarize(images, seed + 1) if binarized else None
     out: dict[str, list[torch.Tensor]] = {"log_px": [], "rec": [], "kl": [], "mean": []}
+    layer_kl: list[torch.Tensor] = []
+    layer_means: list[list[torch.Tensor]] = []
     with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for s in range(0, images.shape[0], batch_size):
             x = (data[s : s + batch_size] if binarized else to_float(images[s : s + batch_size])).to(device)
             y = labels[s : s + batch_size].to(device) if use_y else None
-            log_px, log_px_z, kl, mean = importance_sampled(model, x, y, k, budget=budget)
+            per_layer: dict = {}
+            log_px, log_px_z, kl, mean = importance_sampled(model, x, y, k, budget=budget, layer_terms=per_layer)
             for key, v in zip(("log_px", "rec", "kl", "mean"), (log_px, -log_px_z, kl, mean), strict=True):
                 out[key].append(v.cpu())
+            layer_kl.append(per_layer["kl"].cpu())
+            layer_means.append([m.cpu() for m in per_layer["means"]])
     model.train(was_training)
     cat = {key: (torch.cat(v) if v else torch.zeros(0)) for key, v in out.items()}
     return LikelihoodTerms(
@@ -143,6 +160,8 @@ def likelihood_terms(
         kl=cat["kl"].numpy().astype(np.float64),
         mean=cat["mean"].numpy(),
         k=k,
+        layer_kl=torch.cat(layer_kl, dim=1).numpy() if layer_kl else None,
+        layer_means=[torch.cat(ms).numpy() for ms in zip(*layer_means, strict=True)] if layer_means else None,
     )
 
 

@@ -48,6 +48,13 @@ def summary_rows(result: dict) -> list[tuple[str, str]]:
         ("SSIM (Gaussian 11x11 / 7x7 box)", f"{_f(rq['ssim'], 4)} / {_f(rq['ssim_box7'], 4)}" if "ssim_box7" in rq else _f(rq["ssim"], 4)),
         ("active units", f"{result['active_units']} of {result['latent_dim']}"),
     ]
+    if "active_units_per_layer" in result:  # a stack of stochastic layers, bottom (z_1) first
+        kls = (result.get("loss") or {}).get("kl_per_layer") or [None] * len(result["latent_dims"])
+        per = ", ".join(
+            f"z{i + 1}: {a} of {d}" + ("" if kl is None else f" (KL {kl:.2f})")
+            for i, (a, d, kl) in enumerate(zip(result["active_units_per_layer"], result["latent_dims"], kls, strict=True))
+        )
+        rows.append(("active units per layer", per))
     fid = result.get("fid")
     if fid:
         fn = fid["feature_net"]
@@ -56,7 +63,7 @@ def summary_rows(result: dict) -> list[tuple[str, str]]:
         if fid.get("temperature", 1.0) != 1.0:
             rows.append(("sampling temperature", f"{fid['temperature']:g} (z spread scaled; 1 is the sampler itself)"))
         prior = (result.get("model") or {}).get("prior", "normal")
-        prior_label = {"normal": "prior N(0, I)", "mog": "prior (learned mixture)", "class": "prior p(z|y)"}.get(prior, "prior")
+        prior_label = {"normal": "prior N(0, I)", "mog": "prior (learned mixture)", "class": "prior p(z|y)", "vamp": "prior (VampPrior)"}.get(prior, "prior")
         for key, label in (("prior", prior_label), ("gmm", f"GMM ({fid['gmm_components']} comp.)"), ("recon", "reconstructions")):
             rows.append(
                 (f"FID {label}", f"{_f(fid[key])}  (precision {_f(fid['precision'][key], 3)}, recall {_f(fid['recall'][key], 3)})")

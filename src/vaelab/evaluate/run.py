@@ -192,6 +192,8 @@ def evaluate_run(
     }
     if model.cfg.free_bits > 0:
         notes.append(f"the run trained with free bits {model.cfg.free_bits}; 'objective' is recon + beta * KL without them")
+    if getattr(model.cfg, "objective", "elbo") != "elbo":
+        notes.append(f"the run trained with the {model.cfg.objective} bound (K={model.cfg.iw_samples}); 'objective' is recon + beta * KL, the ELBO's")
     if model.cfg.ssim_weight > 0:
         notes.append(f"the run trained with an SSIM term (weight {model.cfg.ssim_weight}); 'objective' is recon + beta * KL without it")
     if binarized is None:
@@ -228,6 +230,9 @@ def evaluate_run(
             "latent_dim": model.latent_dim,
             "likelihood": model.cfg.likelihood,
             "prior": getattr(model.cfg, "prior", "normal"),
+            "objective": getattr(model.cfg, "objective", "elbo"),
+            "posterior": getattr(model.cfg, "posterior", "gaussian"),
+            "stochastic_layers": int(getattr(model.cfg, "stochastic_layers", 1)),
             "beta": beta,
             "conditional": model.conditional,
             "image_shape": [c, h, w],
@@ -239,6 +244,10 @@ def evaluate_run(
         "latent_dim": model.latent_dim,
         "fid": None,
     }
+    if lt.layer_means is not None and len(lt.layer_means) > 1:  # per stochastic layer, bottom first
+        result["active_units_per_layer"] = [active_units(m) for m in lt.layer_means]
+        result["latent_dims"] = [int(m.shape[1]) for m in lt.layer_means]
+        loss["kl_per_layer"] = [float(v) for v in lt.layer_kl.mean(1)]
     if model.conditional:
         result["conditional_accuracy"] = None
 

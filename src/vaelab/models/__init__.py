@@ -1,4 +1,5 @@
-"""Models: the VAE, its architectures (`ARCHS`), likelihoods (`LIKELIHOODS`), and the objective."""
+"""Models: the VAE and the registries it composes: architectures (`ARCHS`), posteriors (`POSTERIORS`), priors
+(`PRIORS`), likelihoods (`LIKELIHOODS`); and the objectives (`OBJECTIVES`) that train it."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import copy
 
 from .blocks import ARCHS
 from .likelihoods import LIKELIHOODS
-from .objective import LossTerms, vae_loss
-from .posterior import DiagonalGaussian
+from .objective import OBJECTIVES, LossTerms, vae_loss
+from .posterior import POSTERIORS, DiagonalGaussian
+from .prior import PRIORS
 from .vae import VAE
 
 
@@ -64,4 +66,16 @@ def _allocation(e: BaseException) -> str:
     return f"it asked for {human_bytes(int(m.group(1)))}" if m else type(e).__name__
 
 
-__all__ = ["ARCHS", "LIKELIHOODS", "VAE", "DiagonalGaussian", "LossTerms", "build", "resolve", "vae_loss"]
+__all__ = [
+    "ARCHS",
+    "LIKELIHOODS",
+    "OBJECTIVES",
+    "POSTERIORS",
+    "PRIORS",
+    "VAE",
+    "DiagonalGaussian",
+    "LossTerms",
+    "build",
+    "resolve",
+    "vae_loss",
+]

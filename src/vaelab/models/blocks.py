@@ -15,7 +15,11 @@ import torch.nn as nn
 
 from ..errors import VaelabError
 
-ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "leaky_relu": lambda: nn.LeakyReLU(0.2, inplace=True)}
+ACTIVATIONS = {
+    "relu": lambda: nn.ReLU(inplace=True),
+    "leaky_relu": lambda: nn.LeakyReLU(0.2, inplace=True),
+    "tanh": nn.Tanh,  # the IWAE paper's MLPs (Burda et al. 2016)
+}
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:

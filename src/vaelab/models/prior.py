@@ -5,6 +5,7 @@
                                                                            VampPrior, Tomczak & Welling 2018)
     class:   p(z|y) = N(mu_y, diag sigma_y^2), learned, one per class      (conditional prior of the CVAE,
                                                                            Sohn et al. 2015)
+    vamp:    p(z)   = (1/K) sum_k q(z|u_k), K learned pseudo-inputs u_k    (Tomczak & Welling 2018)
 
 A learned prior lets the aggregate posterior keep its shape (clusters, classes) instead of being squeezed into
 one Gaussian, which lowers the KL at a given reconstruction, most of all in a small latent space. Each prior
@@ -15,6 +16,8 @@ typical samples, the reduced temperature of Kingma & Dhariwal 2018).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn as nn
@@ -169,23 +172,83 @@ class MixturePrior(StandardNormalPrior):
         return mean.cpu(), (second - mean**2).clamp(min=1e-12).sqrt().cpu()
 
 
+class VampPrior(MixturePrior):
+    """p(z) = (1/K) sum_k q(z | u_k): the mixture of the posteriors of K learned pseudo-inputs u_k (Tomczak &
+    Welling 2018, "VAE with a VampPrior", eq. 9). The pseudo-inputs are images (K, C, H, W) in [0, 1]
+    (sigmoid of a learned tensor, started near 0.05 as in the paper's code); their posteriors come from the
+    model's own encoder, bound by the VAE with ``bind(encode_top)`` (for a stack of stochastic layers: the
+    top layer's Gaussian). Sampling picks a pseudo-input uniformly, then z ~ q(z|u_k)."""
+
+    def __init__(self, latent_dim: int, components: int, shape: tuple[int, int, int], seed: int = 0):
+        StandardNormalPrior.__init__(self, latent_dim)
+        if components < 1:
+            raise VaelabError(f"model.prior_components is {components}", "use at least one pseudo-input, e.g. 500")
+        g = torch.Generator().manual_seed(seed)
+        self.pseudo_logits = nn.Parameter(-3.0 + 0.1 * torch.randn(components, *shape, generator=g))  # sigmoid ~ 0.05
+        self._encode = None  # set by bind(): pseudo-inputs (K, C, H, W) -> DiagonalGaussian (K, D)
+
+    def bind(self, encode_top) -> None:
+        object.__setattr__(self, "_encode", encode_top)  # a plain callable, not a submodule (no duplicate weights)
+
+    def pseudo_inputs(self) -> torch.Tensor:
+        return torch.sigmoid(self.pseudo_logits)
+
+    def components(self) -> DiagonalGaussian:
+        if self._encode is None:
+            raise VaelabError("the VampPrior is not bound to an encoder", "build it inside a VAE (models.build)")
+        return self._encode(self.pseudo_inputs())
+
+    def log_prob(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        q = self.components()  # (K, D)
+        per = _gaussian_log_prob(z.unsqueeze(-2), q.mean, q.logvar)  # (..., K)
+        return torch.logsumexp(per, dim=-1) - math.log(q.mean.shape[0])
+
+    def kl_per_dim(self, q: DiagonalGaussian, y: torch.Tensor | None = None) -> torch.Tensor:
+        raise VaelabError("the VampPrior has no KL per latent dimension", "use model.free_bits=0 with model.prior=vamp")
+
+    @torch.no_grad()
+    def sample(
+        self, n: int, y: torch.Tensor | None = None, generator: torch.Generator | None = None, temperature: float = 1.0
+    ) -> torch.Tensor:
+        q = self.components()
+        k = torch.randint(q.mean.shape[0], (n,), generator=generator).to(q.mean.device)
+        eps = _draw(n, self.latent_dim, generator, q.mean.device).to(q.mean.device)
+        return q.mean[k] + temperature * q.std[k] * eps
+
+    @torch.no_grad()
+    def moments(self) -> tuple[torch.Tensor, torch.Tensor]:
+        q = self.components()
+        mean = q.mean.mean(0)
+        second = (q.var + q.mean**2).mean(0)
+        return mean.cpu(), (second - mean**2).clamp(min=1e-12).sqrt().cpu()
+
+
+def _class_prior(cfg) -> nn.Module:
+    if not cfg.conditional:
+        raise VaelabError(
+            "model.prior=class is a prior per class label, for conditional models",
+            "set model.conditional=true (and use labelled data), or use model.prior=mog",
+        )
+    return ClassPrior(cfg.latent_dim, int(cfg.num_classes or 0))
+
+
+# model.prior -> a builder (cfg) -> the prior module over the top latent (cfg.latent_dim)
+PRIORS = {
+    "normal": lambda cfg: StandardNormalPrior(cfg.latent_dim),
+    "mog": lambda cfg: MixturePrior(cfg.latent_dim, int(cfg.prior_components)),
+    "class": _class_prior,
+    "vamp": lambda cfg: VampPrior(
+        cfg.latent_dim, int(cfg.prior_components), (cfg.channels, cfg.image_size, cfg.image_size)
+    ),
+}
+
+
 def build_prior(cfg) -> nn.Module:
     """The prior named by ``cfg.prior`` (see PRIORS)."""
     kind = getattr(cfg, "prior", "normal")
-    if kind == "normal":
-        return StandardNormalPrior(cfg.latent_dim)
-    if kind == "mog":
-        return MixturePrior(cfg.latent_dim, int(cfg.prior_components))
-    if kind == "class":
-        if not cfg.conditional:
-            raise VaelabError(
-                "model.prior=class is a prior per class label, for conditional models",
-                "set model.conditional=true (and use labelled data), or use model.prior=mog",
-            )
-        return ClassPrior(cfg.latent_dim, int(cfg.num_classes or 0))
-    raise VaelabError(f"unknown prior '{kind}'", f"use one of: {', '.join(PRIORS)}")
+    if kind not in PRIORS:
+        raise VaelabError(f"unknown prior '{kind}'", f"use one of: {', '.join(PRIORS)}")
+    return PRIORS[kind](cfg)
 
 
-PRIORS = {"normal": StandardNormalPrior, "mog": MixturePrior, "class": ClassPrior}
-
-__all__ = ["PRIORS", "ClassPrior", "MixturePrior", "StandardNormalPrior", "build_prior"]
+__all__ = ["PRIORS", "ClassPrior", "MixturePrior", "StandardNormalPrior", "VampPrior", "build_prior"]

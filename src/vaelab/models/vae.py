@@ -1,5 +1,12 @@
 """The VAE: an encoder to q(z|x), a decoder to p(x|z), a prior p(z) and a likelihood. No optimizer, loss, I/O
-or plots. With ``pixelcnn_layers`` the decoder ends in an autoregressive head (`autoregressive.PixelCNNHead`):
+or plots. Every family is this one class composing registry entries: the architecture (`ARCHS`), the
+stochastic layers above it (`hierarchy.StochasticStack`, empty for one layer), the posterior over the top
+layer (`POSTERIORS`: gaussian, iaf), the prior (`PRIORS`: normal, mog, class, vamp) and the likelihood
+(`LIKELIHOODS`); the objective (`OBJECTIVES`) is a function of the model, not part of it.
+
+"The latent" of the tools (encode, sample, manifold, classify) is the top layer, of size ``latent_dim``:
+``encode`` returns q(z_L|x) and ``decode`` takes a top-layer z down through the means of the layers below.
+``infer(x)`` gives the joint posterior of all layers, which the objectives and the NLL sample and score. With ``pixelcnn_layers`` the decoder ends in an autoregressive head (`autoregressive.PixelCNNHead`):
 scoring an image then takes it as context (``decode(z, y, context=x)``), and decoding without one generates
 pixel by pixel.
 
@@ -19,8 +26,9 @@ from ..errors import VaelabError
 from ..pretrained import PretrainedMixin
 from .autoregressive import PixelCNNHead
 from .blocks import ARCHS
+from .hierarchy import JointPosterior, StochasticStack, layer_dims
 from .likelihoods import build_likelihood
-from .posterior import DiagonalGaussian
+from .posterior import POSTERIORS, DiagonalGaussian
 from .prior import build_prior
 
 
@@ -36,9 +44,18 @@ class VAE(PretrainedMixin, nn.Module):
         if cfg.conditional and not cfg.num_classes:
             raise VaelabError("a conditional VAE needs labelled data", "use a labelled source or set model.conditional=false")
         self.cfg = copy.deepcopy(cfg)
-        self.encoder, self.decoder = ARCHS[cfg.arch](cfg)
+        dims = layer_dims(cfg)  # bottom first; the architecture maps x <-> z_1
+        base = copy.deepcopy(cfg)
+        base.latent_dim = dims[0]
+        self.encoder, self.decoder = ARCHS[cfg.arch](base)
+        self.stack = StochasticStack(
+            dims, list(getattr(cfg, "layer_hidden", None) or [100, 100]), cfg.activation, getattr(cfg, "layer_inference", "ladder")
+        )
+        self.posterior = POSTERIORS[getattr(cfg, "posterior", "gaussian")](cfg)
         self.likelihood = build_likelihood(cfg)
         self.prior = build_prior(cfg)
+        if hasattr(self.prior, "bind"):  # a prior made of the model's own posteriors (VampPrior)
+            self.prior.bind(self._top_gaussian)
         layers = int(getattr(cfg, "pixelcnn_layers", 0) or 0)
         self.head = (
             PixelCNNHead(cfg.channels, int(cfg.pixelcnn_channels), layers, int(cfg.pixelcnn_kernel)) if layers > 0 else None
@@ -69,18 +86,37 @@ class VAE(PretrainedMixin, nn.Module):
         return F.one_hot(y.long(), self.num_classes).float()
 
     # -- the two halves ----------------------------------------------------------------------------------
-    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> DiagonalGaussian:
-        """x: (B, C, H, W) in [0, 1] -> q(z|x), a diagonal Gaussian over (B, D)."""
-        h = self.encoder(x * 2.0 - 1.0, self._onehot(y))  # centred input; (B, 2D)
-        mean, logvar = h.float().chunk(2, dim=1)
+    def _statistics(self, x: torch.Tensor, y: torch.Tensor | None) -> list[torch.Tensor]:
+        """The bottom-up pass: every stochastic layer's (B, 2 D_l) statistics, bottom first."""
+        h = self.encoder(x * 2.0 - 1.0, self._onehot(y))  # centred input; (B, 2 D_1)
+        return self.stack.bottom_up(h.float())
+
+    def _top_gaussian(self, x: torch.Tensor) -> DiagonalGaussian:
+        """The Gaussian part of q(z_L|x) of unlabelled inputs (the VampPrior's components)."""
+        mean, logvar = self._statistics(x, None)[-1].chunk(2, dim=-1)
         return DiagonalGaussian(mean, logvar)
+
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None):
+        """x: (B, C, H, W) in [0, 1] -> q(z|x) over the top latent (B, D): a `DiagonalGaussian` or a flow."""
+        return self.posterior(self._statistics(x, y)[-1])
+
+    def infer(self, x: torch.Tensor, y: torch.Tensor | None = None) -> JointPosterior:
+        """q(z_1..z_L | x): ``.rsample(n)`` draws and scores every layer (see `hierarchy.Latents`)."""
+        return JointPosterior(self, self._statistics(x, y), y)
 
     @property
     def autoregressive(self) -> bool:
         return self.head is not None
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None, context: torch.Tensor | None = None) -> torch.Tensor:
-        """z: (B, D) -> the likelihood's parameters (B, C, H, W) (logits for Bernoulli).
+        """A top-layer z: (B, D) -> the likelihood's parameters (B, C, H, W) (logits for Bernoulli); with
+        stochastic layers below, through the means of p(z_l | z_{l+1})."""
+        return self.decode_bottom(self.stack.descend(z), y, context)
+
+    def decode_bottom(
+        self, z: torch.Tensor, y: torch.Tensor | None = None, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """z_1: (B, D_1) -> the likelihood's parameters (B, C, H, W).
 
         An autoregressive model needs the image being scored as ``context`` (B, C, H, W) in [0, 1] (teacher
         forcing); without one it generates the image pixel by pixel and returns the parameters it drew from.
@@ -92,17 +128,28 @@ class VAE(PretrainedMixin, nn.Module):
             return self.head.generate(base, self.likelihood.mean)
         return self.head(base, context)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, target: torch.Tensor | None = None):
-        """One pass for training: (posterior, z, decoder output); `target` (default x) is the image scored."""
-        posterior = self.encode(x, y)
-        z = posterior.rsample()
-        return posterior, z, self.decode(z, y, context=x if target is None else target)
+    def forward(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, target: torch.Tensor | None = None, n: int | None = None
+    ):
+        """One pass for the objectives: (latents, scored images, decoder output).
+
+        Draws every stochastic layer from q(z|x) (`hierarchy.Latents`, with log q and log p; (n, B, ...) when
+        `n` is given) and decodes the bottom layer with `target` (default x) as the scored image, repeated n
+        times: (n*B, C, H, W) with sample i of image b at row i*B + b. The objectives call the model only
+        through here, so a wrapper (Fabric's DDP, mixed precision) sees one forward per step."""
+        target = x if target is None else target
+        lat = self.infer(x, y).rsample(n)
+        if n is None:
+            return lat, target, self.decode_bottom(lat.z, y, context=target)
+        tk = target.unsqueeze(0).expand(n, *target.shape).reshape(n * target.shape[0], *target.shape[1:])
+        yk = None if y is None else y.repeat(n)  # (n*B,) matches z's (n, B) flattening
+        return lat, tk, self.decode_bottom(lat.z.reshape(n * x.shape[0], -1), yk, context=tk)
 
     # -- conveniences (no gradient) ----------------------------------------------------------------------
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """The decoded posterior mean, as images in [0, 1]."""
-        return self.likelihood.mean(self.decode(self.encode(x, y).mean, y))
+        return self.likelihood.mean(self.decode_bottom(self.infer(x, y).layer_means()[0], y))
 
     @torch.no_grad()
     def generate(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:

@@ -27,6 +27,10 @@ def spread(n: int, k: int) -> torch.Tensor:
 def val_loss_terms(row: dict, model_cfg) -> str:
     """What a metrics row's val/loss adds up from: 'recon R + kl K', with beta and the SSIM term when set."""
     beta, gamma = model_cfg.beta, model_cfg.ssim_weight
+    objective = getattr(model_cfg, "objective", "elbo")
+    if objective != "elbo":  # an importance-weighted bound is not a sum of terms: name it, give the ELBO's beside
+        k = f"K={model_cfg.iw_samples}" + (f", M={model_cfg.iw_groups}" if objective == "miwae" else "")
+        return f"-{objective} bound, {k}; ELBO terms: recon {row['val/recon']:.2f} + kl {row['val/kl']:.2f}"
     text = f"recon {row['val/recon']:.2f} + {'' if beta == 1 else f'{beta:g} x '}kl {row['val/kl']:.2f}"
     if gamma > 0 and "val/ssim" in row:
         text += f" + {gamma:g} x (1 - SSIM {row['val/ssim']:.4f})"

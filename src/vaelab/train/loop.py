@@ -24,7 +24,7 @@ from ..config import Config, dump_config, to_dict, validate
 from ..data import ImageSet, from_config, to_float
 from ..data.memory import DATA_FILE, MEMORY_SOURCE, save_npz, saved_run_data
 from ..errors import VaelabError, shell
-from ..models import build, resolve, vae_loss
+from ..models import OBJECTIVES, build, resolve
 from ..run import CHECKPOINTS, CONFIG_FILE
 from .checkpoint import (
     atomic_write,
@@ -59,7 +59,7 @@ class TrainState:
     best_epoch: int = 0
     bad_epochs: int = 0  # epochs since the best validation loss (early stopping)
     skipped_batches: int = 0
-    partial: list[float] = field(default_factory=list)  # an interrupted epoch's sums: recon, kl, loss, images, grad-norm sum, count
+    partial: list[float] = field(default_factory=list)  # an interrupted epoch's sums: recon, kl, loss, images, grad-norm sum, count[, extra images, extra terms]
     train_time: float = 0.0  # seconds spent in fit, summed over resumes
     stop_reason: str = ""
 
@@ -139,6 +139,8 @@ def evaluate_terms(model, images: torch.Tensor, labels, cfg: Config, fabric=None
     n = images.shape[0]
     idx = torch.arange(rank, n, world, device=images.device)
     sums = torch.zeros(6, dtype=torch.float64, device=images.device)  # recon, kl, elbo, loss, ssim (x k), k
+    extra: dict[str, torch.Tensor] = {}  # further terms of the objective (e.g. kl_1, kl_2), x k
+    objective = OBJECTIVES[cfg.model.objective]
     bs = cfg.train.eval_batch_size
     gamma = cfg.model.ssim_weight
     devices = [images.device] if images.device.type == "cuda" else []
@@ -148,17 +150,23 @@ def evaluate_terms(model, images: torch.Tensor, labels, cfg: Config, fabric=None
             b = idx[s : s + bs]
             x = to_float(images[b])
             y = labels[b] if labels is not None and cfg.model.conditional else None
-            t = vae_loss(model, x, y, kl_weight=cfg.model.beta, ssim_weight=gamma)
+            t = objective(model, x, y, kl_weight=cfg.model.beta, ssim_weight=gamma)
             k = len(b)
+            for name, v in t.extra.items():
+                extra[name] = extra.get(name, 0.0) + v.double() * k
             ssim = t.ssim if t.ssim is not None else torch.zeros((), device=sums.device)
             one = torch.ones((), device=sums.device)
             sums += torch.stack([t.recon, t.kl, t.elbo_loss, t.loss, ssim, one]).double() * k
+    names = sorted(extra)
+    if names:
+        sums = torch.cat([sums, torch.stack([extra[n] for n in names])])
     if world > 1:
         sums = fabric.all_reduce(sums, reduce_op="sum")
     model.train(was_training)
     count = float(sums[5])
     recon, kl, elbo, loss, ssim = (sums[:5] / max(count, 1.0)).tolist()
     out = {"loss": loss, "recon": recon, "kl": kl, "elbo": elbo, "n": int(count)}
+    out.update({n: float(v) / max(count, 1.0) for n, v in zip(names, sums[6:].tolist(), strict=True)})
     if gamma > 0:
         out["ssim"] = ssim
     return out
@@ -357,12 +365,17 @@ def train_epoch(ctx: Context, model, optimizer, scheduler, images, labels, stop:
         gn_sum, gn_count = state.partial[4], int(state.partial[5])
     skip_mode = cfg.train.on_nan == "skip_batch"
     use_labels = labels is not None and cfg.model.conditional
+    objective = OBJECTIVES[cfg.model.objective]
+    extra: dict[str, torch.Tensor] = {}  # the objective's further terms (kl_1, kl_2, ...), x batch size
+    extra_count = 0  # images behind `extra`
+    # an interrupted epoch's extra sums: [images, sum of each term in name order], counted once (rank 0)
+    pending = state.partial[6:] if state.batch_in_epoch and fabric.global_rank == 0 else []
     per_step_lr = scheduler is not None and cfg.train.schedule == "cosine"
     for b in range(state.batch_in_epoch, n_batches):
         if (world == 1 or b % log_every == 0) and _stop_requested(stop, fabric):
             state.batch_in_epoch = b
             totals = _epoch_totals(sums, count, fabric)
-            state.partial = [*totals.tolist(), gn_sum, gn_count]
+            state.partial = [*totals.tolist(), gn_sum, gn_count, *(_extra_totals(extra, extra_count, fabric, images.device) or pending)]
             raise _Interrupt()
         idx = order[b * bs : (b + 1) * bs]
         x = to_float(images.index_select(0, idx))  # (B, C, H, W) float in [0, 1], made on the device from uint8
@@ -370,7 +383,7 @@ def train_epoch(ctx: Context, model, optimizer, scheduler, images, labels, stop:
             x = torch.bernoulli(x)
         y = labels.index_select(0, idx) if use_labels else None
         w = kl_weight(cfg, state.step, n_batches)
-        terms = vae_loss(model, x, y, kl_weight=w, free_bits=cfg.model.free_bits, ssim_weight=cfg.model.ssim_weight)
+        terms = objective(model, x, y, kl_weight=w, free_bits=cfg.model.free_bits, ssim_weight=cfg.model.ssim_weight)
         optimizer.zero_grad(set_to_none=True)
         fabric.backward(terms.loss)
         norm = None
@@ -391,6 +404,13 @@ def train_epoch(ctx: Context, model, optimizer, scheduler, images, labels, stop:
         state.step += 1
         sums.add_(torch.stack([terms.recon.detach(), terms.kl.detach(), terms.loss.detach()]), alpha=x.shape[0])
         count += x.shape[0]
+        if pending and terms.extra:  # resumed mid-epoch: start from the saved sums
+            extra_count = int(pending[0])
+            extra = {n: torch.tensor(v, device=images.device) for n, v in zip(sorted(terms.extra), pending[1:], strict=True)}
+            pending = []
+        for name, v in terms.extra.items():
+            extra[name] = extra.get(name, 0.0) + v.detach() * x.shape[0]
+        extra_count += x.shape[0]
         if (b + 1) % log_every == 0 or b == n_batches - 1:
             now = torch.stack([terms.loss.detach().float(), (norm if norm is not None else _grad_norm(model)).float()])
             if world > 1:  # a NaN on any rank shows on all of them
@@ -411,9 +431,22 @@ def train_epoch(ctx: Context, model, optimizer, scheduler, images, labels, stop:
     out = {"recon": recon / count, "kl": kl / count, "loss": loss / count, "elbo": (recon + kl) / count}
     if not all(math.isfinite(v) for v in out.values()) and not skip_mode:
         raise _Diverged(f"the mean loss of epoch {state.epoch + 1} is {out['loss']}")
+    if extra:
+        n_extra, *vals = _extra_totals(extra, extra_count, fabric, images.device)
+        out.update({n: v / max(n_extra, 1.0) for n, v in zip(sorted(extra), vals, strict=True)})
     out["grad_norm"] = gn_sum / gn_count if gn_count else float("nan")
     out["samples_per_rank"] = len(order)
     return out
+
+
+def _extra_totals(extra: dict, count: int, fabric, device) -> list[float]:
+    """[images, sum of each extra term in name order], over all ranks ([] when the objective has none)."""
+    if not extra:
+        return []
+    vals = torch.stack([torch.tensor(float(count), device=device)] + [extra[n].float() for n in sorted(extra)])
+    if fabric.world_size > 1:
+        vals = fabric.all_reduce(vals, reduce_op="sum")
+    return vals.tolist()
 
 
 def _epoch_totals(sums: torch.Tensor, count: int, fabric) -> torch.Tensor:
@@ -790,8 +823,10 @@ def _metrics_row(state, train_terms, val_terms, optimizer, cfg, steps_per_epoch,
     row = {"epoch": state.epoch, "step": state.step}
     for k in ("loss", "recon", "kl", "elbo"):
         row[f"train/{k}"] = train_terms[k]
+    for k in sorted(k for k in train_terms if k.startswith("kl_")):  # per stochastic layer
+        row[f"train/{k}"] = train_terms[k]
     if val_terms:
-        for k in ("loss", "recon", "kl", "elbo", "ssim"):
+        for k in ("loss", "recon", "kl", "elbo", "ssim", *sorted(k for k in val_terms if k.startswith("kl_"))):
             if k in val_terms:
                 row[f"val/{k}"] = val_terms[k]
     row["lr"] = optimizer.param_groups[0]["lr"]
