@@ -180,7 +180,7 @@ def test_report_lists_every_classify_result_of_a_method(tiny_run, tmp_path):
     run_dir = run_with_results(tiny_run, tmp_path)
     (run_dir / "classify" / "gmm_covariance_type-diag.json").write_text(json.dumps({**CLASSIFY, "accuracy": 0.8123}))
     page = build_report(load_run(run_dir), dpi=30, animations=False)
-    assert "<h3>gmm</h3>" in page and "<h3>gmm: gmm_covariance_type-diag</h3>" in page
+    assert "<td>gmm</td>" in page and "<td>gmm_covariance_type-diag</td>" in page  # one row per result file
     assert "0.9312" in page and "0.8123" in page
 
 

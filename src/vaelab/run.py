@@ -51,9 +51,12 @@ def checkpoint_path(run_dir: str | Path, which: str = "best") -> Path:
     run_dir = Path(run_dir)
     if which.endswith(".ckpt") or (which not in ("best", "last") and Path(which).is_file()):
         return Path(which)  # load_checkpoint says what is wrong with a file that is not a checkpoint
-    if which not in ("best", "last"):
-        raise VaelabError(f"checkpoint '{which}' is neither best, last nor an existing file", "use --checkpoint best, last or the path of a .ckpt file")
     folder = run_dir / CHECKPOINTS
+    if which not in ("best", "last") and not (folder / f"{which}.ckpt").is_file():  # epoch_N (train.keep_checkpoints)
+        raise VaelabError(
+            f"checkpoint '{which}' is neither best, last, a kept epoch_N of the run nor an existing file",
+            "use --checkpoint best, last, epoch_N (with train.keep_checkpoints) or the path of a .ckpt file",
+        )
     order = ["best", "last"] if which == "best" else [which]
     for name in order:
         p = folder / f"{name}.ckpt"
