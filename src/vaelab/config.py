@@ -64,6 +64,11 @@ class ModelConfig:
     layer_hidden: list[int] = field(default_factory=lambda: [100, 100])  # MLP widths between stochastic layers
     prior: str = "normal"  # normal N(0, I) | mog (learned mixture) | class (N(mu_y, sigma_y) per class) | vamp (Tomczak 2018)
     prior_components: int = 10  # components of the mog prior; pseudo-inputs of the vamp prior
+    # regularised autoencoders (README "Generators"): objective=mmd (InfoVAE / WAE-MMD) and objective=rae
+    mmd_weight: float = 10.0  # weight of MMD^2(q(z), p(z)) (Zhao 2019's alpha + lambda - 1; Tolstikhin 2018's lambda)
+    mmd_kernel: str = "imq"  # imq | rbf
+    rae_reg: str = "l2"  # l2 (decoder weights) | gp (decoder gradient penalty), Ghosh et al. 2020
+    rae_weight: float = 1e-3  # weight of the RAE's decoder regulariser; model.beta weighs its 1/2 ||z||^2
     # autoregressive head (PixelVAE): 0 = a factorized decoder; n >= 1 = masked conv layers over earlier pixels
     pixelcnn_layers: int = 0
     pixelcnn_channels: int = 32  # features of the head
@@ -137,8 +142,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.arch": ("mlp", "conv"),
     "model.likelihood": ("bernoulli", "gaussian"),
     "model.prior": ("normal", "mog", "class", "vamp"),  # models.PRIORS
-    "model.objective": ("elbo", "iwae", "miwae", "ciwae"),  # models.OBJECTIVES
-    "model.posterior": ("gaussian", "iaf"),  # models.POSTERIORS
+    "model.objective": ("elbo", "iwae", "miwae", "ciwae", "mmd", "rae"),  # models.OBJECTIVES
+    "model.posterior": ("gaussian", "iaf", "delta"),  # models.POSTERIORS
+    "model.mmd_kernel": ("imq", "rbf"),
+    "model.rae_reg": ("l2", "gp"),
     "model.gaussian_scale": ("fixed", "learned"),
     "model.norm": ("batch", "instance", "none"),
     "model.decoder_norm": ("batch", "instance", "none"),
@@ -160,10 +167,13 @@ FAMILIES: dict[str, dict[str, str]] = {
         "iwae": "the K-sample importance-weighted bound, K = model.iw_samples (Burda et al. 2016)",
         "miwae": "the mean of model.iw_groups K-sample bounds (Rainforth et al. 2018)",
         "ciwae": "model.ciwae_beta x ELBO + (1 - beta) x the K-sample bound (Rainforth et al. 2018)",
+        "mmd": "recon + beta KL + model.mmd_weight MMD(q(z), p(z)) (InfoVAE, Zhao et al. 2019); with model.posterior=delta, WAE-MMD (Tolstikhin et al. 2018)",
+        "rae": "deterministic encoder, recon + beta ||z||^2 / 2 + model.rae_weight x decoder L2 or gradient penalty (RAE, Ghosh et al. 2020)",
     },
     "model.posterior": {
         "gaussian": "a diagonal Gaussian q(z|x) (Kingma & Welling 2014)",
         "iaf": "an inverse autoregressive flow of model.flow_steps steps on the Gaussian (Kingma et al. 2016)",
+        "delta": "a deterministic encoder z = E(x), no density (WAE, Tolstikhin et al. 2018; the RAE's)",
     },
     "model.prior": {
         "normal": "N(0, I) (Kingma & Welling 2014)",
@@ -194,6 +204,8 @@ BOUNDS: dict[str, tuple[float, bool]] = {
     "model.free_bits": (0, True),
     "model.ssim_weight": (0, True),
     "model.prior_components": (1, True),
+    "model.mmd_weight": (0, True),
+    "model.rae_weight": (0, True),
     "model.iw_samples": (1, True),
     "model.iw_groups": (1, True),
     "model.ciwae_beta": (0, True),
@@ -480,6 +492,10 @@ def _check_family(m: ModelConfig) -> None:
         raise VaelabError(f"model.free_bits conflicts with {what}, which {why}", f"use model.free_bits=0 with {what}")
     if weighted and m.ssim_weight > 0:
         raise VaelabError(f"model.ssim_weight conflicts with model.objective={m.objective} (an importance-weighted bound)", "use model.ssim_weight=0, or model.objective=elbo")
+    if m.posterior == "delta" and m.objective not in ("mmd", "rae"):
+        raise VaelabError(f"model.posterior=delta (a deterministic encoder) has no KL for model.objective={m.objective}", "use model.objective=mmd (WAE-MMD) or rae")
+    if m.objective == "rae" and m.posterior == "iaf":
+        raise VaelabError("model.objective=rae has a deterministic encoder; model.posterior=iaf does not apply", "drop model.posterior (or set it to delta)")
     if m.ciwae_beta > 1:
         raise VaelabError(f"'model.ciwae_beta' is {m.ciwae_beta}, it must be at most 1", "use a weight in [0, 1], e.g. 0.5")
     if m.prior == "vamp" and m.conditional:

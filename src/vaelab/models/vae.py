@@ -27,6 +27,7 @@ from .autoregressive import PixelCNNHead
 from .blocks import ARCHS
 from .hierarchy import JointPosterior, StochasticStack, layer_dims
 from .likelihoods import build_likelihood
+from .objective import OBJECTIVES
 from .posterior import POSTERIORS, DiagonalGaussian
 from .prior import build_prior
 
@@ -44,7 +45,9 @@ class VAE(nn.Module):
         base.latent_dim = dims[0]
         self.encoder, self.decoder = ARCHS[cfg.arch](base)
         self.stack = StochasticStack(dims, list(getattr(cfg, "layer_hidden", None) or [100, 100]), cfg.activation)
-        self.posterior = POSTERIORS[getattr(cfg, "posterior", "gaussian")](cfg)
+        # an objective may fix its family's encoder (the RAE's is deterministic: objective.posterior = "delta")
+        fixed = getattr(OBJECTIVES.get(getattr(cfg, "objective", "elbo")), "posterior", None)
+        self.posterior = POSTERIORS[fixed or getattr(cfg, "posterior", "gaussian")](cfg)
         self.likelihood = build_likelihood(cfg)
         self.prior = build_prior(cfg)
         if hasattr(self.prior, "bind"):  # a prior made of the model's own posteriors (VampPrior)
@@ -96,6 +99,12 @@ class VAE(nn.Module):
     def infer(self, x: torch.Tensor, y: torch.Tensor | None = None) -> JointPosterior:
         """q(z_1..z_L | x): ``.rsample(n)`` draws and scores every layer (see `hierarchy.Latents`)."""
         return JointPosterior(self, self._statistics(x, y), y)
+
+    @property
+    def no_density(self) -> str | None:
+        """Why this family has no likelihood bound to importance-sample (None when it has one): a property of
+        its registry entries (a deterministic encoder, a quantised latent), so evaluate needs no name checks."""
+        return getattr(self.posterior, "no_density", None)
 
     @property
     def autoregressive(self) -> bool:
