@@ -47,7 +47,7 @@ def test_mmd_matches_a_hand_computation():
     x = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
     y = torch.tensor([[0.0, 1.0], [2.0, 0.0], [0.0, 0.0]])
     c = 2 * 2  # 2 D sigma^2
-    k = lambda a, b: c / (c + sum((ai - bi) ** 2 for ai, bi in zip(a, b)))  # noqa: E731
+    k = lambda a, b: c / (c + sum((ai - bi) ** 2 for ai, bi in zip(a, b, strict=True)))  # noqa: E731
     xs, ys = x.tolist(), y.tolist()
     kxx = (k(xs[0], xs[1]) + k(xs[1], xs[0])) / 2
     kyy = sum(k(ys[i], ys[j]) for i in range(3) for j in range(3) if i != j) / 6
@@ -206,6 +206,93 @@ def test_every_family_resumes_exactly(tmp_path, family):
     from vaelab.train.checkpoint import load_checkpoint
 
     over = (*FAMILIES[family], *QUICK, "data.limit=128")
+    straight = fit(tiny_config(tmp_path, "train.epochs=2", "name=straight", *over), quiet=True)["run_dir"]
+    part = fit(tiny_config(tmp_path, "train.epochs=1", "name=part", *over), quiet=True)["run_dir"]
+    fit(tiny_config(tmp_path, "train.epochs=2", "name=part", *over), run_dir=part, resume=True, quiet=True)
+    a, b = (load_checkpoint(Path(d) / "checkpoints/last.ckpt")["model"] for d in (straight, part))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# -- VQ-VAE ----------------------------------------------------------------------------------------------------
+VQ = ("model.latent=vq", "model.objective=vq", "model.latent_dim=8", "model.code_dim=2", "model.codebook_size=6")
+
+
+def test_straight_through_gradient_reaches_the_encoder():
+    model = model_for(*VQ, "model.codebook_update=loss")
+    t = OBJECTIVES["vq"](model, batch())
+    t.loss.backward()
+    assert model.encoder.head.weight.grad.abs().sum() > 0 and model.quantizer.codebook.grad.abs().sum() > 0
+
+
+def test_ema_codebook_update_matches_a_hand_computation():
+    model = model_for(*VQ, "model.ema_decay=0.5", "model.dead_code=0")
+    q = model.quantizer
+    q.codebook.data.copy_(torch.tensor([[0.0, 0.0], [10.0, 10.0], [-10, 10], [10, -10], [-10, -10], [20, 20]]))
+    q.ema_sum.copy_(q.codebook.data)
+    q.ema_count.fill_(1.0)
+    flat = torch.tensor([[1.0, 0.0], [0.0, 2.0], [9.0, 9.0]])
+    idx = q.nearest(flat)
+    assert idx.tolist() == [0, 0, 1]
+    q.ema_update(flat, idx)
+    # N_0 = 0.5 * 1 + 0.5 * 2 = 1.5, m_0 = 0.5 * (0, 0) + 0.5 * (1, 2) = (0.5, 1); e_0 = m_0 / N_0
+    assert torch.allclose(q.codebook[0], torch.tensor([0.5, 1.0]) / 1.5)
+    # N_1 = 0.5 + 0.5 = 1, m_1 = 0.5 * (10, 10) + 0.5 * (9, 9)
+    assert torch.allclose(q.codebook[1], torch.tensor([9.5, 9.5]))
+    assert torch.allclose(q.codebook[5], torch.tensor([20.0, 20.0]))  # unused: N and m both halve
+
+
+def test_dead_codes_are_restarted_on_batch_vectors():
+    model = model_for(*VQ, "model.dead_code=0.6")
+    q = model.quantizer
+    q.ema_count.copy_(torch.tensor([5.0, 0.1, 5.0, 0.5, 5.0, 5.0]))
+    flat = torch.randn(10, 2) + 100
+    assert q.restart_dead(flat) == 2
+    for k in (1, 3):
+        assert any(torch.equal(q.codebook[k], v) for v in flat)
+    assert q.codebook[0].abs().max() < 50
+
+
+def test_code_prior_log_likelihood_is_the_sum_of_its_conditionals():
+    from vaelab.models.vq_prior import CodePrior
+
+    torch.manual_seed(0)
+    prior = CodePrior(4, width=8, layers=2, kernel=3)
+    with torch.no_grad():
+        for p in prior.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    codes = torch.tensor([[[1, 3], [0, 2]]])
+    total = 0.0
+    for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        seen = torch.zeros_like(codes)  # only the codes before (i, j) are filled in
+        flat = [(0, 0), (0, 1), (1, 0), (1, 1)]
+        for a, b in flat[: flat.index((i, j))]:
+            seen[0, a, b] = codes[0, a, b]
+        total += torch.log_softmax(prior(seen)[0, :, i, j], 0)[codes[0, i, j]].item()
+    assert prior.log_prob(codes).item() == pytest.approx(total, rel=1e-5)
+
+
+def test_vq_family_runs_through_the_commands(tmp_path, idx_dir):
+    run = tmp_path / "vq"
+    base = [f"data.source=idx:{idx_dir}", "model.hidden=[16]", "train.epochs=2", "train.batch_size=16", *VQ]
+    assert cli("train", *base, "--run-dir", run, "-q") == 0
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    assert any("train/perplexity" in r and "train/usage" in r for r in rows)
+    assert cli("sample", run, "--sampler", "vq-prior", "-n", "2", "--out", tmp_path / "x.png") == 2  # no prior yet
+    assert cli("train-prior", run, "--epochs", "2", "--width", "8") == 0
+    assert (run / "samplers" / "vq-prior.safetensors").is_file()
+    assert cli("sample", run, "--sampler", "vq-prior", "-n", "4", "--out", tmp_path / "v.png") == 0
+    assert cli("evaluate", run, "--no-fid") == 0
+    result = json.loads((run / "eval" / "test.json").read_text())
+    vb = result["nll"]["vq_bound"]
+    assert vb["nll"] == pytest.approx(vb["recon"] + vb["code_nll"]) and vb["code_nll"] > 0
+    assert cli("plot", run, "recon", "samples", "scatter") == 0
+    assert cli("classify", run, "--method", "gmm") == 0
+
+
+def test_vq_resumes_exactly(tmp_path):
+    from vaelab.train.checkpoint import load_checkpoint
+
+    over = (*VQ, *QUICK, "data.limit=128")
     straight = fit(tiny_config(tmp_path, "train.epochs=2", "name=straight", *over), quiet=True)["run_dir"]
     part = fit(tiny_config(tmp_path, "train.epochs=1", "name=part", *over), quiet=True)["run_dir"]
     fit(tiny_config(tmp_path, "train.epochs=2", "name=part", *over), run_dir=part, resume=True, quiet=True)

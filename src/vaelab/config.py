@@ -69,6 +69,13 @@ class ModelConfig:
     mmd_kernel: str = "imq"  # imq | rbf
     rae_reg: str = "l2"  # l2 (decoder weights) | gp (decoder gradient penalty), Ghosh et al. 2020
     rae_weight: float = 1e-3  # weight of the RAE's decoder regulariser; model.beta weighs its 1/2 ||z||^2
+    latent: str = "gaussian"  # gaussian | vq (VQ-VAE, van den Oord 2017; train with model.objective=vq)
+    codebook_size: int = 64  # K codebook entries
+    code_dim: int = 4  # size of each code vector; latent_dim / code_dim positions form the code map
+    commitment: float = 0.25  # beta of the VQ-VAE's commitment term
+    codebook_update: str = "ema"  # ema (moving averages) | loss (the codebook term of the loss)
+    ema_decay: float = 0.99
+    dead_code: float = 0.01  # restart codes whose moving-average use falls below this (vectors per batch)
     # autoregressive head (PixelVAE): 0 = a factorized decoder; n >= 1 = masked conv layers over earlier pixels
     pixelcnn_layers: int = 0
     pixelcnn_channels: int = 32  # features of the head
@@ -142,10 +149,12 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.arch": ("mlp", "conv"),
     "model.likelihood": ("bernoulli", "gaussian"),
     "model.prior": ("normal", "mog", "class", "vamp"),  # models.PRIORS
-    "model.objective": ("elbo", "iwae", "miwae", "ciwae", "mmd", "rae"),  # models.OBJECTIVES
+    "model.objective": ("elbo", "iwae", "miwae", "ciwae", "mmd", "rae", "vq"),  # models.OBJECTIVES
     "model.posterior": ("gaussian", "iaf", "delta"),  # models.POSTERIORS
     "model.mmd_kernel": ("imq", "rbf"),
     "model.rae_reg": ("l2", "gp"),
+    "model.latent": ("gaussian", "vq"),  # models.vq.LATENTS
+    "model.codebook_update": ("ema", "loss"),
     "model.gaussian_scale": ("fixed", "learned"),
     "model.norm": ("batch", "instance", "none"),
     "model.decoder_norm": ("batch", "instance", "none"),
@@ -168,6 +177,7 @@ FAMILIES: dict[str, dict[str, str]] = {
         "miwae": "the mean of model.iw_groups K-sample bounds (Rainforth et al. 2018)",
         "ciwae": "model.ciwae_beta x ELBO + (1 - beta) x the K-sample bound (Rainforth et al. 2018)",
         "mmd": "recon + beta KL + model.mmd_weight MMD(q(z), p(z)) (InfoVAE, Zhao et al. 2019); with model.posterior=delta, WAE-MMD (Tolstikhin et al. 2018)",
+        "vq": "the VQ-VAE loss: recon + codebook + model.commitment x commitment (van den Oord et al. 2017; with model.latent=vq)",
         "rae": "deterministic encoder, recon + beta ||z||^2 / 2 + model.rae_weight x decoder L2 or gradient penalty (RAE, Ghosh et al. 2020)",
     },
     "model.posterior": {
@@ -180,6 +190,10 @@ FAMILIES: dict[str, dict[str, str]] = {
         "mog": "a learned mixture of model.prior_components Gaussians (Dilokthanakul et al. 2016)",
         "class": "a learned Gaussian per class, for conditional models (Sohn et al. 2015)",
         "vamp": "the mixture of the posteriors of model.prior_components learned pseudo-inputs (Tomczak & Welling 2018)",
+    },
+    "model.latent": {
+        "gaussian": "a continuous latent of model.latent_dim",
+        "vq": "a map of model.latent_dim / model.code_dim codes from a learned codebook (VQ-VAE, van den Oord et al. 2017)",
     },
     "model.stochastic_layers": {
         "1": "one layer of latents",
@@ -205,6 +219,11 @@ BOUNDS: dict[str, tuple[float, bool]] = {
     "model.ssim_weight": (0, True),
     "model.prior_components": (1, True),
     "model.mmd_weight": (0, True),
+    "model.codebook_size": (2, True),
+    "model.code_dim": (1, True),
+    "model.commitment": (0, True),
+    "model.ema_decay": (0, True),
+    "model.dead_code": (0, True),
     "model.rae_weight": (0, True),
     "model.iw_samples": (1, True),
     "model.iw_groups": (1, True),
@@ -496,6 +515,12 @@ def _check_family(m: ModelConfig) -> None:
         raise VaelabError(f"model.posterior=delta (a deterministic encoder) has no KL for model.objective={m.objective}", "use model.objective=mmd (WAE-MMD) or rae")
     if m.objective == "rae" and m.posterior == "iaf":
         raise VaelabError("model.objective=rae has a deterministic encoder; model.posterior=iaf does not apply", "drop model.posterior (or set it to delta)")
+    if (m.latent == "vq") != (m.objective == "vq"):
+        raise VaelabError("model.latent=vq and model.objective=vq go together", "set both (a VQ-VAE) or neither")
+    if m.latent == "vq" and (m.stochastic_layers > 1 or m.posterior != "gaussian" or m.conditional or m.pixelcnn_layers):
+        raise VaelabError("model.latent=vq is one quantised layer with a plain decoder", "use stochastic_layers=1, posterior=gaussian, conditional=false, pixelcnn_layers=0")
+    if m.ema_decay >= 1:
+        raise VaelabError(f"'model.ema_decay' is {m.ema_decay}, it must be below 1", "use e.g. 0.99")
     if m.ciwae_beta > 1:
         raise VaelabError(f"'model.ciwae_beta' is {m.ciwae_beta}, it must be at most 1", "use a weight in [0, 1], e.g. 0.5")
     if m.prior == "vamp" and m.conditional:

@@ -212,8 +212,12 @@ def evaluate_run(
         loss["elbo"] = loss["bits_per_dim"] = float("nan")
         per_image.pop("elbo"), per_image.pop("nll")
         notes.append(f"NLL and ELBO skipped: {no_density}; 'recon' is -log p(x|z) at the encoder's code")
-        if hasattr(model, "code_bound"):  # a VQ model's own bound, log p(x|z_q) + log p(z_q)
-            nll["vq_bound"] = model.code_bound(part.images, labels, batch_size=batch_size)
+        if getattr(model, "quantizer", None) is not None:  # a VQ model's own bound, log p(x|z_q) + log p(z_q)
+            from ..models.vq_prior import code_bound
+
+            nll["vq_bound"] = code_bound(run, part.images, batch_size=batch_size)
+            if nll["vq_bound"] is None:
+                notes.append(f"no code prior yet, so no VQ bound: run vaelab train-prior {run.path}")
         binarized = False
     if binarized is None:
         binarized = is_bernoulli and c == 1
