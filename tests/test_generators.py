@@ -298,3 +298,33 @@ def test_vq_resumes_exactly(tmp_path):
     fit(tiny_config(tmp_path, "train.epochs=2", "name=part", *over), run_dir=part, resume=True, quiet=True)
     a, b = (load_checkpoint(Path(d) / "checkpoints/last.ckpt")["model"] for d in (straight, part))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_evaluate_scores_the_chosen_sampler(tiny_run, tmp_path):
+    import shutil
+
+    from vaelab.evaluate.features import load_training_data, train_feature_net
+    from vaelab.evaluate.report import summary_rows
+    from vaelab.evaluate.run import evaluate_run
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("samplers", "eval"))
+    data = load_training_data("mnist-sample", limit=200)
+    fx = train_feature_net(data, spec="mnist-sample", epochs=1, batch_size=32, widths=(4, 8, 8), limit=200)
+    res = evaluate_run(run, split="val", nll_samples=2, features=fx, max_generated=60, sampler="maf")
+    fid = res["fid"]
+    assert {"prior", "gmm", "maf", "recon"} <= set(fid) and fid["maf"] >= 0 and "maf" in fid["precision"]
+    assert "MAF" in fid["samplers"]["maf"] and (run / "samplers" / "maf.safetensors").is_file()
+    assert any("MAF" in name for name, _ in summary_rows(res))
+
+
+@pytest.mark.slow  # two studies of two trials: about 30 s on 2 cores
+def test_two_trial_sweeps_of_the_generator_families(tmp_path, idx_dir):
+    base = [f"data.source=idx:{idx_dir}", "model.hidden=[16]", "train.epochs=1", "train.batch_size=16"]
+    for name, extra, grid in (
+        ("reg", ["model.latent_dim=2"], "model.objective=mmd,rae"),
+        ("vq", list(VQ), "model.codebook_size=4,6"),
+    ):
+        study = tmp_path / name
+        assert cli("sweep", *base, *extra, "--grid", grid, "--study-dir", study, "--no-evaluate", "-q") == 0
+        assert len(list((study / "trials").iterdir())) == 2
