@@ -328,3 +328,42 @@ def test_two_trial_sweeps_of_the_generator_families(tmp_path, idx_dir):
         study = tmp_path / name
         assert cli("sweep", *base, *extra, "--grid", grid, "--study-dir", study, "--no-evaluate", "-q") == 0
         assert len(list((study / "trials").iterdir())) == 2
+
+
+# -- benchmarks/generators.py ---------------------------------------------------------------------------------
+def _generators():
+    import importlib.util
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("generators_bench", root / "benchmarks" / "generators.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["generators_bench"] = mod
+    spec.loader.exec_module(mod)
+    return mod, root
+
+
+def test_generator_rows_have_valid_configs():
+    g, root = _generators()
+    assert len({n for n, _, _ in g.ROWS}) == len(g.ROWS) == 12
+    for name, ds, fam in g.ROWS:
+        cfg = load_config(root / "configs" / "gen-conv.yaml", [f"data.source={ds}", f"name={name}", *fam.overrides])
+        assert cfg.model.arch == "conv" and cfg.model.conv_channels == [32, 64, 128]  # one architecture for all
+
+
+def test_generator_table_judges_the_targets():
+    g, _ = _generators()
+
+    def row(mse, **fids):
+        return {"samplers": {k: {"fid": v, "precision": 0.5, "recall": 0.5} for k, v in fids.items()}, "mse": mse, "ssim": 0.8,
+                "code_bits": "-", "epochs": 1, "train_minutes": 1.0}
+
+    results = {"mnist-vae": row(0.02, prior=20.0, gmm=10.0, maf=9.0), "mnist-vamp": row(0.02, prior=8.0, gmm=9.0, maf=8.5),
+               "mnist-rae-l2": row(0.015, gmm=6.5, maf=7.0), "mnist-vq": {**row(0.01, **{"vq-prior": 12.0}), "code_bits": "64"},
+               "mnist-wae": {"error": "boom"}}
+    met = g.judge(results)
+    assert met["ex-post beats the prior (every Gaussian family)"] is False  # the VampPrior's prior wins
+    assert met["best MNIST FID <= 0.7 x VAE + GMM"] is True  # 6.5 <= 7.0
+    assert met["VQ-VAE lowest MSE (MNIST)"] is True and met["VQ-VAE lowest MSE (Fashion-MNIST)"] is None
+    text = g.table(results)
+    assert "| MNIST | RAE-L2 | gmm | 6.50 |" in text and "error: boom" in text and "**not met**" in text

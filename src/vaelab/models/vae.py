@@ -150,7 +150,7 @@ class VAE(nn.Module):
         through here, so a wrapper (Fabric's DDP, mixed precision) sees one forward per step."""
         target = x if target is None else target
         if self.quantizer is not None:  # VQ: ((code, stats), target, params), the straight-through code decoded
-            code, stats = self.quantizer(self.posterior(self._statistics(x, y)[-1]).mean)
+            code, stats = self.quantizer(self.posterior(self._statistics(x, y)[-1]).mean, update=self.training)
             return (code, stats), target, self.decode_bottom(code.mean, y, context=target)
         lat = self.infer(x, y).rsample(n)
         if n is None:

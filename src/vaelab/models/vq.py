@@ -100,13 +100,14 @@ class VectorQuantizer(nn.Module):
             self.ema_count[dead] = 1.0
         return len(dead)
 
-    def forward(self, z: torch.Tensor) -> tuple[VQCode, dict[str, torch.Tensor]]:
-        """z (B, latent_dim) -> (VQCode with the straight-through code, loss terms and usage stats)."""
+    def forward(self, z: torch.Tensor, update: bool = False) -> tuple[VQCode, dict[str, torch.Tensor]]:
+        """z (B, latent_dim) -> (VQCode with the straight-through code, loss terms and usage stats). ``update``
+        (the training step only, not ``encode``) moves the EMA codebook and restarts dead codes."""
         b = z.shape[0]
         z_e = z.float().view(b, self.positions, self.dim)
         flat = z_e.reshape(-1, self.dim)
         idx = self.nearest(flat.detach())
-        if self.training and self.ema:
+        if update and self.ema:
             self.ema_update(flat.detach(), idx)
         e = self.codebook[idx].view_as(z_e)
         commit = (z_e - e.detach()).pow(2).sum((1, 2)).mean()
