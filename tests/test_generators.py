@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import cli, make_idx_dir, tiny_config
+from conftest import cli, make_idx_dir, needs_data, shared_data, tiny_config
 from vaelab.config import load_config
 from vaelab.errors import VaelabError
 from vaelab.models import OBJECTIVES, build
@@ -195,6 +195,8 @@ def test_every_family_runs_through_the_commands(tmp_path, idx_dir, family):
         assert cli("sample", run, "--sampler", sampler, "-n", "4", "--out", tmp_path / f"{sampler}.png") == 0
     assert cli("plot", run, "recon", "samples", "manifold", "scatter") == 0
     assert cli("classify", run, "--method", "gmm") == 0
+    if family == "wae":  # the HTML report reads an evaluation without an NLL
+        assert cli("report", run) == 0
 
 
 def build_no_density(family: str) -> bool:
@@ -367,3 +369,25 @@ def test_generator_table_judges_the_targets():
     assert met["VQ-VAE lowest MSE (MNIST)"] is True and met["VQ-VAE lowest MSE (Fashion-MNIST)"] is None
     text = g.table(results)
     assert "| MNIST | RAE-L2 | gmm | 6.50 |" in text and "error: boom" in text and "**not met**" in text
+
+
+@pytest.mark.slow  # two rows of the quick budget: about 2 minutes on 2 cores
+@needs_data("mnist")
+def test_quick_generators_end_to_end(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    _, root = _generators()
+    env = {**os.environ, "VAELAB_DATA": str(shared_data()), "OMP_NUM_THREADS": "1", "VAELAB_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, str(root / "benchmarks" / "generators.py"), "--budget", "quick", "--only", "mnist-rae-gp,mnist-vq",
+           "--out", str(tmp_path / "q")]
+    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((tmp_path / "q" / "results.json").read_text())
+    for name in ("mnist-rae-gp", "mnist-vq"):
+        assert "error" not in results[name], results[name]
+        ev = json.loads((tmp_path / "q" / name / "eval" / "test.json").read_text())
+        assert results[name]["mse"] == ev["recon_quality"]["mse"]  # the table's number is the CLI's
+    assert set(results["mnist-rae-gp"]["samplers"]) == {"gmm", "maf"} and results["mnist-vq"]["vq_bound"] > 0
+    assert "| MNIST | VQ-VAE (4x4 codes, K = 64) | vq-prior |" in done.stdout
