@@ -391,3 +391,44 @@ def test_quick_generators_end_to_end(tmp_path):
         assert results[name]["mse"] == ev["recon_quality"]["mse"]  # the table's number is the CLI's
     assert set(results["mnist-rae-gp"]["samplers"]) == {"gmm", "maf"} and results["mnist-vq"]["vq_bound"] > 0
     assert "| MNIST | VQ-VAE (4x4 codes, K = 64) | vq-prior |" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (["model.latent=vq"], "go together"),
+        (["model.objective=vq"], "go together"),
+        ([*VQ, "model.stochastic_layers=2"], "one quantised layer"),
+        (["model.objective=rae", "model.posterior=iaf"], "deterministic encoder"),
+        (["model.objective=mmd", "model.free_bits=0.5"], "free_bits is not part"),
+        (["model.mmd_kernel=laplace"], "imq, rbf"),
+        ([*VQ, "model.latent_dim=9"], "multiple"),
+    ],
+)
+def test_generator_family_conflicts_are_one_line_errors(overrides, match):
+    with pytest.raises(VaelabError, match=match):
+        model_for(*overrides)
+
+
+def test_sampler_cache_is_refitted_for_another_checkpoint(tiny_run, tmp_path):
+    import os
+    import shutil
+
+    from vaelab.latent.expost import get_sampler
+    from vaelab.run import load_run
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("samplers", "eval"))
+    get_sampler(load_run(run), "gmm")
+    cache = run / "samplers" / "gmm.safetensors"
+    first = cache.stat().st_mtime_ns
+    get_sampler(load_run(run), "gmm", components=3)  # other settings: refitted
+    assert cache.stat().st_mtime_ns != first
+    second = cache.stat().st_mtime_ns
+    ck = run / "checkpoints" / "best.ckpt"
+    os.utime(ck, ns=(ck.stat().st_atime_ns, ck.stat().st_mtime_ns + 10**9))  # "another" checkpoint file
+    r = load_run(run)
+    get_sampler(r, "gmm", components=3)
+    assert cache.stat().st_mtime_ns != second
+    cache.write_bytes(b"garbage")  # a broken cache is refitted, never trusted
+    assert get_sampler(r, "gmm", components=3).sample(4).shape == (4, 2)

@@ -504,6 +504,9 @@ def validate(cfg: Config) -> Config:
 
 def _check_family(m: ModelConfig) -> None:
     """Combinations of the model-family choices that make no sense: one line naming the conflict."""
+    if m.objective in ("mmd", "rae", "vq") and (m.free_bits > 0 or m.ssim_weight > 0):
+        what = "model.free_bits" if m.free_bits > 0 else "model.ssim_weight"
+        raise VaelabError(f"{what} is not part of model.objective={m.objective}", f"set {what}=0, or use model.objective=elbo")
     weighted = m.objective != "elbo"
     if m.free_bits > 0 and (m.prior in ("mog", "vamp") or m.posterior == "iaf" or weighted):
         what = f"model.objective={m.objective}" if weighted else f"model.prior={m.prior}" if m.prior in ("mog", "vamp") else "model.posterior=iaf"

@@ -325,12 +325,16 @@ def _generation_quality(
     if native is not None:
         from ..latent.expost import get_sampler
 
-        say(f"{n} samples from the {native} sampler")
-        z_prior = get_sampler(run, native, seed=seed).sample(n, labels, generator=g, temperature=temperature)
+        try:
+            z_prior = get_sampler(run, native, seed=seed).sample(n, labels, generator=g, temperature=temperature)
+            say(f"{n} samples from the {native} sampler")
+        except VaelabError as e:  # e.g. no code prior yet: that column stays empty, the rest is measured
+            z_prior = None
+            notes.append(f"FID of the {native} sampler skipped: {e.message} ({e.hint})")
     else:
         say(f"{n} samples from the prior")
         z_prior = model.prior.sample(n, labels, generator=g, temperature=temperature)
-    prior = _decode_batched(model, z_prior, labels, batch_size)
+    prior = _decode_batched(model, z_prior, labels, batch_size) if z_prior is not None else None
 
     z_train = train_latents.z  # posterior means of the training split
     k = min(gmm_components, len(z_train))
@@ -343,6 +347,10 @@ def _generation_quality(
 
     out = {"feature_net": fx.describe(), "n_generated": n, "n_real": n, "gmm_components": k, "temperature": temperature}
     sets = [("prior", prior), ("gmm", gmm_imgs), ("recon", recon)]
+    precision, recall = {}, {}
+    if prior is None:
+        sets = sets[1:]
+        out["prior"] = precision["prior"] = recall["prior"] = None
     if native is not None:
         out["prior_sampler"] = native
     if sampler is not None and sampler not in ("prior", "gmm", native):
@@ -353,7 +361,6 @@ def _generation_quality(
         z = s.sample(n, labels, generator=torch.Generator().manual_seed(seed + 1), temperature=temperature)
         sets.append((sampler, _decode_batched(model, z, labels, batch_size)))
         out["samplers"] = {sampler: s.describe()}
-    precision, recall = {}, {}
     radii = knn_radii(f_real, k=3)
     for name, imgs in sets:
         f_gen = fx.features(imgs, batch_size)
