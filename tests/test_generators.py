@@ -203,7 +203,7 @@ def build_no_density(family: str) -> bool:
     return "model.posterior=delta" in FAMILIES[family] or "model.objective=rae" in FAMILIES[family]
 
 
-@pytest.mark.parametrize("family", ["wae", "rae-gp"])
+@pytest.mark.parametrize("family", ["infovae", "wae", "rae-l2", "rae-gp"])
 def test_every_family_resumes_exactly(tmp_path, family):
     from vaelab.train.checkpoint import load_checkpoint
 
