@@ -65,6 +65,18 @@ class ModelConfig:
     layer_inference: str = "ladder"  # ladder (top-down, precision-weighted, Sonderby 2016) | bottomup (q(z_l|x), Burda 2016)
     prior: str = "normal"  # normal N(0, I) | mog (learned mixture) | class (N(mu_y, sigma_y) per class) | vamp (Tomczak 2018)
     prior_components: int = 10  # components of the mog prior; pseudo-inputs of the vamp prior
+    # regularised autoencoders (README "Generators"): objective=mmd (InfoVAE / WAE-MMD) and objective=rae
+    mmd_weight: float = 10.0  # weight of MMD^2(q(z), p(z)) (Zhao 2019's alpha + lambda - 1; Tolstikhin 2018's lambda)
+    mmd_kernel: str = "imq"  # imq | rbf
+    rae_reg: str = "l2"  # l2 (decoder weights) | gp (decoder gradient penalty), Ghosh et al. 2020
+    rae_weight: float = 1e-3  # weight of the RAE's decoder regulariser; model.beta weighs its 1/2 ||z||^2
+    latent: str = "gaussian"  # gaussian | vq (VQ-VAE, van den Oord 2017; train with model.objective=vq)
+    codebook_size: int = 64  # K codebook entries
+    code_dim: int = 4  # size of each code vector; latent_dim / code_dim positions form the code map
+    commitment: float = 0.25  # beta of the VQ-VAE's commitment term
+    codebook_update: str = "ema"  # ema (moving averages) | loss (the codebook term of the loss)
+    ema_decay: float = 0.99
+    dead_code: float = 0.01  # restart codes whose moving-average use falls below this (vectors per batch)
     # autoregressive head (PixelVAE): 0 = a factorized decoder; n >= 1 = masked conv layers over earlier pixels
     pixelcnn_layers: int = 0
     pixelcnn_channels: int = 32  # features of the head
@@ -142,9 +154,13 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.arch": ("mlp", "conv"),
     "model.likelihood": ("bernoulli", "gaussian"),
     "model.prior": ("normal", "mog", "class", "vamp"),  # models.PRIORS
-    "model.objective": ("elbo", "iwae", "miwae", "ciwae"),  # models.OBJECTIVES
-    "model.posterior": ("gaussian", "iaf"),  # models.POSTERIORS
+    "model.objective": ("elbo", "iwae", "miwae", "ciwae", "mmd", "rae", "vq"),  # models.OBJECTIVES
+    "model.posterior": ("gaussian", "iaf", "delta"),  # models.POSTERIORS
     "model.layer_inference": ("ladder", "bottomup"),  # models.hierarchy.LAYER_INFERENCE
+    "model.mmd_kernel": ("imq", "rbf"),
+    "model.rae_reg": ("l2", "gp"),
+    "model.latent": ("gaussian", "vq"),  # models.vq.LATENTS
+    "model.codebook_update": ("ema", "loss"),
     "model.gaussian_scale": ("fixed", "learned"),
     "model.norm": ("batch", "instance", "none"),
     "model.decoder_norm": ("batch", "instance", "none"),
@@ -181,16 +197,24 @@ FAMILIES: dict[str, dict[str, str]] = {
         "iwae": "the K-sample importance-weighted bound, K = model.iw_samples (Burda et al. 2016)",
         "miwae": "the mean of model.iw_groups K-sample bounds (Rainforth et al. 2018)",
         "ciwae": "model.ciwae_beta x ELBO + (1 - beta) x the K-sample bound (Rainforth et al. 2018)",
+        "mmd": "recon + beta KL + model.mmd_weight MMD(q(z), p(z)) (InfoVAE, Zhao et al. 2019); with model.posterior=delta, WAE-MMD (Tolstikhin et al. 2018)",
+        "vq": "the VQ-VAE loss: recon + codebook + model.commitment x commitment (van den Oord et al. 2017; with model.latent=vq)",
+        "rae": "deterministic encoder, recon + beta ||z||^2 / 2 + model.rae_weight x decoder L2 or gradient penalty (RAE, Ghosh et al. 2020)",
     },
     "model.posterior": {
         "gaussian": "a diagonal Gaussian q(z|x) (Kingma & Welling 2014)",
         "iaf": "an inverse autoregressive flow of model.flow_steps steps on the Gaussian (Kingma et al. 2016)",
+        "delta": "a deterministic encoder z = E(x), no density (WAE, Tolstikhin et al. 2018; the RAE's)",
     },
     "model.prior": {
         "normal": "N(0, I) (Kingma & Welling 2014)",
         "mog": "a learned mixture of model.prior_components Gaussians (Dilokthanakul et al. 2016)",
         "class": "a learned Gaussian per class, for conditional models (Sohn et al. 2015)",
         "vamp": "the mixture of the posteriors of model.prior_components learned pseudo-inputs (Tomczak & Welling 2018)",
+    },
+    "model.latent": {
+        "gaussian": "a continuous latent of model.latent_dim",
+        "vq": "a map of model.latent_dim / model.code_dim codes from a learned codebook (VQ-VAE, van den Oord et al. 2017)",
     },
     "model.stochastic_layers": {
         "1": "one layer of latents",
@@ -219,6 +243,13 @@ BOUNDS: dict[str, tuple[float, bool]] = {
     "model.free_bits": (0, True),
     "model.ssim_weight": (0, True),
     "model.prior_components": (1, True),
+    "model.mmd_weight": (0, True),
+    "model.codebook_size": (2, True),
+    "model.code_dim": (1, True),
+    "model.commitment": (0, True),
+    "model.ema_decay": (0, True),
+    "model.dead_code": (0, True),
+    "model.rae_weight": (0, True),
     "model.iw_samples": (1, True),
     "model.iw_groups": (1, True),
     "model.ciwae_beta": (0, True),
@@ -531,6 +562,9 @@ def validate(cfg: Config) -> Config:
 
 def _check_family(m: ModelConfig) -> None:
     """Combinations of the model-family choices that make no sense: one line naming the conflict."""
+    if m.objective in ("mmd", "rae", "vq") and (m.free_bits > 0 or m.ssim_weight > 0):
+        what = "model.free_bits" if m.free_bits > 0 else "model.ssim_weight"
+        raise VaelabError(f"{what} is not part of model.objective={m.objective}", f"set {what}=0, or use model.objective=elbo")
     weighted = m.objective != "elbo"
     if m.free_bits > 0 and (m.prior in ("mog", "vamp") or m.posterior == "iaf" or weighted):
         what = f"model.objective={m.objective}" if weighted else f"model.prior={m.prior}" if m.prior in ("mog", "vamp") else "model.posterior=iaf"
@@ -538,6 +572,16 @@ def _check_family(m: ModelConfig) -> None:
         raise VaelabError(f"model.free_bits conflicts with {what}, which {why}", f"use model.free_bits=0 with {what}")
     if weighted and m.ssim_weight > 0:
         raise VaelabError(f"model.ssim_weight conflicts with model.objective={m.objective} (an importance-weighted bound)", "use model.ssim_weight=0, or model.objective=elbo")
+    if m.posterior == "delta" and m.objective not in ("mmd", "rae"):
+        raise VaelabError(f"model.posterior=delta (a deterministic encoder) has no KL for model.objective={m.objective}", "use model.objective=mmd (WAE-MMD) or rae")
+    if m.objective == "rae" and m.posterior == "iaf":
+        raise VaelabError("model.objective=rae has a deterministic encoder; model.posterior=iaf does not apply", "drop model.posterior (or set it to delta)")
+    if (m.latent == "vq") != (m.objective == "vq"):
+        raise VaelabError("model.latent=vq and model.objective=vq go together", "set both (a VQ-VAE) or neither")
+    if m.latent == "vq" and (m.stochastic_layers > 1 or m.posterior != "gaussian" or m.conditional or m.pixelcnn_layers):
+        raise VaelabError("model.latent=vq is one quantised layer with a plain decoder", "use stochastic_layers=1, posterior=gaussian, conditional=false, pixelcnn_layers=0")
+    if m.ema_decay >= 1:
+        raise VaelabError(f"'model.ema_decay' is {m.ema_decay}, it must be below 1", "use e.g. 0.99")
     if m.ciwae_beta > 1:
         raise VaelabError(f"'model.ciwae_beta' is {m.ciwae_beta}, it must be at most 1", "use a weight in [0, 1], e.g. 0.5")
     if m.prior == "vamp" and m.conditional:

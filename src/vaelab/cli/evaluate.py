@@ -26,6 +26,9 @@ def evaluate(
     checkpoint: Annotated[str, typer.Option(help="best, last, epoch_N (train.keep_checkpoints), or a .ckpt file.")] = "best",
     batch_size: int = 500,
     seed: int = 0,
+    sampler: Annotated[
+        str | None, typer.Option(help="Also score this sampler's FID: maf or vq-prior (prior and gmm always are); fitted once, cached in RUN/samplers/.")
+    ] = None,
 ):
     """Every number of a trained run: ELBO terms, IWAE NLL, MSE/PSNR/SSIM, active units, FID (prior, GMM, recon).
 
@@ -49,6 +52,11 @@ def evaluate(
         raise VaelabError(f"--temperature is {temperature}", "use a positive number (1, the default, draws from the samplers themselves)")
     if inception is not None and not fid:
         raise VaelabError("--inception and --no-fid contradict each other", "drop one of them")
+    if sampler is not None:
+        from ..latent.expost import SAMPLERS
+
+        if sampler not in SAMPLERS:
+            raise VaelabError(f"--sampler is '{sampler}'", f"use one of: {', '.join(SAMPLERS)}")
     r = load_run(run, checkpoint=checkpoint)
     result = evaluate_run(
         r,
@@ -64,6 +72,7 @@ def evaluate(
         batch_size=batch_size,
         seed=seed,
         progress=_say_dim,
+        sampler=sampler,
     )
     if split is None and result["split"] != "test":  # a photo folder with train/ and val/ only
         console.print("note: the run's data has no test split; evaluating its val split", highlight=False)

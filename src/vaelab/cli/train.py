@@ -100,7 +100,7 @@ def sample(
     seed: int = 0,
     nrow: Annotated[int | None, typer.Option(help="Images per row.")] = None,
     sampler: Annotated[
-        str, typer.Option(help="prior: z from the model's prior; gmm: from a Gaussian mixture fitted to the training latents (one per class for a conditional model).")
+        str, typer.Option(help="prior: z from the model's prior; gmm: a Gaussian mixture fitted to the training latents (one per class for a conditional model); maf: a masked autoregressive flow fitted to them; vq-prior: the code prior of a VQ run (vaelab train-prior). Fitted once per run, cached in RUN/samplers/.")
     ] = "prior",
     components: Annotated[int | None, typer.Option(help="Components of the gmm sampler (default 10; 5 per class for conditional models).")] = None,
     temperature: Annotated[float, typer.Option(help="Scale of the spread of z (1: the sampler itself; below 1: more typical, less varied).")] = 1.0,
@@ -118,8 +118,10 @@ def sample(
 
     if n < 1:
         raise VaelabError(f"-n is {n}", "ask for at least one image")
-    if sampler not in ("prior", "gmm"):
-        raise VaelabError(f"--sampler is '{sampler}'", "use prior or gmm")
+    from ..latent.expost import SAMPLERS, sample_images
+
+    if sampler not in SAMPLERS:
+        raise VaelabError(f"--sampler is '{sampler}'", f"use one of: {', '.join(SAMPLERS)}")
     if not temperature > 0:
         raise VaelabError(f"--temperature is {temperature}", "use a positive number, e.g. 0.7 (1 draws from the sampler itself)")
     if nrow is not None and nrow < 1:
@@ -133,41 +135,17 @@ def sample(
         labels = torch.full((n,), _class_index(r, label))
     elif r.model.conditional:  # every class in turn, across the chunks too
         labels = torch.arange(n) % r.model.num_classes
-    g = torch.Generator().manual_seed(seed)
-    if sampler == "prior":
+    if sampler == "prior" and getattr(r.model, "native_sampler", None) is None:
+        g = torch.Generator().manual_seed(seed)
         images = _in_chunks(n, lambda a, b: r.model.sample(b - a, labels=None if labels is None else labels[a:b], generator=g, temperature=temperature))
         what = "the prior"
     else:
-        images, what = _gmm_samples(r, n, labels, components, seed, temperature)
+        images, what = sample_images(r, sampler, n, labels, seed=seed, components=components, temperature=temperature)
     if temperature != 1:
         what += f" at temperature {temperature:g}"
     grid = make_grid(images, nrow=nrow)
     _write_bytes(out, png_bytes(grid, 2 if grid.shape[0] < 400 else 1))
     console.print(f"wrote {out} ({n} samples from {what}, {r.checkpoint})", markup=False, highlight=False)
-
-
-def _gmm_samples(r, n: int, labels, components: int | None, seed: int, temperature: float = 1.0):
-    """Images decoded from z drawn from a GMM fitted to the training latent means (per class if conditional)."""
-    import torch
-
-    from ..latent.encode import encode
-    from ..latent.samplers import ClassGMMSampler, GMMSampler
-
-    if components is not None and components < 1:
-        raise VaelabError(f"--components is {components}", "use at least 1")
-    train = encode(r, split="train")
-    model = r.model
-    if model.conditional:
-        k = model.num_classes
-        labels = torch.arange(n) % k if labels is None else labels
-        z = ClassGMMSampler(components or 5, seed=seed).fit(train.z, train.labels, k, list(r.class_names)).sample(labels.numpy(), temperature)
-        what = f"a {components or 5}-component GMM per class"
-    else:
-        z = GMMSampler(components or 10, seed=seed).fit(train.z).sample(n, temperature=temperature)
-        what = f"a {components or 10}-component GMM"
-    z = torch.from_numpy(z)
-    images = _in_chunks(n, lambda a, b: model.generate(z[a:b].to(r.device), None if labels is None else labels[a:b].to(r.device)))
-    return images, f"{what} on {len(train)} training latents"
 
 
 SAMPLE_CHUNK = 4096  # images decoded at once by `vaelab sample`

@@ -41,6 +41,11 @@ def summary_rows(result: dict) -> list[tuple[str, str]]:
         ("bits/dim (ELBO)", _f(loss["bits_per_dim"], 4)),
         (f"NLL, IWAE k={nll['k']}", f"{_f(nll['nll'])} nats ({_f(nll['bits_per_dim'], 4)} bits/dim)"),
     ]
+    if nll.get("skipped"):  # a family without a bound to importance-sample (RAE, WAE, VQ)
+        rows[1:5] = [("recon -log p(x|z), nats/image", _f(loss["recon"])), (f"objective (beta={loss['beta']:g})", _f(loss["objective"]))]
+    vb = nll.get("vq_bound")
+    if vb:
+        rows.append(("VQ bound -log p(x|z_q) - log p(z_q)", f"{_f(vb['nll'])} nats ({_f(vb['bits_per_dim'], 4)} bits/dim; code prior {_f(vb['code_nll'])} nats)"))
     if "nll_binarized" in nll:
         rows.append(("NLL, binarized data", f"{_f(nll['nll_binarized'])} nats (ELBO {_f(nll['elbo_binarized'])})"))
     rows += [
@@ -64,7 +69,10 @@ def summary_rows(result: dict) -> list[tuple[str, str]]:
             rows.append(("sampling temperature", f"{fid['temperature']:g} (z spread scaled; 1 is the sampler itself)"))
         prior = (result.get("model") or {}).get("prior", "normal")
         prior_label = {"normal": "prior N(0, I)", "mog": "prior (learned mixture)", "class": "prior p(z|y)", "vamp": "prior (VampPrior)"}.get(prior, "prior")
-        for key, label in (("prior", prior_label), ("gmm", f"GMM ({fid['gmm_components']} comp.)"), ("recon", "reconstructions")):
+        if fid.get("prior_sampler"):
+            prior_label = f"{fid['prior_sampler']} sampler"
+        extra = tuple((name, what) for name, what in (fid.get("samplers") or {}).items())  # --sampler maf, ...
+        for key, label in (("prior", prior_label), ("gmm", f"GMM ({fid['gmm_components']} comp.)"), *extra, ("recon", "reconstructions")):
             rows.append(
                 (f"FID {label}", f"{_f(fid[key])}  (precision {_f(fid['precision'][key], 3)}, recall {_f(fid['recall'][key], 3)})")
             )

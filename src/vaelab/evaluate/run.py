@@ -132,6 +132,7 @@ def evaluate_run(
     batch_size: int = 500,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    sampler: str | None = None,
 ) -> dict:
     """Evaluate a run (a `Run` or its directory) on one split; see the module doc for the keys.
 
@@ -141,6 +142,7 @@ def evaluate_run(
     a feature-network folder, or a `TrainedFeatureNet`. `binarized` (default: Bernoulli models on grey
     images) adds the NLL on dynamically binarized images. `temperature` scales the spread of z for the
     generated images (prior, GMM sampler, conditional samples); 1 draws from the samplers themselves.
+    `sampler` (a `latent.expost.SAMPLERS` name, e.g. maf) adds its FID column, with the run's cached fit.
     """
     if nll_samples < 1:
         raise VaelabError(f"--nll-samples is {nll_samples}", "use k >= 1 importance samples (100 by default, 1000+ for papers)")
@@ -166,8 +168,15 @@ def evaluate_run(
 
     # -- likelihood: ELBO terms and the IWAE bound, in one pass --------------------------------------------
     t = time.perf_counter()
-    say(f"ELBO and NLL (k={nll_samples}) on {len(part)} {split} images")
-    lt = likelihood_terms(model, part.images, labels, nll_samples, batch_size=batch_size, seed=seed)
+    no_density = getattr(model, "no_density", None)  # a family without a bound to importance-sample
+    if no_density:
+        from .nodensity import point_terms
+
+        say(f"reconstruction terms on {len(part)} {split} images (no likelihood bound: {no_density})")
+        lt = point_terms(model, part.images, labels, batch_size=batch_size)
+    else:
+        say(f"ELBO and NLL (k={nll_samples}) on {len(part)} {split} images")
+        lt = likelihood_terms(model, part.images, labels, nll_samples, batch_size=batch_size, seed=seed)
     elbo = float(np.mean(lt.elbo_loss))
     loss = {
         "elbo": elbo,
@@ -192,10 +201,24 @@ def evaluate_run(
     }
     if model.cfg.free_bits > 0:
         notes.append(f"the run trained with free bits {model.cfg.free_bits}; 'objective' is recon + beta * KL without them")
-    if getattr(model.cfg, "objective", "elbo") != "elbo":
+    if getattr(model.cfg, "objective", "elbo") in ("iwae", "miwae", "ciwae"):
         notes.append(f"the run trained with the {model.cfg.objective} bound (K={model.cfg.iw_samples}); 'objective' is recon + beta * KL, the ELBO's")
     if model.cfg.ssim_weight > 0:
         notes.append(f"the run trained with an SSIM term (weight {model.cfg.ssim_weight}); 'objective' is recon + beta * KL without it")
+    if no_density:
+        from .nodensity import skipped_nll
+
+        nll = skipped_nll(no_density)
+        loss["elbo"] = loss["bits_per_dim"] = float("nan")
+        per_image.pop("elbo"), per_image.pop("nll")
+        notes.append(f"NLL and ELBO skipped: {no_density}; 'recon' is -log p(x|z) at the encoder's code")
+        if getattr(model, "quantizer", None) is not None:  # a VQ model's own bound, log p(x|z_q) + log p(z_q)
+            from ..models.vq_prior import code_bound
+
+            nll["vq_bound"] = code_bound(run, part.images, batch_size=batch_size)
+            if nll["vq_bound"] is None:
+                notes.append(f"no code prior yet, so no VQ bound: run vaelab train-prior {run.path}")
+        binarized = False
     if binarized is None:
         binarized = is_bernoulli and c == 1
     if binarized:
@@ -260,7 +283,7 @@ def evaluate_run(
         train_latents = encode(run, train, batch_size=batch_size)  # posterior means, for the GMM samplers
         result["fid"], extra = _generation_quality(
             run, part, train_latents, fx, max_generated=max_generated, gmm_components=gmm_components, batch_size=batch_size, seed=seed, say=say,
-            temperature=temperature,
+            temperature=temperature, sampler=sampler,
         )
         notes += extra
         timings["fid"] = time.perf_counter() - t
@@ -279,7 +302,9 @@ def evaluate_run(
     return result
 
 
-def _generation_quality(run, part: ImageSet, train_latents, fx, *, max_generated, gmm_components, batch_size, seed, say, temperature=1.0):
+def _generation_quality(
+    run, part: ImageSet, train_latents, fx, *, max_generated, gmm_components, batch_size, seed, say, temperature=1.0, sampler=None
+):
     from ..latent.samplers import GMMSampler
     from .fid import fid as fid_score
     from .fid import knn_radii, precision_recall
@@ -296,9 +321,20 @@ def _generation_quality(run, part: ImageSet, train_latents, fx, *, max_generated
     f_real = fx.features(real, batch_size)
 
     g = torch.Generator().manual_seed(seed)
-    say(f"{n} samples from the prior")
-    z_prior = model.prior.sample(n, labels, generator=g, temperature=temperature)
-    prior = _decode_batched(model, z_prior, labels, batch_size)
+    native = getattr(model, "native_sampler", None)  # a latent with no Gaussian prior (VQ): its own sampler
+    if native is not None:
+        from ..latent.expost import get_sampler
+
+        try:
+            z_prior = get_sampler(run, native, seed=seed).sample(n, labels, generator=g, temperature=temperature)
+            say(f"{n} samples from the {native} sampler")
+        except VaelabError as e:  # e.g. no code prior yet: that column stays empty, the rest is measured
+            z_prior = None
+            notes.append(f"FID of the {native} sampler skipped: {e.message} ({e.hint})")
+    else:
+        say(f"{n} samples from the prior")
+        z_prior = model.prior.sample(n, labels, generator=g, temperature=temperature)
+    prior = _decode_batched(model, z_prior, labels, batch_size) if z_prior is not None else None
 
     z_train = train_latents.z  # posterior means of the training split
     k = min(gmm_components, len(z_train))
@@ -310,9 +346,23 @@ def _generation_quality(run, part: ImageSet, train_latents, fx, *, max_generated
     recon = _reconstruct_batched(model, real, labels, batch_size)
 
     out = {"feature_net": fx.describe(), "n_generated": n, "n_real": n, "gmm_components": k, "temperature": temperature}
+    sets = [("prior", prior), ("gmm", gmm_imgs), ("recon", recon)]
     precision, recall = {}, {}
+    if prior is None:
+        sets = sets[1:]
+        out["prior"] = precision["prior"] = recall["prior"] = None
+    if native is not None:
+        out["prior_sampler"] = native
+    if sampler is not None and sampler not in ("prior", "gmm", native):
+        from ..latent.expost import get_sampler
+
+        s = get_sampler(run, sampler, seed=seed, train_latents=train_latents)
+        say(f"{n} samples from {s.describe()}")
+        z = s.sample(n, labels, generator=torch.Generator().manual_seed(seed + 1), temperature=temperature)
+        sets.append((sampler, _decode_batched(model, z, labels, batch_size)))
+        out["samplers"] = {sampler: s.describe()}
     radii = knn_radii(f_real, k=3)
-    for name, imgs in (("prior", prior), ("gmm", gmm_imgs), ("recon", recon)):
+    for name, imgs in sets:
         f_gen = fx.features(imgs, batch_size)
         out[name] = fid_score(f_real, f_gen)
         precision[name], recall[name] = precision_recall(f_real, f_gen, k=3, real_radii=radii)

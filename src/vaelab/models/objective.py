@@ -180,3 +180,9 @@ def ciwae(
 
 # model.objective -> the loss function; each returns LossTerms
 OBJECTIVES = {"elbo": elbo, "iwae": iwae, "miwae": miwae, "ciwae": ciwae}
+
+# families beyond the Gaussian latent (issue 23): regularised autoencoders and the VQ-VAE
+from .regularized import mmd, rae  # noqa: E402
+from .vq import vq  # noqa: E402
+
+OBJECTIVES.update(mmd=mmd, rae=rae, vq=vq)

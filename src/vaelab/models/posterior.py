@@ -110,5 +110,11 @@ def _iaf(cfg) -> nn.Module:
     return IAFPosteriorHead(cfg)
 
 
+def _delta(cfg) -> nn.Module:
+    from .regularized import DeltaPosterior
+
+    return DeltaPosterior(cfg)
+
+
 # model.posterior -> a module (cfg) whose forward maps the encoder's (B, 2D) statistics to the posterior object
-POSTERIORS = {"gaussian": GaussianPosterior, "iaf": _iaf}
+POSTERIORS = {"gaussian": GaussianPosterior, "iaf": _iaf, "delta": _delta}

@@ -28,8 +28,10 @@ from .autoregressive import PixelCNNHead
 from .blocks import ARCHS
 from .hierarchy import JointPosterior, StochasticStack, layer_dims
 from .likelihoods import build_likelihood
+from .objective import OBJECTIVES
 from .posterior import POSTERIORS, DiagonalGaussian
 from .prior import build_prior
+from .vq import LATENTS
 
 
 class VAE(PretrainedMixin, nn.Module):
@@ -51,11 +53,14 @@ class VAE(PretrainedMixin, nn.Module):
         self.stack = StochasticStack(
             dims, list(getattr(cfg, "layer_hidden", None) or [100, 100]), cfg.activation, getattr(cfg, "layer_inference", "ladder")
         )
-        self.posterior = POSTERIORS[getattr(cfg, "posterior", "gaussian")](cfg)
+        # an objective may fix its family's encoder (the RAE's is deterministic: objective.posterior = "delta")
+        fixed = getattr(OBJECTIVES.get(getattr(cfg, "objective", "elbo")), "posterior", None)
+        self.posterior = POSTERIORS[fixed or getattr(cfg, "posterior", "gaussian")](cfg)
         self.likelihood = build_likelihood(cfg)
         self.prior = build_prior(cfg)
         if hasattr(self.prior, "bind"):  # a prior made of the model's own posteriors (VampPrior)
             self.prior.bind(self._top_gaussian)
+        self.quantizer = LATENTS[getattr(cfg, "latent", "gaussian")](cfg)  # None for the Gaussian latent
         layers = int(getattr(cfg, "pixelcnn_layers", 0) or 0)
         self.head = (
             PixelCNNHead(cfg.channels, int(cfg.pixelcnn_channels), layers, int(cfg.pixelcnn_kernel)) if layers > 0 else None
@@ -97,12 +102,25 @@ class VAE(PretrainedMixin, nn.Module):
         return DiagonalGaussian(mean, logvar)
 
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None):
-        """x: (B, C, H, W) in [0, 1] -> q(z|x) over the top latent (B, D): a `DiagonalGaussian` or a flow."""
-        return self.posterior(self._statistics(x, y)[-1])
+        """x: (B, C, H, W) in [0, 1] -> q(z|x) over the top latent (B, D): a `DiagonalGaussian` or a flow
+        (a VQ model: a `vq.VQCode`, whose ``mean`` is the quantised code)."""
+        q = self.posterior(self._statistics(x, y)[-1])
+        return q if self.quantizer is None else self.quantizer(q.mean)[0]
 
     def infer(self, x: torch.Tensor, y: torch.Tensor | None = None) -> JointPosterior:
         """q(z_1..z_L | x): ``.rsample(n)`` draws and scores every layer (see `hierarchy.Latents`)."""
         return JointPosterior(self, self._statistics(x, y), y)
+
+    @property
+    def no_density(self) -> str | None:
+        """Why this family has no likelihood bound to importance-sample (None when it has one): a property of
+        its registry entries (a deterministic encoder, a quantised latent), so evaluate needs no name checks."""
+        return getattr(self.quantizer, "no_density", None) or getattr(self.posterior, "no_density", None)
+
+    @property
+    def native_sampler(self) -> str | None:
+        """The sampler of a latent with no Gaussian prior (a VQ model's code prior), else None."""
+        return "vq-prior" if self.quantizer is not None else None
 
     @property
     def autoregressive(self) -> bool:
@@ -138,6 +156,9 @@ class VAE(PretrainedMixin, nn.Module):
         times: (n*B, C, H, W) with sample i of image b at row i*B + b. The objectives call the model only
         through here, so a wrapper (Fabric's DDP, mixed precision) sees one forward per step."""
         target = x if target is None else target
+        if self.quantizer is not None:  # VQ: ((code, stats), target, params), the straight-through code decoded
+            code, stats = self.quantizer(self.posterior(self._statistics(x, y)[-1]).mean, update=self.training)
+            return (code, stats), target, self.decode_bottom(code.mean, y, context=target)
         lat = self.infer(x, y).rsample(n)
         if n is None:
             return lat, target, self.decode_bottom(lat.z, y, context=target)
@@ -149,6 +170,8 @@ class VAE(PretrainedMixin, nn.Module):
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """The decoded posterior mean, as images in [0, 1]."""
+        if self.quantizer is not None:
+            return self.likelihood.mean(self.decode_bottom(self.encode(x, y).mean, y))
         return self.likelihood.mean(self.decode_bottom(self.infer(x, y).layer_means()[0], y))
 
     @torch.no_grad()

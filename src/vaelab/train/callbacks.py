@@ -28,6 +28,8 @@ def val_loss_terms(row: dict, model_cfg) -> str:
     """What a metrics row's val/loss adds up from: 'recon R + kl K', with beta and the SSIM term when set."""
     beta, gamma = model_cfg.beta, model_cfg.ssim_weight
     objective = getattr(model_cfg, "objective", "elbo")
+    if objective in ("mmd", "rae", "vq"):  # a regularised autoencoder: recon plus its own terms (extra columns)
+        return f"{objective} loss; recon {row['val/recon']:.2f}"
     if objective != "elbo":  # an importance-weighted bound is not a sum of terms: name it, give the ELBO's beside
         k = f"K={model_cfg.iw_samples}" + (f", M={model_cfg.iw_groups}" if objective == "miwae" else "")
         return f"-{objective} bound, {k}; ELBO terms: recon {row['val/recon']:.2f} + kl {row['val/kl']:.2f}"

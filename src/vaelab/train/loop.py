@@ -819,14 +819,17 @@ def _close(callbacks: list, ctx: Context) -> None:
             pass
 
 
+_STANDARD = {"loss", "recon", "kl", "elbo", "ssim", "n", "grad_norm", "samples_per_rank"}
+
+
 def _metrics_row(state, train_terms, val_terms, optimizer, cfg, steps_per_epoch, seconds) -> dict:
     row = {"epoch": state.epoch, "step": state.step}
     for k in ("loss", "recon", "kl", "elbo"):
         row[f"train/{k}"] = train_terms[k]
-    for k in sorted(k for k in train_terms if k.startswith("kl_")):  # per stochastic layer
+    for k in sorted(k for k in train_terms if k not in _STANDARD):  # the objective's extra terms (kl_1, mmd, perplexity)
         row[f"train/{k}"] = train_terms[k]
     if val_terms:
-        for k in ("loss", "recon", "kl", "elbo", "ssim", *sorted(k for k in val_terms if k.startswith("kl_"))):
+        for k in ("loss", "recon", "kl", "elbo", "ssim", *sorted(k for k in val_terms if k not in _STANDARD)):
             if k in val_terms:
                 row[f"val/{k}"] = val_terms[k]
     row["lr"] = optimizer.param_groups[0]["lr"]

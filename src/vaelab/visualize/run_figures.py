@@ -331,7 +331,17 @@ class RunFigures:
             names = self.class_names[:k] or [str(i) for i in range(k)]
             fig = conditional_samples_figure(images.reshape(k, per, *images.shape[1:]), names)
             return [("samples", "Samples per class", fig)]
-        panels = {"prior N(0, I)": self.model.sample(n, generator=g).cpu()}
+        native = getattr(self.model, "native_sampler", None)  # a VQ model: its code prior, once trained
+        if native is None:
+            panels = {"prior N(0, I)": self.model.sample(n, generator=g).cpu()}
+        else:
+            from ..latent.expost import sample_images
+
+            try:
+                images, what = sample_images(self.run, native, n, seed=self.seed)
+                panels = {what: images}
+            except VaelabError:  # no code prior yet (vaelab train-prior): the GMM panel only
+                panels = {}
         gmm = self._gmm_samples(n)
         if gmm is not None:
             panels[gmm[0]] = gmm[1]
