@@ -129,9 +129,11 @@ def load(
 
 def conform(ds: ImageSet, image_size: int | None, channels: int | None) -> ImageSet:
     """Bring images to `channels` and square `image_size`, converting on the fewer pixels first."""
-    images = ds.images
     want_c = channels if channels is not None else ds.channels
-    resize = image_size is not None and tuple(images.shape[2:]) != (image_size, image_size)
+    resize = image_size is not None and tuple(ds.shape[1:]) != (image_size, image_size)
+    if want_c == ds.channels and not resize:
+        return ds  # nothing to convert: a memory-mapped set stays mapped
+    images = ds.images
     if want_c < images.shape[1]:
         images = to_channels(images, want_c)
     if resize:
@@ -189,7 +191,7 @@ def select_classes(ds: ImageSet, classes: list) -> ImageSet:
         remap[old] = new
     idx = torch.nonzero(remap[ds.labels] >= 0).flatten()
     sub = ds.subset(idx)
-    return ImageSet(sub.images, remap[sub.labels], [ds.class_names[i] for i in wanted], sub.split_ids, ds.source)
+    return sub._with(labels=remap[sub.labels], class_names=[ds.class_names[i] for i in wanted])
 
 
 def split_validation(ds: ImageSet, fraction: float, seed: int) -> ImageSet:
@@ -212,7 +214,7 @@ def split_validation(ds: ImageSet, fraction: float, seed: int) -> ImageSet:
     split_ids = ds.split_ids.clone()
     if chosen:
         split_ids[torch.as_tensor(np.concatenate(chosen), dtype=torch.long)] = val_id
-    return ImageSet(ds.images, ds.labels, ds.class_names, split_ids, ds.source)
+    return ds._with(split_ids=split_ids)
 
 
 def limit_per_split(ds: ImageSet, limit: int, seed: int) -> ImageSet:
