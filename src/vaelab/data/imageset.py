@@ -20,6 +20,7 @@ import torch
 from ..errors import VaelabError
 
 SPLITS = ("train", "val", "test")
+DEVICE_COPY_MAX = 4 << 30  # a memory-mapped set up to this size is copied whole to an accelerator
 CHUNK_BYTES = 1 << 24  # 16 MiB of uint8 pixels per chunk: what whole-set passes hold at once
 
 
@@ -261,12 +262,17 @@ class ImageSet:
 
     # -- conversion --------------------------------------------------------------------------------------
     def to(self, device) -> ImageSet:
-        """The set on `device`: an in-RAM storage moves there; a mapped one stays on disk (batches move)."""
+        """The set with its storage on `device` (labels and splits stay on the CPU; move batches of them).
+
+        A memory-mapped storage stays on disk for the CPU, and for an accelerator when it is larger than
+        `DEVICE_COPY_MAX` (then each gathered batch is copied over); a smaller one is copied to the device
+        once, the fast path."""
         device = torch.device(device)
-        labels = None if self.labels is None else self.labels.to(device)
-        if self.mapped:
-            return self._with(labels=labels)
-        return self._with(images=self.storage.to(device), labels=labels)
+        if device == self.storage.device:
+            return self
+        if self.mapped and (device.type == "cpu" or self.storage.nbytes > DEVICE_COPY_MAX):
+            return self
+        return self._with(images=self.storage.to(device), map_path=None)
 
     def numpy_images(self) -> np.ndarray:
         """(N, H, W, C) uint8, the layout of PIL and matplotlib."""

@@ -1,9 +1,9 @@
 """The training loop: step -> epoch -> fit, on Lightning Fabric, with callbacks for everything else.
 
 Fabric owns devices, precision and distribution; this file owns the loop. Speed comes from keeping the
-uint8 dataset on the training device and slicing batches by index (no DataLoader, no per-sample
-``__getitem__``), converting each batch to float on the fly, and syncing with the host only every
-``train.log_every`` steps.
+uint8 dataset on the training device (or memory-mapped, for sets larger than RAM) and gathering batches by
+index (no DataLoader, no per-sample ``__getitem__``), converting each batch to float on the fly, and syncing
+with the host only every ``train.log_every`` steps.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch
 
 from ..config import Config, dump_config, to_dict, validate
 from ..data import ImageSet, from_config, to_float
+from ..data.imageset import Images
 from ..errors import VaelabError
 from ..models import build, resolve, vae_loss
 from ..run import CHECKPOINTS, CONFIG_FILE
@@ -116,10 +117,12 @@ def epoch_order(n: int, seed: int, epoch: int, rank: int, world: int) -> torch.T
     return perm[rank * per_rank : (rank + 1) * per_rank]
 
 
-def split_tensors(data: ImageSet, split: str, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+def split_tensors(data: ImageSet, split: str, device) -> tuple[Images, torch.Tensor | None]:
+    """A split's images as a view that gathers batches by index (from RAM, the device, or the memory-mapped
+    file: no copy of the split is made), and its labels on the device."""
     part = data.split(split)
     labels = part.labels.to(device) if part.labels is not None else None
-    return part.images.to(device), labels
+    return part.pixels.to(device), labels
 
 
 @torch.no_grad()
@@ -655,8 +658,9 @@ def _train(fabric, cfg: Config, run_dir: Path, data: ImageSet, resume: bool, cal
             raise VaelabError(f"{run_dir}/checkpoints/last.ckpt has damaged random-generator or scaler states", "start a new run") from None
     elif fabric.world_size > 1:
         torch.manual_seed(cfg.train.seed + fabric.global_rank)  # different noise per rank; same init weights
-    images, labels = split_tensors(data, "train", fabric.device)
-    val_images, val_labels = split_tensors(data, "val", fabric.device) if has_val else (None, None)
+    on_device = data.to(fabric.device)  # an in-RAM storage moves once; train and val share it
+    images, labels = split_tensors(on_device, "train", fabric.device)
+    val_images, val_labels = split_tensors(on_device, "val", fabric.device) if has_val else (None, None)
     ctx = Context(cfg, run_dir, raw_model, data, state, fabric)
     ctx.history = [r for r in _previous_history(run_dir) if r.get("epoch", 0) <= state.epoch] if resume else []
     live = callbacks if fabric.is_global_zero else []
