@@ -123,7 +123,9 @@ def test_subset_of_subset_and_in_ram_views_share_storage():
 
 
 def test_train_evaluate_and_figures_from_the_map(tmp_path):
-    from vaelab.evaluate import run as evaluate_run
+    from vaelab.evaluate import evaluate_run
+    from vaelab.latent import encode
+    from vaelab.run import load_run
     from vaelab.train import fit
     from vaelab.visualize.eda import eda_figures
 
@@ -138,4 +140,38 @@ def test_train_evaluate_and_figures_from_the_map(tmp_path):
     assert ds.mapped
     figs = eda_figures(ds)
     assert set(figs) == {"eda_classes", "eda_pixels", "eda_means", "eda_examples"}
-    assert callable(evaluate_run)
+    run = load_run(out["run_dir"])
+    part = run.data().split("val")
+    assert part.mapped  # the run reads its data back from the map too
+    res = evaluate_run(run, split="val", nll_samples=2, fid=False)
+    assert res["n_images"] == len(part) and np.isfinite(res["nll"]["nll"])
+    lat = encode(run, part)
+    assert lat.z.shape == (len(part), run.model.latent_dim)
+
+
+def test_binarized_nll_on_request_shares_the_grey_pass(tiny_run):
+    from vaelab.evaluate import evaluate_run
+
+    plain = evaluate_run(tiny_run, split="val", nll_samples=6, fid=False, batch_size=64)
+    assert "nll_binarized" not in plain["nll"]  # not by default: half the cost
+    both = evaluate_run(tiny_run, split="val", nll_samples=6, fid=False, batch_size=64, binarized=True)
+    # the same z samples: the grey-level numbers do not change when the binarized bound is added
+    assert np.allclose(both["per_image"]["nll"], plain["per_image"]["nll"])
+    assert both["nll"]["binarized_proposal"].startswith("q(z|x), shared")
+    assert np.isfinite(both["nll"]["nll_binarized"]) and both["per_image"]["nll_binarized"].shape == (both["n_images"],)
+    # a binary image is far less ambiguous than its grey levels under a Bernoulli likelihood
+    assert both["nll"]["nll_binarized"] < both["nll"]["nll"]
+
+
+def test_progress_updates_reach_an_update_attribute(tiny_run):
+    from vaelab.evaluate import evaluate_run
+
+    seen = []
+
+    def say(msg):
+        seen.append(msg)
+
+    say.update = lambda done, total: seen.append((done, total))
+    evaluate_run(tiny_run, split="val", nll_samples=2, fid=False, batch_size=40, progress=say)
+    ticks = [t for t in seen if isinstance(t, tuple)]
+    assert ticks[0] == (40, 150) and ticks[-1] == (150, 150) or ticks[-1][0] == ticks[-1][1]

@@ -40,7 +40,42 @@ console = Console()
 
 def _say_dim(msg: str) -> None:
     """A library's progress line, dimmed (the `progress=` callback of long library calls)."""
+    _say_dim.bar.stop()
     console.print(f"[dim]{msg}[/]", highlight=False)
+
+
+class _StepBar:
+    """The bar with ETA of a long library step: ``progress.update(done, total)`` (the optional second half
+    of the `progress=` protocol: a library calls it when its callable has it). Only on a terminal."""
+
+    def __init__(self):
+        self.bar = None
+        self.task = None
+
+    def update(self, done: int, total: int) -> None:
+        if not console.is_terminal:
+            return
+        if self.bar is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+            self.bar = Progress(
+                BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), "ETA", TimeRemainingColumn(),
+                console=console, transient=True,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task("", total=total)
+        self.bar.update(self.task, completed=done, total=total)
+        if done >= total:
+            self.stop()
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = self.task = None
+
+
+_say_dim.bar = _StepBar()  # type: ignore[attr-defined]
+_say_dim.update = _say_dim.bar.update  # type: ignore[attr-defined]
 err_console = Console(stderr=True)
 
 app = typer.Typer(

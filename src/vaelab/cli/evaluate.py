@@ -17,6 +17,7 @@ def evaluate(
     split: Annotated[str | None, typer.Option(help="train, val or test (default: test; val when the data has none).")] = None,
     data: Annotated[str | None, typer.Option(help="Evaluate on this data spec instead of the run's own data.")] = None,
     nll_samples: Annotated[int, typer.Option(help="Importance samples k of the NLL (1000 or 5000 for papers).")] = 100,
+    binarized: Annotated[bool, typer.Option("--binarized", help="Also the NLL on dynamically binarized images (Bernoulli models; the MNIST number of the literature), in the same pass.")] = False,
     no_fid: Annotated[bool, typer.Option("--no-fid", help="Skip FID, precision/recall and conditional accuracy.")] = False,
     features: Annotated[str, typer.Option(help="Feature-network folder, or 'auto' (cached; trained when missing).")] = "auto",
     inception: Annotated[Path | None, typer.Option(help="Local Inception-v3 weights file for FID (no download).")] = None,
@@ -35,7 +36,7 @@ def evaluate(
 
       vaelab evaluate runs/mnist-148-z2
 
-      vaelab evaluate runs/mnist-mlp --nll-samples 5000 --split test
+      vaelab evaluate runs/mnist-mlp --nll-samples 5000 --binarized --split test
 
       vaelab evaluate runs/fashion-z10 --no-fid
     """
@@ -61,6 +62,7 @@ def evaluate(
         max_generated=max_generated,
         gmm_components=gmm_components,
         temperature=temperature,
+        binarized=binarized,
         batch_size=batch_size,
         seed=seed,
         progress=_say_dim,

@@ -305,15 +305,20 @@ def _cache_commit(tmp: Path, final: Path, ds: ImageSet, done: list[_Entry], root
     (tmp / _META).write_text(json.dumps(meta), "utf-8")
     try:
         os.rename(tmp, final)
+        return final
     except OSError:
-        if not (final / _META).is_file():  # a damaged folder from a crash long ago: replace it
-            shutil.rmtree(final, ignore_errors=True)
-            try:
-                os.rename(tmp, final)
-                return final
-            except OSError:
-                pass
+        pass
+    if _cache_read(final) is not None:  # another process committed the same images first: use theirs
         shutil.rmtree(tmp, ignore_errors=True)
+        return final
+    # a damaged cache folder (a disk error, a hand edit): move it aside, then put ours in its place
+    old = final.parent / f".{final.name}.{os.getpid()}.old"
+    try:
+        os.rename(final, old)
+    except OSError:
+        pass
+    shutil.rmtree(old, ignore_errors=True)
+    os.rename(tmp, final)
     return final
 
 

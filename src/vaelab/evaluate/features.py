@@ -320,7 +320,7 @@ def train_feature_net(
         total = 0.0
         for i in range(steps_per_epoch):
             idx = order[i * batch_size : (i + 1) * batch_size]
-            x = to_float(train.images[idx]).to(device)
+            x = to_float(train.gather(idx)).to(device)
             if augment:
                 x = _shift(x, pad, g)
             loss = F.cross_entropy(net(x), train.labels[idx].to(device))
@@ -329,7 +329,7 @@ def train_feature_net(
             opt.step()
             sched.step()
             total += loss.item() * len(idx)
-        acc = _accuracy(net, val.images, val.labels)
+        acc = _accuracy(net, val.pixels, val.labels)
         history.append({"epoch": epoch, "train_loss": total / len(train), "val_accuracy": acc, "seconds": time.perf_counter() - start})
         if progress:
             progress(f"epoch {epoch}/{epochs}: train loss {total / len(train):.4f}, val accuracy {acc:.4f} ({time.perf_counter() - start:.0f} s)")
@@ -341,7 +341,7 @@ def train_feature_net(
     net.load_state_dict(best_state)
     seconds = time.perf_counter() - start
     held = test if test is not None else val
-    acc = _accuracy(net, held.images, held.labels)
+    acc = _accuracy(net, held.pixels, held.labels)
     meta = {
         "format": FORMAT,
         "name": net_name(spec or data.source, data.shape, limit),

@@ -24,7 +24,7 @@ import torch
 from ..data import ImageSet, load, to_float
 from ..errors import VaelabError
 from ..latent.encode import check_fits, encode
-from .likelihood import active_units, bits_per_dim, likelihood_terms
+from .likelihood import active_units, bits_per_dim, likelihood_terms, likelihood_terms_with_binarized
 from .reconstruction import reconstruction_metrics, summarize
 
 BERNOULLI_NOTE = (
@@ -128,7 +128,7 @@ def evaluate_run(
     max_generated: int = 10_000,
     gmm_components: int = 10,
     temperature: float = 1.0,
-    binarized: bool | None = None,
+    binarized: bool = False,
     batch_size: int = 500,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
@@ -138,17 +138,27 @@ def evaluate_run(
     `split` None: the test split, or val when the run's data has none (``result["split"]`` says which).
 
     `features`: None or 'auto' (the cached network for the run's data, trained and cached when missing),
-    a feature-network folder, or a `TrainedFeatureNet`. `binarized` (default: Bernoulli models on grey
-    images) adds the NLL on dynamically binarized images. `temperature` scales the spread of z for the
-    generated images (prior, GMM sampler, conditional samples); 1 draws from the samplers themselves.
+    a feature-network folder, or a `TrainedFeatureNet`. `binarized` adds the NLL on dynamically binarized
+    images (the literature's MNIST number), in the same pass as the grey-level one: it shares the encoder
+    pass and z samples, except for runs trained on binarized images (``train.binarize``), whose encoder
+    then sees the binary image, the IWAE paper's protocol. `progress` is called with a line per step;
+    if it has an ``update(done, total)`` attribute, that is called as a step advances (bars with ETA).
+    `temperature` scales the spread of z for the generated images (prior, GMM sampler, conditional
+    samples); 1 draws from the samplers themselves.
     """
     if nll_samples < 1:
         raise VaelabError(f"--nll-samples is {nll_samples}", "use k >= 1 importance samples (100 by default, 1000+ for papers)")
     if max_generated < 4:
         raise VaelabError(f"max_generated is {max_generated}", "generate at least 4 images for FID")
     say = progress or (lambda _msg: None)
+    tick = getattr(progress, "update", None)
     run = _as_run(run)
     model = run.model.eval()
+    if binarized and model.cfg.likelihood != "bernoulli":
+        raise VaelabError(
+            f"--binarized scores binary images, but this model has a {model.cfg.likelihood} likelihood",
+            "drop --binarized (it is for Bernoulli models)",
+        )
     device = run.device
     split, part, full = resolve_split(run, data, split)
     if model.conditional and part.labels is None:
@@ -166,8 +176,14 @@ def evaluate_run(
 
     # -- likelihood: ELBO terms and the IWAE bound, in one pass --------------------------------------------
     t = time.perf_counter()
-    say(f"ELBO and NLL (k={nll_samples}) on {len(part)} {split} images")
-    lt = likelihood_terms(model, part.images, labels, nll_samples, batch_size=batch_size, seed=seed)
+    say(f"ELBO and NLL (k={nll_samples}) on {len(part)} {split} images" + (", grey-level and binarized" if binarized else ""))
+    if binarized:
+        encode_binary = bool(getattr(run.config.train, "binarize", False))
+        lt, lb = likelihood_terms_with_binarized(
+            model, part.pixels, labels, nll_samples, batch_size=batch_size, seed=seed, encode_binary=encode_binary, progress=tick
+        )
+    else:
+        lt = likelihood_terms(model, part.pixels, labels, nll_samples, batch_size=batch_size, seed=seed, progress=tick)
     elbo = float(np.mean(lt.elbo_loss))
     loss = {
         "elbo": elbo,
@@ -194,11 +210,8 @@ def evaluate_run(
         notes.append(f"the run trained with free bits {model.cfg.free_bits}; 'objective' is recon + beta * KL without them")
     if model.cfg.ssim_weight > 0:
         notes.append(f"the run trained with an SSIM term (weight {model.cfg.ssim_weight}); 'objective' is recon + beta * KL without it")
-    if binarized is None:
-        binarized = is_bernoulli and c == 1
     if binarized:
-        say(f"NLL on dynamically binarized images (k={nll_samples})")
-        lb = likelihood_terms(model, part.images, labels, nll_samples, batch_size=batch_size, seed=seed, binarized=True)
+        nll["binarized_proposal"] = "q(z|binarized x)" if encode_binary else "q(z|x), shared with the grey-level pass"
         nll["nll_binarized"] = float(np.mean(lb.nll))
         nll["elbo_binarized"] = float(np.mean(lb.elbo_loss))
         nll["binarize_seed"] = seed + 1
@@ -212,7 +225,7 @@ def evaluate_run(
     # -- reconstruction quality and active units ----------------------------------------------------------
     t = time.perf_counter()
     say("reconstruction quality (MSE, PSNR, SSIM)")
-    rec = reconstruction_metrics(model, part.images, labels, batch_size=batch_size)
+    rec = reconstruction_metrics(model, part.pixels, labels, batch_size=batch_size)
     per_image.update(rec)
     recon_quality = summarize(rec, per_image["labels"] if labels is not None else None, list(part.class_names))
     timings["reconstruction"] = time.perf_counter() - t
@@ -281,7 +294,7 @@ def _generation_quality(run, part: ImageSet, train_latents, fx, *, max_generated
     if n < 4:
         raise VaelabError(f"the split has {len(part)} images, too few for FID", "evaluate a split with more images, or use --no-fid")
     idx = _subsample(len(part), n, seed)
-    real = part.images[idx]
+    real = part.gather(idx)
     labels = part.labels[idx] if (part.labels is not None and model.conditional) else None
     say(f"features of {n} real images ({fx.name})")
     f_real = fx.features(real, batch_size)

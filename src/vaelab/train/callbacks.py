@@ -100,7 +100,7 @@ class ImageSnapshots(Callback):
         split = "val" if ctx.data.has_split("val") else "train"
         part = ctx.data.split(split)
         idx = spread(len(part), self.n_recon)  # across the split, not its first rows (often one class)
-        self.x = to_float(part.images[idx].to(ctx.device))
+        self.x = to_float(part.gather(idx).to(ctx.device))
         self.y = part.labels[idx].to(ctx.device) if part.labels is not None else None
         k = ctx.model.num_classes
         self.labels = (torch.arange(self.n_samples) % k).to(ctx.device) if ctx.model.conditional else None
@@ -149,7 +149,7 @@ class LatentSnapshots(Callback):
         split = "val" if ctx.data.has_split("val") else "train"
         part = ctx.data.split(split)
         idx = spread(len(part), self.limit)
-        self.images = part.images[idx].to(ctx.device)
+        self.images = part.gather(idx).to(ctx.device)
         self.labels = part.labels[idx] if part.labels is not None else None
 
     @torch.no_grad()
