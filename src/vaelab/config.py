@@ -107,6 +107,7 @@ class TrainerConfig:
     num_nodes: int = 1
     strategy: str = "auto"  # auto | ddp
     precision: str = "32"  # 32 | bf16-mixed | 16-mixed
+    threads: int = 0  # CPU threads per process; 0: the physical cores, split among the DDP ranks on a machine
 
 
 @dataclass
@@ -166,6 +167,7 @@ BOUNDS: dict[str, tuple[float, bool]] = {
     "train.images_every": (0, True),
     "trainer.devices": (1, True),
     "trainer.num_nodes": (1, True),
+    "trainer.threads": (0, True),
     "data.val_fraction": (0, True),
     "data.limit": (1, True),
     "data.image_size": (8, True),

@@ -44,6 +44,13 @@ def _say_dim(msg: str) -> None:
     console.print(f"[dim]{msg}[/]", highlight=False)
 
 
+def _use_threads(threads: int = 0) -> int:
+    """torch's CPU threads for a command: `threads` (a run's trainer.threads), 0 for the physical cores."""
+    from ..threads import apply_threads
+
+    return apply_threads(threads)
+
+
 class _StepBar:
     """The bar with ETA of a long library step: ``progress.update(done, total)`` (the optional second half
     of the `progress=` protocol: a library calls it when its callable has it). Only on a terminal."""
@@ -56,7 +63,13 @@ class _StepBar:
         if not console.is_terminal:
             return
         if self.bar is None:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self.bar = Progress(
                 BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), "ETA", TimeRemainingColumn(),
@@ -172,6 +185,6 @@ def _int_list(text: str | None, option: str) -> list[int] | None:
 
 
 __all__ = [
-    "DataOpt", "Overrides", "Quiet", "Table", "_int_list", "_pct", "_say_dim", "_split_config_args", "_write_bytes",
+    "DataOpt", "Overrides", "Quiet", "Table", "_int_list", "_pct", "_say_dim", "_split_config_args", "_use_threads", "_write_bytes",
     "_write_json", "app", "config_app", "console", "data_app", "err_console", "features_app",
 ]

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import VaelabError
-from ._common import DataOpt, Table, _say_dim, _write_bytes, app, console, features_app
+from ._common import DataOpt, Table, _say_dim, _use_threads, _write_bytes, app, console, features_app
 
 
 @app.command()
@@ -51,6 +51,7 @@ def evaluate(
     if inception is not None and no_fid:
         raise VaelabError("--inception and --no-fid contradict each other", "drop one of them")
     r = load_run(run, checkpoint=checkpoint)
+    _use_threads(r.config.trainer.threads)  # the run's trainer.threads (feature-net training included)
     result = evaluate_run(
         r,
         split=split,
@@ -94,6 +95,7 @@ def features_train(
     limit: Annotated[int | None, typer.Option(help="At most this many images per split (quick tries).")] = None,
     out: Annotated[Path | None, typer.Option(help="Folder to write (default: the cache evaluate reads).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+    threads: Annotated[int, typer.Option(help="CPU threads (0: the physical cores, as trainer.threads).")] = 0,
     seed: int = 0,
 ):
     """Train the small ResNet classifier whose penultimate features FID uses, and save it with its test accuracy.
@@ -112,6 +114,9 @@ def features_train(
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if threads < 0:
+        raise VaelabError(f"--threads is {threads}", "give 0 (automatic) or a positive number")
+    _use_threads(threads)
     data = load_training_data(spec, image_size=image_size, channels=channels, limit=limit, seed=seed)
     counts = data.split_counts()
     console.print(

@@ -536,6 +536,15 @@ def _checked_launch(fabric, cfg: Config, run_dir: Path, data, resume: bool, call
     return result["summary"]
 
 
+def _ranks_per_machine(cfg: Config) -> int:
+    """Processes training on this machine: torchrun/SLURM say so; otherwise trainer.devices."""
+    for key in ("LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE"):
+        value = os.environ.get(key, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return max(1, cfg.trainer.devices)
+
+
 def _externally_launched() -> bool:
     return any(k in os.environ for k in ("LOCAL_RANK", "SLURM_PROCID", "TORCHELASTIC_RUN_ID"))
 
@@ -600,6 +609,10 @@ def _fit(fabric, cfg: Config, run_dir: Path, data: ImageSet, resume: bool, callb
 
 
 def _train(fabric, cfg: Config, run_dir: Path, data: ImageSet, resume: bool, callbacks: list, stop: _StopFlag) -> dict:
+    from ..threads import apply_threads
+
+    # in every process: each spawned DDP rank sets its own share of the cores
+    threads = apply_threads(cfg.trainer.threads, _ranks_per_machine(cfg))
     fabric.seed_everything(cfg.train.seed, verbose=False)
     torch.backends.cudnn.benchmark = True
     train_data = data.split("train")
@@ -743,6 +756,7 @@ def _train(fabric, cfg: Config, run_dir: Path, data: ImageSet, resume: bool, cal
         "train_time": state.train_time,
         "last": ctx.history[-1] if ctx.history else {},
         "world_size": fabric.world_size,
+        "threads": threads,
     }
 
 
