@@ -78,25 +78,39 @@ def _subsample(n: int, cap: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(np.sort(np.random.default_rng(seed).choice(n, size=cap, replace=False)))
 
 
-@torch.no_grad()
-def _decode_batched(model, z: torch.Tensor, labels: torch.Tensor | None, batch_size: int) -> torch.Tensor:
-    """Images in [0, 1] (N, C, H, W) on the CPU from latent points (N, D)."""
-    device = next(model.parameters()).device
-    out = []
-    for s in range(0, len(z), batch_size):
-        y = labels[s : s + batch_size].to(device) if labels is not None else None
-        out.append(model.generate(z[s : s + batch_size].to(device), y).float().clamp(0, 1).cpu())
-    return torch.cat(out)
+class _Lazy:
+    """N images made batch by batch when sliced (``x[s:e]`` -> float (e-s, C, H, W) on the CPU), so the
+    feature passes of FID never hold all generated images at once: memory stays bounded at any image size."""
+
+    def __init__(self, make, n: int, shape: tuple[int, ...]):
+        self.make, self.shape = make, torch.Size((n, *shape))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: slice) -> torch.Tensor:
+        start, stop, _ = key.indices(len(self))
+        return self.make(start, stop)
 
 
-@torch.no_grad()
-def _reconstruct_batched(model, images: torch.Tensor, labels: torch.Tensor | None, batch_size: int) -> torch.Tensor:
-    device = next(model.parameters()).device
-    out = []
-    for s in range(0, len(images), batch_size):
-        y = labels[s : s + batch_size].to(device) if labels is not None else None
-        out.append(model.reconstruct(to_float(images[s : s + batch_size]).to(device), y).float().clamp(0, 1).cpu())
-    return torch.cat(out)
+def _lazy_decode(model, z: torch.Tensor, labels: torch.Tensor | None) -> _Lazy:
+    @torch.no_grad()
+    def make(s: int, e: int) -> torch.Tensor:
+        device = next(model.parameters()).device
+        y = labels[s:e].to(device) if labels is not None else None
+        return model.generate(z[s:e].to(device), y).float().clamp(0, 1).cpu()
+
+    return _Lazy(make, len(z), tuple(model.image_shape))
+
+
+def _lazy_reconstruct(model, images, labels: torch.Tensor | None) -> _Lazy:
+    @torch.no_grad()
+    def make(s: int, e: int) -> torch.Tensor:
+        device = next(model.parameters()).device
+        y = labels[s:e].to(device) if labels is not None else None
+        return model.reconstruct(to_float(images[s:e]).to(device), y).float().clamp(0, 1).cpu()
+
+    return _Lazy(make, len(images), tuple(model.image_shape))
 
 
 def resolve_features(
@@ -264,7 +278,7 @@ def evaluate_run(
         train_latents = encode(run, train, batch_size=batch_size)  # posterior means, for the GMM samplers
         result["fid"], extra = _generation_quality(
             run, part, train_latents, fx, max_generated=max_generated, gmm_components=gmm_components, batch_size=batch_size, seed=seed, say=say,
-            temperature=temperature,
+            temperature=temperature, tick=tick,
         )
         notes += extra
         timings["fid"] = time.perf_counter() - t
@@ -283,7 +297,19 @@ def evaluate_run(
     return result
 
 
-def _generation_quality(run, part: ImageSet, train_latents, fx, *, max_generated, gmm_components, batch_size, seed, say, temperature=1.0):
+def _features(fx, images, batch_size: int, tick=None) -> np.ndarray:
+    """fx.features over `images` in slices of `batch_size`, reporting progress to `tick(done, total)`."""
+    n = len(images)
+    step = max(batch_size, 1)
+    parts = []
+    for s in range(0, n, step):
+        parts.append(fx.features(images[s : s + step], batch_size))
+        if tick is not None:
+            tick(min(s + step, n), n)
+    return np.concatenate(parts) if parts else fx.features(images, batch_size)
+
+
+def _generation_quality(run, part: ImageSet, train_latents, fx, *, max_generated, gmm_components, batch_size, seed, say, temperature=1.0, tick=None):
     from ..latent.samplers import GMMSampler
     from .fid import fid as fid_score
     from .fid import knn_radii, precision_recall
@@ -294,30 +320,29 @@ def _generation_quality(run, part: ImageSet, train_latents, fx, *, max_generated
     if n < 4:
         raise VaelabError(f"the split has {len(part)} images, too few for FID", "evaluate a split with more images, or use --no-fid")
     idx = _subsample(len(part), n, seed)
-    real = part.gather(idx)
+    real = part.subset(idx).pixels  # gathered batch by batch (a memory-mapped split stays on disk)
     labels = part.labels[idx] if (part.labels is not None and model.conditional) else None
     say(f"features of {n} real images ({fx.name})")
-    f_real = fx.features(real, batch_size)
+    f_real = _features(fx, real, batch_size, tick)
 
     g = torch.Generator().manual_seed(seed)
-    say(f"{n} samples from the prior")
     z_prior = model.prior.sample(n, labels, generator=g, temperature=temperature)
-    prior = _decode_batched(model, z_prior, labels, batch_size)
+    prior = _lazy_decode(model, z_prior, labels)  # decoded while their features are taken, below
 
     z_train = train_latents.z  # posterior means of the training split
     k = min(gmm_components, len(z_train))
-    say(f"{n} samples from a {k}-component GMM fitted on {len(z_train)} training latents")
+    say(f"a {k}-component GMM fitted on {len(z_train)} training latents")
     gmm = GMMSampler(k, "full", seed).fit(z_train)
-    gmm_imgs = _decode_batched(model, torch.from_numpy(gmm.sample(n, temperature=temperature)), labels, batch_size)
-
-    say(f"{n} reconstructions")
-    recon = _reconstruct_batched(model, real, labels, batch_size)
+    gmm_imgs = _lazy_decode(model, torch.from_numpy(gmm.sample(n, temperature=temperature)), labels)
+    recon = _lazy_reconstruct(model, real, labels)
 
     out = {"feature_net": fx.describe(), "n_generated": n, "n_real": n, "gmm_components": k, "temperature": temperature}
     precision, recall = {}, {}
     radii = knn_radii(f_real, k=3)
+    what = {"prior": "samples from the prior", "gmm": "samples from the GMM", "recon": "reconstructions"}
     for name, imgs in (("prior", prior), ("gmm", gmm_imgs), ("recon", recon)):
-        f_gen = fx.features(imgs, batch_size)
+        say(f"{n} {what[name]} and their features")
+        f_gen = _features(fx, imgs, batch_size, tick)
         out[name] = fid_score(f_real, f_gen)
         precision[name], recall[name] = precision_recall(f_real, f_gen, k=3, real_radii=radii)
     out["precision"], out["recall"] = precision, recall
@@ -352,7 +377,7 @@ def _conditional_accuracy(
     labels = torch.arange(k).repeat_interleave(per)
     g = torch.Generator().manual_seed(seed + 2)
     z = model.prior.sample(len(labels), labels, generator=g, temperature=temperature)
-    imgs = _decode_batched(model, z, labels, batch_size)
+    imgs = _lazy_decode(model, z, labels)
     want = np.array([names.index(nm) for nm in run_names])[labels.numpy()]
 
     def score(images):
@@ -370,7 +395,7 @@ def _conditional_accuracy(
             notes.append(f"conditional accuracy (GMM sampler) skipped: {e.message}")
             return out
         z_gmm = torch.from_numpy(sampler.sample(labels.numpy(), temperature))
-        gmm_acc, gmm_per_class = score(_decode_batched(model, z_gmm, labels, batch_size))
+        gmm_acc, gmm_per_class = score(_lazy_decode(model, z_gmm, labels))
         out["gmm"] = {"accuracy": gmm_acc, "per_class": gmm_per_class, "components_per_class": GMM_PER_CLASS}
     return out
 
