@@ -6,8 +6,9 @@ step as its own process and samples that process's memory from /proc/PID/status 
 
 - cache build: the first load of ``folder:DIR`` (decode into the memory-mapped cache), images/s;
 - ``vaelab data info`` on the cached folder (counts and chunked pixel statistics);
-- ``vaelab train``: one epoch of a tiny conv VAE (``--max-steps`` caps it) from the map, images/s;
-- ``vaelab evaluate --no-fid`` (ELBO, IWAE NLL with k=10, reconstruction metrics) on the val split;
+- training (`vaelab.train.fit`): one epoch of a tiny conv VAE from the map, or its first ``--max-images``
+  images (then SIGINT: the loop saves a checkpoint and stops), images/s after the first logged step;
+- ``vaelab evaluate --no-fid`` (ELBO, IWAE NLL, reconstruction metrics) on the val split;
 - with ``--ram-max N``, for sizes up to N images, the same training with ``VAELAB_NO_CACHE=1`` (the
   in-RAM path) for the throughput and memory comparison.
 
@@ -131,16 +132,49 @@ def measure(cmd: list[str], env: dict[str, str], log: Path) -> dict:
         "rss_file_mb": peak.get("RssFile", 0) / 1024,
         "vm_rss_mb": peak.get("VmRSS", 0) / 1024,
         "maxrss_mb": usage.ru_maxrss / 1024,
+        "cpu_s": usage.ru_utime + usage.ru_stime,  # with the children it waited for (decode workers)
         "log": str(log),
     }
 
 
 BUILD = """
-import sys, time
+import resource, sys, time
 from vaelab.data import load
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 ds = load(sys.argv[1], image_size=int(sys.argv[2]))
-print("BUILD", len(ds), time.perf_counter() - t0, ds.mapped)
+kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+cpu = time.process_time() - c0 + kids.ru_utime + kids.ru_stime  # this process and its decode workers
+print("BUILD", len(ds), time.perf_counter() - t0, cpu, ds.mapped)
+"""
+
+# one epoch, or its first --max-images images: a callback sends SIGINT, the loop saves and stops cleanly
+TRAIN = """
+import os, signal, sys, time
+from vaelab.config import load_config
+from vaelab.train import Callback, default_callbacks, fit
+from vaelab.train.loop import TrainingInterrupted
+
+cap = int(sys.argv[1])
+cfg = load_config(None, sys.argv[2:])
+
+class Cap(Callback):
+    t0 = None
+    def on_train_batch_end(self, ctx, batch, n_batches, loss, kl_weight):
+        now = time.perf_counter()
+        if self.t0 is None:  # from the first logged step on: start-up and the first batches excluded
+            self.t0, self.b0 = now, batch
+            return
+        self.rate = (batch - self.b0) * cfg.train.batch_size / (now - self.t0)
+        if batch * cfg.train.batch_size >= cap and not getattr(self, "sent", False):
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGINT)
+
+cb = Cap()
+try:
+    fit(cfg, callbacks=default_callbacks(cfg, quiet=True) + [cb])
+except TrainingInterrupted:
+    pass
+print("TRAIN", getattr(cb, "rate", float("nan")))
 """
 
 
@@ -160,47 +194,49 @@ def run_size(n: int, px: int, root: Path, args, results: list) -> None:
     line = [ln for ln in text.splitlines() if ln.startswith("BUILD")]
     if b["rc"] != 0 or not line:
         raise SystemExit(f"cache build failed, see {b['log']}:\n{text[-2000:]}")
-    _, count, secs, mapped = line[-1].split()
+    _, count, secs, cpu, mapped = line[-1].split()
     row["build_images_per_s"] = int(count) / float(secs)
+    row["build_images_per_cpu_s"] = int(count) / float(cpu)
     row["build"] = b
     row["cache_mb"] = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file()) / 2**20
     print(f"[{tag}] data info", flush=True)
     row["info"] = measure([py, "-m", "vaelab", "data", "info", f"folder:{folder}", "--image-size", str(px)], env, logs / f"{tag}-info.log")
     runs = root / f"runs-{tag}"
     shutil.rmtree(runs, ignore_errors=True)
-    limit = [] if args.max_steps * args.batch_size >= n else [f"data.limit={args.max_steps * args.batch_size}"]
+
     def train(name: str) -> list[str]:
         return [
-            py, "-m", "vaelab", "train", f"data.source=folder:{folder}", f"data.image_size={px}", "data.channels=3",
+            py, "-c", TRAIN, str(args.max_images), f"data.source=folder:{folder}", f"data.image_size={px}", "data.channels=3",
             "model.arch=conv", "model.conv_channels=[16,32,64]", "model.latent_dim=32", "model.likelihood=gaussian",
             "train.epochs=1", f"train.batch_size={args.batch_size}", "train.images_every=0", "train.save_latents=false",
-            f"trainer.threads={args.threads}", f"out_dir={runs}", f"name={name}", *limit,
+            "train.log_every=5", f"trainer.threads={args.threads}", f"out_dir={runs}", f"name={name}",
         ]
 
     print(f"[{tag}] train (map)", flush=True)
     row["train"] = measure(train("map"), env, logs / f"{tag}-train.log")
-    if row["train"]["rc"] != 0:
-        raise SystemExit(f"training failed, see {row['train']['log']}")
-    row["train_images_per_s"] = _images_per_s(runs / "map")
+    row["train_images_per_s"] = _rate(row["train"])
     print(f"[{tag}] evaluate", flush=True)
     row["evaluate"] = measure(
-        [py, "-m", "vaelab", "evaluate", str(runs / "map"), "--no-fid", "--nll-samples", "10", "--split", "val"],
+        [py, "-m", "vaelab", "evaluate", str(runs / "map"), "--no-fid", "--nll-samples", str(args.nll_samples),
+         "--split", "val", "--checkpoint", "last"],
         env, logs / f"{tag}-evaluate.log",
     )
     if n <= args.ram_max:
         print(f"[{tag}] train (in RAM)", flush=True)
         ram_env = {**env, "VAELAB_NO_CACHE": "1"}
         row["train_ram"] = measure(train("ram"), ram_env, logs / f"{tag}-train-ram.log")
-        row["train_ram_images_per_s"] = _images_per_s(runs / "ram")
+        row["train_ram_images_per_s"] = _rate(row["train_ram"])
     results.append(row)
     shutil.rmtree(runs, ignore_errors=True)
     shutil.rmtree(cache, ignore_errors=True)
 
 
-def _images_per_s(run_dir: Path) -> float:
-    rows = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
-    epochs = [r for r in rows if "epoch_time" in r]
-    return epochs[-1]["samples_per_rank"] / epochs[-1]["epoch_time"] if epochs else float("nan")
+def _rate(m: dict) -> float:
+    """Training images/s printed by the TRAIN child."""
+    lines = [ln for ln in Path(m["log"]).read_text().splitlines() if ln.startswith("TRAIN")]
+    if m["rc"] != 0 or not lines:
+        raise SystemExit(f"training failed, see {m['log']}")
+    return float(lines[-1].split()[1])
 
 
 def _mem(m: dict | None) -> str:
@@ -211,13 +247,13 @@ def _mem(m: dict | None) -> str:
 
 def table(results: list[dict]) -> str:
     lines = [
-        "| images | px | cache build img/s | cache MB | data info MB | train MB | evaluate MB | train img/s (map) | train img/s (RAM) | train MB (RAM) |",
+        "| images | px | cache build img/s (per CPU-s) | cache MB | data info MB | train MB | evaluate MB | train img/s (map) | train img/s (RAM) | train MB (RAM) |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         ram = f"{r['train_ram_images_per_s']:,.0f}" if "train_ram_images_per_s" in r else "-"
         lines.append(
-            f"| {r['images']:,} | {r['px']} | {r['build_images_per_s']:,.0f} | {r['cache_mb']:,.0f} | {_mem(r['info'])} | "
+            f"| {r['images']:,} | {r['px']} | {r['build_images_per_s']:,.0f} ({r['build_images_per_cpu_s']:,.0f}) | {r['cache_mb']:,.0f} | {_mem(r['info'])} | "
             f"{_mem(r['train'])} | {_mem(r['evaluate'])} | {r['train_images_per_s']:,.0f} | {ram} | {_mem(r.get('train_ram'))} |"
         )
     lines.append("")
@@ -232,7 +268,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1, help="trainer.threads and OMP_NUM_THREADS of every step")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes generating the JPEGs")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--max-steps", type=int, default=2000, help="train at most this many steps (data.limit)")
+    p.add_argument("--max-images", type=int, default=3000, help="train one epoch or at most this many images")
+    p.add_argument("--nll-samples", type=int, default=2, help="k of evaluate's IWAE NLL")
     p.add_argument("--ram-max", type=int, default=5000, help="also train in RAM for sizes up to this many images")
     p.add_argument("--workdir", default=None, help="where the JPEGs and caches go (default: a temp folder)")
     p.add_argument("--keep", action="store_true", help="keep the generated JPEGs")
@@ -259,7 +296,8 @@ def main(argv: list[str] | None = None) -> None:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     print()
-    print(f"threads {args.threads}, batch {args.batch_size}, tiny conv VAE (16-32-64 channels, z=32), 1 epoch; "
+    print(f"threads {args.threads}, batch {args.batch_size}, tiny conv VAE (16-32-64 channels, z=32), one epoch or its "
+          f"first {args.max_images:,} images; evaluate --no-fid, k={args.nll_samples}; "
           f"python {sys.version.split()[0]}")
     print(table(results))
 
