@@ -114,6 +114,11 @@ def load(
         images_key=images_key,
         labels_key=labels_key,
     )
+    if getattr(ds, "streaming", False):  # shards: streamed as packed; selection is done when packing
+        used = [k for k, v in (("classes", classes), ("limit", limit), ("split", split)) if v]
+        if used:
+            raise VaelabError(f"{spec}: {', '.join(used)} cannot be applied to streamed shards", "apply it when packing: vaelab data pack ... then train on the new shards")
+        return ds
     if len(ds) == 0:
         raise VaelabError(f"{spec} holds no images", "point it at a source with images")
     if classes:
@@ -157,6 +162,10 @@ def from_config(cfg) -> ImageSet:
         labels_key=cfg.labels_key,
     )
     main = load(cfg.source, val_fraction=0.0 if cfg.val else cfg.val_fraction, **common)
+    if getattr(main, "streaming", False):
+        if cfg.val or cfg.test:
+            raise VaelabError("data.val / data.test cannot be combined with a shards: source", "pack every split into the shards")
+        return main
     parts = [main]
     for split, spec in (("val", cfg.val), ("test", cfg.test)):
         if spec is None:
