@@ -6,8 +6,9 @@ step as its own process and samples that process's memory from /proc/PID/status 
 
 - cache build: the first load of ``folder:DIR`` (decode into the memory-mapped cache), images/s;
 - ``vaelab data info`` on the cached folder (counts and chunked pixel statistics);
-- training (`vaelab.train.fit`): one epoch of a tiny conv VAE from the map, or its first ``--max-images``
-  images (then SIGINT: the loop saves a checkpoint and stops), images/s after the first logged step;
+- training (`vaelab.train.fit`): one epoch of a tiny conv VAE from the map, with its validation pass;
+  ``--max-images`` caps the images per split with ``data.limit`` (a seeded subset of indices: the whole
+  set stays mapped), images/s from the first logged step on;
 - ``vaelab evaluate --no-fid`` (ELBO, IWAE NLL, reconstruction metrics) on the val split;
 - with ``--ram-max N``, for sizes up to N images, the same training with ``VAELAB_NO_CACHE=1`` (the
   in-RAM path) for the throughput and memory comparison.
@@ -147,33 +148,25 @@ cpu = time.process_time() - c0 + kids.ru_utime + kids.ru_stime  # this process a
 print("BUILD", len(ds), time.perf_counter() - t0, cpu, ds.mapped)
 """
 
-# one epoch, or its first --max-images images: a callback sends SIGINT, the loop saves and stops cleanly
+# one epoch (with its validation pass and checkpoint); training images/s from the first logged step on
 TRAIN = """
-import os, signal, sys, time
+import sys, time
 from vaelab.config import load_config
 from vaelab.train import Callback, default_callbacks, fit
-from vaelab.train.loop import TrainingInterrupted
 
-cap = int(sys.argv[1])
-cfg = load_config(None, sys.argv[2:])
+cfg = load_config(None, sys.argv[1:])
 
-class Cap(Callback):
+class Rate(Callback):
     t0 = None
     def on_train_batch_end(self, ctx, batch, n_batches, loss, kl_weight):
         now = time.perf_counter()
-        if self.t0 is None:  # from the first logged step on: start-up and the first batches excluded
+        if self.t0 is None:  # start-up and the first batches excluded
             self.t0, self.b0 = now, batch
-            return
-        self.rate = (batch - self.b0) * cfg.train.batch_size / (now - self.t0)
-        if batch * cfg.train.batch_size >= cap and not getattr(self, "sent", False):
-            self.sent = True
-            os.kill(os.getpid(), signal.SIGINT)
+        else:
+            self.rate = (batch - self.b0) * cfg.train.batch_size / (now - self.t0)
 
-cb = Cap()
-try:
-    fit(cfg, callbacks=default_callbacks(cfg, quiet=True) + [cb])
-except TrainingInterrupted:
-    pass
+cb = Rate()
+fit(cfg, callbacks=default_callbacks(cfg, quiet=True) + [cb])
 print("TRAIN", getattr(cb, "rate", float("nan")))
 """
 
@@ -206,10 +199,11 @@ def run_size(n: int, px: int, root: Path, args, results: list) -> None:
 
     def train(name: str) -> list[str]:
         return [
-            py, "-c", TRAIN, str(args.max_images), f"data.source=folder:{folder}", f"data.image_size={px}", "data.channels=3",
+            py, "-c", TRAIN, f"data.source=folder:{folder}", f"data.image_size={px}", "data.channels=3",
             "model.arch=conv", "model.conv_channels=[16,32,64]", "model.latent_dim=32", "model.likelihood=gaussian",
             "train.epochs=1", f"train.batch_size={args.batch_size}", "train.images_every=0", "train.save_latents=false",
             "train.log_every=5", f"trainer.threads={args.threads}", f"out_dir={runs}", f"name={name}",
+            *([f"data.limit={args.max_images}"] if args.max_images < n else []),
         ]
 
     print(f"[{tag}] train (map)", flush=True)
@@ -218,7 +212,7 @@ def run_size(n: int, px: int, root: Path, args, results: list) -> None:
     print(f"[{tag}] evaluate", flush=True)
     row["evaluate"] = measure(
         [py, "-m", "vaelab", "evaluate", str(runs / "map"), "--no-fid", "--nll-samples", str(args.nll_samples),
-         "--split", "val", "--checkpoint", "last"],
+         "--split", "val"],
         env, logs / f"{tag}-evaluate.log",
     )
     if n <= args.ram_max:
@@ -268,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1, help="trainer.threads and OMP_NUM_THREADS of every step")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes generating the JPEGs")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--max-images", type=int, default=3000, help="train one epoch or at most this many images")
+    p.add_argument("--max-images", type=int, default=3000, help="at most this many images per split (data.limit)")
     p.add_argument("--nll-samples", type=int, default=2, help="k of evaluate's IWAE NLL")
     p.add_argument("--ram-max", type=int, default=5000, help="also train in RAM for sizes up to this many images")
     p.add_argument("--workdir", default=None, help="where the JPEGs and caches go (default: a temp folder)")
@@ -296,8 +290,8 @@ def main(argv: list[str] | None = None) -> None:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     print()
-    print(f"threads {args.threads}, batch {args.batch_size}, tiny conv VAE (16-32-64 channels, z=32), one epoch or its "
-          f"first {args.max_images:,} images; evaluate --no-fid, k={args.nll_samples}; "
+    print(f"threads {args.threads}, batch {args.batch_size}, tiny conv VAE (16-32-64 channels, z=32), one epoch of at "
+          f"most {args.max_images:,} images per split; evaluate --no-fid, k={args.nll_samples}; "
           f"python {sys.version.split()[0]}")
     print(table(results))
 

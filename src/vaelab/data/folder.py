@@ -467,6 +467,17 @@ def _decode_rows(job: tuple[str | None, tuple[int, ...], list[tuple[int, str]], 
     return errors
 
 
+def _die_with_parent() -> None:
+    """In a decode worker: end when the loading process ends, even when it is killed (Linux)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _decode_all(paths: list[str], size: int | None, channels: int, images: np.ndarray, file: Path | None) -> dict[int, str]:
     """Decode every file into ``images[i]``; returns {row: error} for the files that failed.
 
@@ -483,7 +494,7 @@ def _decode_all(paths: list[str], size: int | None, channels: int, images: np.nd
         ]
         images.flush()
         errors: dict[int, str] = {}
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) as pool:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_die_with_parent) as pool:
             for part in pool.map(_decode_rows, jobs):
                 errors.update(part)
         return errors

@@ -12,6 +12,7 @@ Batches are turned into float on the fly (`to_float`); nothing here makes a floa
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,15 @@ from ..errors import VaelabError
 
 SPLITS = ("train", "val", "test")
 DEVICE_COPY_MAX = 4 << 30  # a memory-mapped set up to this size is copied whole to an accelerator
-CHUNK_BYTES = 1 << 24  # 16 MiB of uint8 pixels per chunk: what whole-set passes hold at once
+CHUNK_BYTES = 1 << 24
+BATCH_ELEMENTS = 1 << 22  # pixel values per evaluation batch: bounds activations at any image size  # 16 MiB of uint8 pixels per chunk: what whole-set passes hold at once
+
+
+def bounded_batch(batch_size: int, shape, budget: int = BATCH_ELEMENTS) -> int:
+    """`batch_size`, lowered so that a batch of images of `shape` (C, H, W) holds at most `budget` values:
+    evaluation passes keep their batch size on small images (MNIST: 5,000 fit) and stay bounded on large
+    ones (85 images of 3 x 128 x 128), so their memory does not depend on the image size."""
+    return max(1, min(int(batch_size), budget // max(1, int(np.prod(tuple(shape))))))
 
 
 def chunk_rows(row_bytes: int, budget: int = CHUNK_BYTES) -> int:
@@ -107,12 +116,22 @@ class Images:
         return a if dtype is None else a.astype(dtype)
 
 
+@dataclass(init=False, repr=False, eq=False)
 class ImageSet:
     """images (N, C, H, W) uint8, labels (N,) int64 or None, class names, split ids (N,) int8 into SPLITS.
 
     ``ImageSet(images, labels, class_names, split_ids, source)`` wraps an in-RAM tensor; `from_map` opens
-    a memory-mapped storage file; ``rows`` makes the set a selection of a storage's rows.
+    a memory-mapped storage file; ``rows`` makes the set a selection of a storage's rows. A dataclass of
+    those five fields (``dataclasses.replace(ds, class_names=...)`` works; it gives an unmapped set).
     """
+
+    images: torch.Tensor  # (see the property below)
+    labels: torch.Tensor | None
+    class_names: list[str]
+    split_ids: torch.Tensor | None
+    source: str
+    rows: torch.Tensor | None = field(init=False, default=None)
+    map_path: str | None = field(init=False, default=None)
 
     def __init__(
         self,

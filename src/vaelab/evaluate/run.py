@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..data import ImageSet, load, to_float
+from ..data.imageset import bounded_batch
 from ..errors import VaelabError
 from ..latent.encode import check_fits, encode
 from .likelihood import active_units, bits_per_dim, likelihood_terms, likelihood_terms_with_binarized
@@ -183,6 +184,7 @@ def evaluate_run(
         fx = resolve_features(run, features, inception, data if isinstance(data, str) else None, device, say)
     c, h, w = model.image_shape
     dims = c * h * w
+    batch_size = bounded_batch(batch_size, (c, h, w))  # the same on small images; bounded memory on large ones
     beta = float(model.cfg.beta)
     is_bernoulli = model.cfg.likelihood == "bernoulli"
     timings: dict[str, float] = {}

@@ -63,6 +63,9 @@ def encode(run, data: ImageSet | str | None = None, samples: int = 0, split: str
     if model.conditional and ds.labels is None:
         raise VaelabError("this conditional model needs labelled images to encode", "give a labelled data spec")
     zs, stds = [], []
+    from ..data.imageset import bounded_batch
+
+    batch_size = bounded_batch(batch_size, ds.shape)
     for s in range(0, len(ds), batch_size):
         x = to_float(ds.pixels[s : s + batch_size].to(device))  # gathered per batch: a mapped set stays on disk
         y = ds.labels[s : s + batch_size].to(device) if model.conditional else None

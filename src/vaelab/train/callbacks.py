@@ -161,9 +161,12 @@ class LatentSnapshots(Callback):
         model.eval()
         means = []
         y_all = self.labels.to(ctx.device) if self.labels is not None and model.conditional else None
-        for s in range(0, len(self.images), 500):
-            y = y_all[s : s + 500] if y_all is not None else None
-            means.append(model.encode(to_float(self.images[s : s + 500]), y).mean.float().cpu())
+        from ..data.imageset import bounded_batch
+
+        bs = bounded_batch(500, self.images.shape[1:])
+        for s in range(0, len(self.images), bs):
+            y = y_all[s : s + bs] if y_all is not None else None
+            means.append(model.encode(to_float(self.images[s : s + bs]), y).mean.float().cpu())
         model.train(was)
         arrays = {"z": torch.cat(means).numpy().astype(np.float32)}
         if self.labels is not None:

@@ -21,7 +21,7 @@ import torch
 
 from ..config import Config, dump_config, to_dict, validate
 from ..data import ImageSet, from_config, to_float
-from ..data.imageset import Images
+from ..data.imageset import Images, bounded_batch
 from ..errors import VaelabError
 from ..models import build, resolve, vae_loss
 from ..run import CHECKPOINTS, CONFIG_FILE
@@ -159,7 +159,7 @@ def evaluate_terms(model, images: torch.Tensor, labels, cfg: Config, fabric=None
     n = images.shape[0]
     idx = torch.arange(rank, n, world, device=images.device)
     sums = torch.zeros(6, dtype=torch.float64, device=images.device)  # recon, kl, elbo, loss, ssim (x k), k
-    bs = cfg.train.eval_batch_size
+    bs = bounded_batch(cfg.train.eval_batch_size, images.shape[1:])
     gamma = cfg.model.ssim_weight
     devices = [images.device] if images.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices, device_type=images.device.type):
