@@ -175,3 +175,18 @@ def test_progress_updates_reach_an_update_attribute(tiny_run):
     evaluate_run(tiny_run, split="val", nll_samples=2, fid=False, batch_size=40, progress=say)
     ticks = [t for t in seen if isinstance(t, tuple)]
     assert ticks[0] == (40, 150) and ticks[-1] == (150, 150) or ticks[-1][0] == ticks[-1][1]
+
+
+def test_bounded_batches_keep_small_images_and_cap_large_ones(monkeypatch, tiny_run):
+    from vaelab.data.imageset import bounded_batch
+    from vaelab.evaluate import reconstruction
+    from vaelab.run import load_run
+
+    assert bounded_batch(500, (1, 28, 28)) == 500  # MNIST: unchanged
+    assert bounded_batch(500, (3, 128, 128)) == 85 and bounded_batch(500, (3, 4096, 4096)) == 1
+    run = load_run(tiny_run)
+    part = run.data().split("val")
+    whole = reconstruction.reconstruction_metrics(run.model, part.pixels, batch_size=64)
+    monkeypatch.setattr(reconstruction, "SSIM_ELEMENTS", 784 * 5)  # SSIM in sub-batches of 5
+    split = reconstruction.reconstruction_metrics(run.model, part.pixels, batch_size=64)
+    assert np.allclose(whole["ssim"], split["ssim"], atol=1e-6) and np.allclose(whole["ssim_box7"], split["ssim_box7"], atol=1e-6)
