@@ -90,7 +90,10 @@ class Images:
                 out = self.storage[key]
                 return out if out.device == self.device else out.to(self.device, non_blocking=True)
             return self.index_select(0, torch.arange(len(self))[key])
-        return self.index_select(0, torch.as_tensor(np.asarray(key) if isinstance(key, list) else key, dtype=torch.long))
+        key = torch.as_tensor(np.asarray(key) if isinstance(key, list) else key)
+        if key.dtype == torch.bool:  # a mask over the set
+            key = torch.nonzero(key.cpu()).flatten()
+        return self.index_select(0, key.long())
 
     def index_select(self, dim: int, index: torch.Tensor) -> torch.Tensor:
         """uint8 (len(index), C, H, W) on `self.device`: the images at these positions of the set."""
@@ -263,7 +266,10 @@ class ImageSet:
 
     def subset(self, index) -> ImageSet:
         """The images at these positions, in this order; shares the storage (no pixels copied)."""
-        index = torch.as_tensor(np.asarray(index) if isinstance(index, list) else index, dtype=torch.long).cpu()
+        index = torch.as_tensor(np.asarray(index) if isinstance(index, list) else index).cpu()
+        if index.dtype == torch.bool:  # a mask over the set
+            index = torch.nonzero(index).flatten()
+        index = index.long()
         rows = index if self.rows is None else self.rows.index_select(0, index)
         return self._with(
             rows=rows,
