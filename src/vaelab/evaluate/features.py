@@ -314,6 +314,7 @@ def train_feature_net(
     pad = max(1, s // 14)
     best, best_state, best_epoch, history = -1.0, None, 0, []
     start = time.perf_counter()
+    tick = getattr(progress, "update", None)  # a bar with ETA over all steps, when the caller has one
     for epoch in range(1, epochs + 1):
         net.train()
         order = torch.randperm(len(train), generator=g)
@@ -329,6 +330,8 @@ def train_feature_net(
             opt.step()
             sched.step()
             total += loss.item() * len(idx)
+            if tick is not None and (i + 1) % 10 == 0:
+                tick((epoch - 1) * steps_per_epoch + i + 1, epochs * steps_per_epoch)
         acc = _accuracy(net, val.pixels, val.labels)
         history.append({"epoch": epoch, "train_loss": total / len(train), "val_accuracy": acc, "seconds": time.perf_counter() - start})
         if progress:
