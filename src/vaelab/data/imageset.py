@@ -12,7 +12,6 @@ Batches are turned into float on the fly (`to_float`); nothing here makes a floa
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -119,22 +118,14 @@ class Images:
         return a if dtype is None else a.astype(dtype)
 
 
-@dataclass(init=False, repr=False, eq=False)
 class ImageSet:
     """images (N, C, H, W) uint8, labels (N,) int64 or None, class names, split ids (N,) int8 into SPLITS.
 
     ``ImageSet(images, labels, class_names, split_ids, source)`` wraps an in-RAM tensor; `from_map` opens
-    a memory-mapped storage file; ``rows`` makes the set a selection of a storage's rows. A dataclass of
-    those five fields (``dataclasses.replace(ds, class_names=...)`` works; it gives an unmapped set).
+    a memory-mapped storage file; ``rows`` makes the set a selection of a storage's rows; ``ds.replace(
+    class_names=...)`` is a new set on the same storage. Not a dataclass on purpose: libraries that walk
+    dataclass fields (Lightning's DDP launcher) deep-copy them, which would copy a memory-mapped set into RAM.
     """
-
-    images: torch.Tensor  # (see the property below)
-    labels: torch.Tensor | None
-    class_names: list[str]
-    split_ids: torch.Tensor | None
-    source: str
-    rows: torch.Tensor | None = field(init=False, default=None)
-    map_path: str | None = field(init=False, default=None)
 
     def __init__(
         self,
@@ -173,8 +164,9 @@ class ImageSet:
         """A set over a raw uint8 file of `shape` (M, C, H, W), memory-mapped (see `open_map`)."""
         return cls(open_map(path, shape), labels, class_names, split_ids, source, map_path=str(path))
 
-    def _with(self, **changes) -> ImageSet:
-        """A new set sharing this one's storage, with some attributes replaced."""
+    def replace(self, **changes) -> ImageSet:
+        """A new set sharing this one's storage, with some of images, labels, class_names, split_ids,
+        source, rows, map_path replaced (like `dataclasses.replace`)."""
         attrs = dict(
             images=self.storage, labels=self.labels, class_names=self.class_names, split_ids=self.split_ids,
             source=self.source, rows=self.rows, map_path=self.map_path,
@@ -271,7 +263,7 @@ class ImageSet:
             index = torch.nonzero(index).flatten()
         index = index.long()
         rows = index if self.rows is None else self.rows.index_select(0, index)
-        return self._with(
+        return self.replace(
             rows=rows,
             labels=None if self.labels is None else self.labels[index],
             split_ids=self.split_ids[index],
@@ -297,7 +289,7 @@ class ImageSet:
             return self
         if self.mapped and (device.type == "cpu" or self.storage.nbytes > DEVICE_COPY_MAX):
             return self
-        return self._with(images=self.storage.to(device), map_path=None)
+        return self.replace(images=self.storage.to(device), map_path=None)
 
     def numpy_images(self) -> np.ndarray:
         """(N, H, W, C) uint8, the layout of PIL and matplotlib."""

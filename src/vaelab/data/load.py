@@ -200,7 +200,7 @@ def select_classes(ds: ImageSet, classes: list) -> ImageSet:
         remap[old] = new
     idx = torch.nonzero(remap[ds.labels] >= 0).flatten()
     sub = ds.subset(idx)
-    return sub._with(labels=remap[sub.labels], class_names=[ds.class_names[i] for i in wanted])
+    return sub.replace(labels=remap[sub.labels], class_names=[ds.class_names[i] for i in wanted])
 
 
 def split_validation(ds: ImageSet, fraction: float, seed: int) -> ImageSet:
@@ -223,7 +223,7 @@ def split_validation(ds: ImageSet, fraction: float, seed: int) -> ImageSet:
     split_ids = ds.split_ids.clone()
     if chosen:
         split_ids[torch.as_tensor(np.concatenate(chosen), dtype=torch.long)] = val_id
-    return ds._with(split_ids=split_ids)
+    return ds.replace(split_ids=split_ids)
 
 
 def limit_per_split(ds: ImageSet, limit: int, seed: int) -> ImageSet:
