@@ -179,7 +179,7 @@ def mnist_nll(limit: float | None) -> Callable[[Step], Row]:
 
     def measure(step: Step) -> Row:
         k = step.k(1000)
-        ev = step.evaluate("--no-fid", "--nll-samples", k)
+        ev = step.evaluate("--no-fid", "--binarized", "--nll-samples", k)
         nll = ev["nll"]["nll_binarized"]
         return Row(
             f"{nll:.2f} nats (k={k}; ELBO {ev['nll']['elbo_binarized']:.2f})",

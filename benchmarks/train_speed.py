@@ -8,8 +8,8 @@ seconds and process CPU seconds are both given (CPU time is steadier on a busy m
 speed relative to pythae.
 
 Measured on the 2-core dev machine (AMD EPYC, AVX2, torch 2.13 CPU), ``--epochs 3 --repeat 3``:
-vaelab 4.71 s/epoch, pythae 7.68, plain DataLoader loop 5.14 (1.63x pythae); with ``--threads 1``:
-5.28 / 8.97 / 5.61 (1.70x).
+vaelab 4.71 s/epoch, pythae 7.68, plain DataLoader loop 5.14 (1.63x pythae) with 2 threads; with 1:
+5.28 / 8.97 / 5.61 (1.70x). ``--threads 1,2`` (the default) gives a row per loop and thread count.
 
 pythae lives in its own interpreter (it pins old dependencies), so it is run as a subprocess:
 
@@ -84,6 +84,7 @@ def run_vaelab(images, args, workdir: Path) -> tuple[list[float], list[float]]:
             "train.images_every=0",
             "train.save_latents=false",
             f"trainer.accelerator={args.device}",
+            f"trainer.threads={args.threads}",  # fit sets torch's threads from this (0 would mean automatic)
             f"out_dir={workdir}",
             "name=vaelab",
         ],
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--epochs", type=int, default=3, help="epochs per run (the first is a warm-up)")
     p.add_argument("--repeat", type=int, default=1, help="rounds of all rows; the table keeps each row's best")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    p.add_argument("--threads", type=int, default=min(os.cpu_count() or 1, 16), help="torch CPU threads, every row")
+    p.add_argument("--threads", default="1,2", help="torch CPU threads: a comma list, every row at each (default 1,2)")
     p.add_argument("--pythae-python", default=os.environ.get("PYTHAE_PYTHON"),
                    help="python of a venv with pythae==0.1.2 (default: $PYTHAE_PYTHON; row skipped if absent)")
     p.add_argument("--rows", default="vaelab,pythae,plain", help="comma list of rows to run")
@@ -191,14 +192,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--npy", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker == "pythae":
+        args.threads = int(args.threads)
         return pythae_worker(args)
+    thread_counts = [int(t) for t in str(args.threads).split(",") if t.strip()]
+    if not thread_counts or min(thread_counts) < 1:
+        sys.exit("--threads: give positive numbers, e.g. 1,2")
 
     import numpy as np
     import torch
 
     from vaelab.data import load
 
-    torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: no CUDA device here")
     images = load(args.data, val_fraction=0.0, limit=args.limit).split("train").images
@@ -213,37 +217,40 @@ def main(argv: list[str] | None = None) -> None:
         rows.remove("pythae")
         print("note: pythae row skipped: pass --pythae-python PATH (a venv with pythae==0.1.2)")
     print(f"{len(images)} images of {args.data}, batch {BATCH}, MLP 784-{HIDDEN}-{LATENT}, {args.epochs} epochs x "
-          f"{args.repeat} rounds, device {args.device}, {args.threads} threads, torch {torch.__version__}", flush=True)
+          f"{args.repeat} rounds, device {args.device}, threads {args.threads}, torch {torch.__version__}", flush=True)
     # every round runs each row once; rows alternate so a busy moment on a shared machine hits them alike
-    results: dict[str, dict[str, list[float]]] = {r: {"wall": [], "cpu": []} for r in rows}
+    results: dict[tuple[str, int], dict[str, list[float]]] = {(r, t): {"wall": [], "cpu": []} for t in thread_counts for r in rows}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         npy = tmp / "images.npy"
         if "pythae" in rows:
             np.save(npy, images.numpy())
-        for rnd in range(args.repeat):
-            for row in rows:
-                if row == "vaelab":
-                    wall, cpu = run_vaelab(images, args, tmp / f"r{rnd}")
-                elif row == "plain":
-                    wall, cpu = run_plain(images, args)
-                else:
-                    wall, cpu = run_pythae(py, npy, args)
-                results[row]["wall"].append(summarize(wall)[0])
-                results[row]["cpu"].append(summarize(cpu)[0])
-                print(f"  round {rnd + 1} {row}: wall " + ", ".join(f"{t:.2f}" for t in wall)
-                      + " s; cpu " + ", ".join(f"{t:.2f}" for t in cpu) + " s", flush=True)
-    best = {r: (min(v["wall"]), min(v["cpu"])) for r, v in results.items()}
-    ref = best.get("pythae")
+        for threads in thread_counts:
+            args.threads = threads
+            torch.set_num_threads(threads)
+            for rnd in range(args.repeat):
+                for row in rows:
+                    if row == "vaelab":
+                        wall, cpu = run_vaelab(images, args, tmp / f"t{threads}r{rnd}")
+                    elif row == "plain":
+                        wall, cpu = run_plain(images, args)
+                    else:
+                        wall, cpu = run_pythae(py, npy, args)
+                    results[(row, threads)]["wall"].append(summarize(wall)[0])
+                    results[(row, threads)]["cpu"].append(summarize(cpu)[0])
+                    print(f"  {threads} thread(s), round {rnd + 1} {row}: wall " + ", ".join(f"{t:.2f}" for t in wall)
+                          + " s; cpu " + ", ".join(f"{t:.2f}" for t in cpu) + " s", flush=True)
+    best = {k: (min(v["wall"]), min(v["cpu"])) for k, v in results.items()}
     print()
-    print("| loop | s/epoch (wall, best round) | CPU s/epoch | images/s | x pythae (wall) | x pythae (CPU) |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for row, (wall, cpu) in best.items():
+    print("| loop | threads | s/epoch (wall, best round) | CPU s/epoch | images/s | x pythae (wall) | x pythae (CPU) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for (row, threads), (wall, cpu) in best.items():
+        ref = best.get(("pythae", threads))
         rw = f"{ref[0] / wall:.2f}" if ref else "-"
         rc = f"{ref[1] / cpu:.2f}" if ref else "-"
-        print(f"| {row} | {wall:.2f} | {cpu:.2f} | {len(images) / wall:,.0f} | {rw} | {rc} |")
+        print(f"| {row} | {threads} | {wall:.2f} | {cpu:.2f} | {len(images) / wall:,.0f} | {rw} | {rc} |")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+        Path(args.json).write_text(json.dumps({f"{r}@{t}": v for (r, t), v in results.items()}, indent=1))
 
 
 if __name__ == "__main__":

@@ -397,7 +397,7 @@ CONTRACT = {"split", "checkpoint", "n_images", "loss", "nll", "recon_quality", "
 def test_cli_evaluate_writes_the_contract(tiny_run, feature_net_dir, capsys, tmp_path):
     tiny_run = copy_run(tiny_run, tmp_path)  # the shared run stays without eval/ for other tests
     before = _hashes(tiny_run)
-    code, out, err = _cli(capsys, "evaluate", tiny_run, "--split", "val", "--nll-samples", "10", "--features", feature_net_dir, "--max-generated", "200")
+    code, out, err = _cli(capsys, "evaluate", tiny_run, "--split", "val", "--nll-samples", "10", "--features", feature_net_dir, "--max-generated", "200", "--binarized")
     assert code == 0, err
     assert "FID GMM" in out and "active units" in out
     doc = json.loads((tiny_run / "eval" / "val.json").read_text())
@@ -429,7 +429,8 @@ def test_cli_evaluate_no_fid(tiny_run, capsys, tmp_path):
 def test_evaluate_conditional_run_judges_its_samples(tiny_conditional_run, feature_net_dir):
     from vaelab.evaluate import evaluate_run, load_feature_net
 
-    res = evaluate_run(tiny_conditional_run, split="val", nll_samples=2, features=load_feature_net(feature_net_dir), max_generated=60)
+    res = evaluate_run(tiny_conditional_run, split="val", nll_samples=2, features=load_feature_net(feature_net_dir), max_generated=60,
+                       binarized=True)
     ca = res["conditional_accuracy"]
     assert set(ca["per_class"]) == {"1", "4", "8"} and ca["n_per_class"] == 20  # 60 images, 3 classes
     assert 0.0 <= ca["accuracy"] <= 1.0

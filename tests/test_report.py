@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import shutil
@@ -109,7 +108,7 @@ def test_class_names_from_folders_are_escaped(tiny_run, tmp_path):
     evaluation = {**EVAL, "recon_quality": {"ssim": 0.5, "per_class": {EVIL: {"ssim": 0.4}}}}
     run_dir = run_with_results(tiny_run, tmp_path, classify, evaluation)
     run = load_run(run_dir)
-    data = dataclasses.replace(run.data(), class_names=names)
+    data = run.data().replace(class_names=names)
     page = build_report(run, data=data, dpi=30, animations=False)
     assert EVIL not in page and "<script" not in page.lower()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page

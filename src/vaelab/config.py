@@ -36,6 +36,8 @@ class DataConfig:
     seed: int = 0  # seed of the validation split and of `limit`'s subsample
     images_key: str | None = None  # npz/npy: array name of the images (guessed when None)
     labels_key: str | None = None  # npz/npy: array name of the labels (guessed when None)
+    workers: int = 0  # shards: data-loader worker processes per rank (each reads its own shards)
+    shuffle_buffer: int = 1000  # shards: samples shuffled in a buffer as they stream
 
 
 @dataclass
@@ -135,6 +137,7 @@ class TrainerConfig:
     num_nodes: int = 1
     strategy: str = "auto"  # auto | ddp
     precision: str = "32"  # 32 | bf16-mixed | 16-mixed
+    threads: int = 0  # CPU threads per process; 0: the physical cores, split among the DDP ranks on a machine
 
 
 @dataclass
@@ -276,8 +279,11 @@ BOUNDS: dict[str, tuple[float, bool]] = {
     "train.images_every": (0, True),
     "trainer.devices": (1, True),
     "trainer.num_nodes": (1, True),
+    "trainer.threads": (0, True),
     "data.val_fraction": (0, True),
     "data.limit": (1, True),
+    "data.workers": (0, True),
+    "data.shuffle_buffer": (0, True),
     "data.image_size": (8, True),
 }
 

@@ -40,7 +40,55 @@ console = Console()
 
 def _say_dim(msg: str) -> None:
     """A library's progress line, dimmed (the `progress=` callback of long library calls)."""
+    _say_dim.bar.stop()
     console.print(f"[dim]{msg}[/]", highlight=False)
+
+
+def _use_threads(threads: int = 0) -> int:
+    """torch's CPU threads for a command: `threads` (a run's trainer.threads), 0 for the physical cores."""
+    from ..threads import apply_threads
+
+    return apply_threads(threads)
+
+
+class _StepBar:
+    """The bar with ETA of a long library step: ``progress.update(done, total)`` (the optional second half
+    of the `progress=` protocol: a library calls it when its callable has it). Only on a terminal."""
+
+    def __init__(self):
+        self.bar = None
+        self.task = None
+
+    def update(self, done: int, total: int) -> None:
+        if not console.is_terminal:
+            return
+        if self.bar is None:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(
+                BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), "ETA", TimeRemainingColumn(),
+                console=console, transient=True,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task("", total=total)
+        self.bar.update(self.task, completed=done, total=total)
+        if done >= total:
+            self.stop()
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = self.task = None
+
+
+_say_dim.bar = _StepBar()  # type: ignore[attr-defined]
+_say_dim.update = _say_dim.bar.update  # type: ignore[attr-defined]
 err_console = Console(stderr=True)
 
 # -h as well as --help, on every command (click passes the names down to sub-commands)
@@ -164,6 +212,7 @@ def _int_list(text: str | None, option: str) -> list[int] | None:
 
 
 __all__ = [
-    "ConfigArg", "DataOpt", "Overrides", "Quiet", "Table", "_int_list", "_pct", "_say_dim", "_split_config_args", "_write_bytes",
+    "ConfigArg", "DataOpt", "Overrides", "Quiet", "Table", "_int_list", "_pct", "_say_dim", "_split_config_args", "_use_threads",
+    "_write_bytes",
     "_write_json", "app", "config_app", "console", "data_app", "err_console", "features_app",
 ]

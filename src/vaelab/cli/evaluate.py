@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import VaelabError
-from ._common import DataOpt, Table, _say_dim, _write_bytes, app, console, features_app
+from ._common import DataOpt, Table, _say_dim, _use_threads, _write_bytes, app, console, features_app
 
 
 @app.command()
@@ -18,6 +18,7 @@ def evaluate(
     data: Annotated[str | None, typer.Option(help="Evaluate on this data spec instead of the run's own data.")] = None,
     nll_samples: Annotated[int, typer.Option(help="Importance samples k of the NLL (1000 or 5000 for papers).")] = 100,
     fid: Annotated[bool, typer.Option("--fid/--no-fid", help="FID, precision/recall and conditional accuracy (--no-fid skips them).")] = True,
+    binarized: Annotated[bool, typer.Option("--binarized", help="Also the NLL on dynamically binarized images (Bernoulli models; the MNIST number of the literature), in the same pass.")] = False,
     features: Annotated[str, typer.Option(help="Feature-network folder, or 'auto' (cached; trained when missing).")] = "auto",
     inception: Annotated[Path | None, typer.Option(help="Local Inception-v3 weights file for FID (no download).")] = None,
     max_generated: Annotated[int, typer.Option(help="At most this many generated (and real) images for FID.")] = 10_000,
@@ -38,7 +39,7 @@ def evaluate(
 
       vaelab evaluate runs/mnist-148-z2
 
-      vaelab evaluate runs/mnist-mlp --nll-samples 5000 --split test
+      vaelab evaluate runs/mnist-mlp --nll-samples 5000 --binarized --split test
 
       vaelab evaluate runs/fashion-z10 --no-fid
     """
@@ -58,6 +59,7 @@ def evaluate(
         if sampler not in SAMPLERS:
             raise VaelabError(f"--sampler is '{sampler}'", f"use one of: {', '.join(SAMPLERS)}")
     r = load_run(run, checkpoint=checkpoint)
+    _use_threads(r.config.trainer.threads)  # the run's trainer.threads (feature-net training included)
     result = evaluate_run(
         r,
         split=split,
@@ -69,6 +71,7 @@ def evaluate(
         max_generated=max_generated,
         gmm_components=gmm_components,
         temperature=temperature,
+        binarized=binarized,
         batch_size=batch_size,
         seed=seed,
         progress=_say_dim,
@@ -104,6 +107,7 @@ def features_train(
     limit: Annotated[int | None, typer.Option(help="At most this many images per split (quick tries).")] = None,
     out: Annotated[Path | None, typer.Option(help="Folder to write (default: the cache evaluate reads).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+    threads: Annotated[int, typer.Option(help="CPU threads (0: the physical cores, as trainer.threads).")] = 0,
     seed: int = 0,
 ):
     """Train the small ResNet classifier whose penultimate features FID uses, and save it with its test accuracy.
@@ -122,6 +126,9 @@ def features_train(
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if threads < 0:
+        raise VaelabError(f"--threads is {threads}", "give 0 (automatic) or a positive number")
+    _use_threads(threads)
     data = load_training_data(spec, image_size=image_size, channels=channels, limit=limit, seed=seed)
     counts = data.split_counts()
     console.print(

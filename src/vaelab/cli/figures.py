@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import _int_list, _write_bytes, app, console, err_console
+from ._common import _int_list, _say_dim, _write_bytes, app, console, err_console
 
 
 @app.command()
@@ -43,8 +43,10 @@ def plot(
 
     r = load_run(run)
     rendered, skipped = render_run(
-        r, kinds, fmt=fmt, dpi=dpi, video=video, dims=_int_list(dims, "--dims"), image_index=_int_list(image_index, "--image-index")
+        r, kinds, fmt=fmt, dpi=dpi, video=video, dims=_int_list(dims, "--dims"), image_index=_int_list(image_index, "--image-index"),
+        progress=_say_dim.update,
     )
+    _say_dim.bar.stop()
     folder = out if out is not None else Path(run) / "figures"
     for item in rendered:  # whole paths, one per line: easy to copy and to pipe
         path = folder / item.filename

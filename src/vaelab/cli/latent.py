@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import VaelabError, shell
-from ._common import Table, _pct, _write_json, app, console
+from ._common import Table, _pct, _use_threads, _write_json, app, console
 
 METHODS_HELP = "gmm (semi-supervised Gaussian mixture), spread (label spreading on a k-NN graph), mlp (head on K latent samples), logreg, knn."
 
@@ -87,6 +87,7 @@ def classify(
         raise VaelabError("give either --budget or --labels-per-class, not both", "--budget 1,5,10,all sweeps the labels per class")
     budgets = fewlabels.parse_budget(budget) if budget is not None else None
     r = load_run(run, checkpoint=checkpoint)
+    _use_threads(r.config.trainer.threads)
     out_dir = r.path / "classify"
     if budgets is not None:
         result = fewlabels.label_budget(r, method, budgets, seed=seed, labelled=labelled, test=test, params=params, repeats=repeats)

@@ -88,6 +88,9 @@ def _print_fit_summary(result: dict, cfg) -> None:
         table.add_row("train loss per image (nats)", f"{last['train/loss']:.2f} (recon {last['train/recon']:.2f}, kl {last['train/kl']:.2f})")
     table.add_row("best epoch", f"{result['best_epoch']} ({result['best_val']:.2f})")
     table.add_row("time", f"{result['train_time']:.1f} s")
+    if "threads" in result:
+        ranks = result.get("world_size", 1)
+        table.add_row("CPU threads", f"{result['threads']}" + (f" per rank ({ranks} ranks)" if ranks > 1 else "") + ("" if cfg.trainer.threads else " (auto: trainer.threads)"))
     console.print(table)
 
 

@@ -10,24 +10,30 @@ center-cropped to a square and resized to `image_size`. Without `image_size`, im
 size keep it (cropped to square); images of mixed sizes are resized to 64 x 64 with a warning, the size our
 models are built for, since no native size exists.
 
-Decoding is the slow part, so it runs in a thread pool (Pillow releases the GIL while decoding and resizing;
-on 2 cores threads beat worker processes, which pay for start-up and for sending pixels back), JPEGs are
-decoded at reduced size with ``Image.draft`` when the target is much smaller, and the result is cached in
-``cache_dir()/folders/`` keyed by the file list, sizes, mtimes and options, so a second load reads no image.
-Set ``VAELAB_NO_CACHE=1`` to neither read nor write that cache.
+The result is cached in ``cache_dir()/folders/KEY/`` (KEY hashes the file list, sizes, mtimes and options),
+so a second load reads no image: ``images.u8`` holds the images as one raw uint8 (N, C, H, W) array, and
+``meta.json`` (shape, classes, notes, the file of each row), ``labels.npy`` and ``split_ids.npy`` sit beside
+it. The folder is built under a temporary name and renamed into place, so readers see all of it or none.
+Loads memory-map ``images.u8``: pages are read on demand and belong to the page cache, so memory does not
+grow with the number of images, and DDP ranks on one machine share the one file.
+
+Decoding is the slow part: large folders are decoded by worker processes that each write their rows of the
+file (no pixels travel between processes), small ones by a thread pool; JPEGs are decoded at reduced size
+with ``Image.draft`` when the target is much smaller. Set ``VAELAB_NO_CACHE=1`` to neither read nor write
+the cache (the images are then decoded into RAM).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing as mp
 import os
+import shutil
 import tempfile
 import warnings
-import zipfile
-import zlib
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -54,7 +60,7 @@ SPLIT_FOLDERS = {
 }
 DEFAULT_SIZE = 64  # for folders of mixed sizes without image_size
 NO_CACHE_ENV = "VAELAB_NO_CACHE"
-_CACHE_VERSION = 1  # bump when decoding changes, so old cache files are not reused
+_CACHE_VERSION = 2  # bump when decoding changes, so old cache files are not reused
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
 _EXIF_TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -66,6 +72,10 @@ _EXIF_TRANSPOSE = {
     8: Image.Transpose.ROTATE_90,
 }
 _MAX_WORKERS = 8
+_PROCESS_MIN = 512  # from this many files the decode runs in worker processes
+# the cache of one folder: a directory holding the images as one raw uint8 (N, C, H, W) file, memory-mapped
+# when read, and beside it its index (the file of each row), classes, splits and shape
+_IMAGES, _META, _LABELS, _SPLITS = "images.u8", "meta.json", "labels.npy", "split_ids.npy"
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -245,45 +255,71 @@ def _cache_enabled() -> bool:
     return os.environ.get(NO_CACHE_ENV, "") in ("", "0")
 
 
-def _cache_read(path: Path) -> tuple[ImageSet, list[str]] | None:
-    """The cached set and its notes, or None if absent or unreadable (then it is simply rebuilt)."""
-    if not path.is_file():
+def _cache_read(folder: Path) -> tuple[ImageSet, list[str]] | None:
+    """The cached set (memory-mapped) and its notes, or None if absent or damaged (then it is rebuilt)."""
+    if not (folder / _META).is_file():
         return None
     try:
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(bytes(z["meta"]).decode())
-            images = torch.from_numpy(z["images"])
-            labels = torch.from_numpy(z["labels"]) if meta["labelled"] else None
-            split_ids = torch.from_numpy(z["split_ids"])
-        ds = ImageSet(
-            images, labels, meta["class_names"], split_ids, f"{meta['root']} (read from cache {path})"
-        )
-        return ds, meta["notes"]
-    except (OSError, ValueError, KeyError, EOFError, VaelabError, zipfile.BadZipFile, zlib.error):
+        meta = json.loads((folder / _META).read_text("utf-8"))
+        shape = tuple(int(v) for v in meta["shape"])
+        if meta.get("version") != _CACHE_VERSION or (folder / _IMAGES).stat().st_size != int(np.prod(shape)):
+            return None
+        labels = torch.from_numpy(np.load(folder / _LABELS, allow_pickle=False)) if meta["labelled"] else None
+        split_ids = torch.from_numpy(np.load(folder / _SPLITS, allow_pickle=False))
+        if len(split_ids) != shape[0]:
+            return None
+        source = f"{meta['root']} (read from cache {folder})"
+        return ImageSet.from_map(folder / _IMAGES, shape, labels, meta["class_names"], split_ids, source), meta["notes"]
+    except (OSError, ValueError, KeyError, TypeError, EOFError, VaelabError):
         return None
 
 
-def _cache_write(path: Path, ds: ImageSet, root: Path, notes: list[str]) -> None:
-    """Write atomically (temp file + os.replace): concurrent loaders never see a half-written file."""
-    meta = {"root": str(root), "labelled": ds.labelled, "class_names": ds.class_names, "notes": notes}
+def _new_cache_dir(final: Path) -> Path | None:
+    """A temporary folder beside `final` to build the cache in, or None (with a warning) if none can be made."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(
-                    f,
-                    images=ds.images.numpy(),
-                    labels=(ds.labels if ds.labels is not None else torch.zeros(0, dtype=torch.long)).numpy(),
-                    split_ids=ds.split_ids.numpy(),
-                    meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-                )
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        final.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     except OSError as e:  # a read-only or full cache must not stop the load
-        warnings.warn(f"could not write the folder cache {path}: {e}", stacklevel=3)
+        warnings.warn(f"could not write the folder cache {final}: {e}", stacklevel=4)
+        return None
+
+
+def _cache_commit(tmp: Path, final: Path, ds: ImageSet, done: list[_Entry], root: Path, notes: list[str]) -> Path:
+    """Write the index, labels and splits beside the image file, then rename the folder into place.
+
+    The rename is atomic: readers see the whole cache or none. If another process committed the same
+    key first, its folder is kept and ours is removed (both hold the same images). Returns the folder used.
+    """
+    meta = {
+        "version": _CACHE_VERSION,
+        "root": str(root),
+        "shape": [len(ds), *ds.shape],
+        "labelled": ds.labelled,
+        "class_names": ds.class_names,
+        "notes": notes,
+        "files": [str(e.path.relative_to(root)) for e in done],  # the index: row i holds files[i]
+    }
+    labels = ds.labels if ds.labels is not None else torch.zeros(0, dtype=torch.long)
+    np.save(tmp / _LABELS, labels.numpy())
+    np.save(tmp / _SPLITS, ds.split_ids.numpy())
+    (tmp / _META).write_text(json.dumps(meta), "utf-8")
+    try:
+        os.rename(tmp, final)
+        return final
+    except OSError:
+        pass
+    if _cache_read(final) is not None:  # another process committed the same images first: use theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+        return final
+    # a damaged cache folder (a disk error, a hand edit): move it aside, then put ours in its place
+    old = final.parent / f".{final.name}.{os.getpid()}.old"
+    try:
+        os.rename(final, old)
+    except OSError:
+        pass
+    shutil.rmtree(old, ignore_errors=True)
+    os.rename(tmp, final)
+    return final
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -309,18 +345,35 @@ def read_folder(
         )
     if channels is not None and channels not in (1, 3):
         raise VaelabError(f"channels is {channels}", "use 1 (gray) or 3 (RGB)")
-    cache_file = cache_dir() / "folders" / f"{_cache_key(root, entries, image_size, channels)}.npz"
-    if _cache_enabled():
-        hit = _cache_read(cache_file)
-        if hit is not None:
-            _warn_skipped(hit[1])
-            return hit[0]
-    ds, notes = _decode_folder(root, entries, class_names, notes, image_size, channels)
-    _warn_skipped(notes)
-    if _cache_enabled():
-        _cache_write(cache_file, ds, root, notes)
-        ds.source = f"{root} (decoded {len(ds)} images, cached in {cache_file})"
-    return ds
+    if not _cache_enabled():
+        ds, notes, _ = _decode_folder(root, entries, class_names, notes, image_size, channels, None)
+        _warn_skipped(notes)
+        return ds
+    final = cache_dir() / "folders" / _cache_key(root, entries, image_size, channels)
+    hit = _cache_read(final)
+    if hit is not None:
+        _warn_skipped(hit[1])
+        return hit[0]
+    tmp = _new_cache_dir(final)
+    try:
+        ds, notes, done = _decode_folder(root, entries, class_names, notes, image_size, channels, tmp)
+        _warn_skipped(notes)
+        if tmp is None:
+            return ds
+        try:
+            final = _cache_commit(tmp, final, ds, done, root, notes)
+        except OSError as e:
+            warnings.warn(f"could not write the folder cache {final}: {e}", stacklevel=3)
+            return ImageSet(ds.images.clone(), ds.labels, ds.class_names, ds.split_ids, f"{root} (decoded {len(ds)} images)")
+    except BaseException:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    hit = _cache_read(final)
+    if hit is None:  # cannot happen unless the cache folder is tampered with meanwhile
+        raise VaelabError(f"the folder cache {final} vanished while it was written", "load the folder again")
+    hit[0].source = f"{root} (decoded {len(hit[0])} images, cached in {final})"
+    return hit[0]
 
 
 def _decode_folder(
@@ -330,8 +383,14 @@ def _decode_folder(
     notes: list[str],
     image_size: int | None,
     channels: int | None,
-) -> tuple[ImageSet, list[str]]:
-    """Header pass (sizes, colour) when an option must be inferred, then the parallel decode pass."""
+    out_dir: Path | None,
+) -> tuple[ImageSet, list[str], list[_Entry]]:
+    """Header pass (sizes, colour) when an option must be inferred, then the parallel decode pass.
+
+    With `out_dir` the images are decoded straight into ``out_dir/images.u8`` (a memory-mapped file, so
+    memory does not grow with the number of images); without, into one array in RAM. Returns the set, the
+    notes and the entries kept (in row order).
+    """
     notes = list(notes)
 
     def failed(e: _Entry, result: object, what: str) -> bool:
@@ -339,6 +398,7 @@ def _decode_folder(
             notes.append(f"skipped {e.path}: cannot {what} it ({result})")
         return isinstance(result, str)
 
+    native: int | None = None
     if image_size is None or channels is None:
         results = list(_imap(_header, [e.path for e in entries]))
         kept = [(e, r) for e, r in zip(entries, results, strict=True) if not failed(e, r, "read")]
@@ -355,30 +415,102 @@ def _decode_folder(
                     f"{root}: images have {len(sizes)} different sizes, resized to {DEFAULT_SIZE} x {DEFAULT_SIZE} "
                     "(set image_size to choose)"
                 )
-    from .budget import check_memory
+            else:
+                native = min(next(iter(sizes)))
+    side = image_size or native
+    shape = (len(entries), channels, side, side)
+    paths = [str(e.path) for e in entries]
+    if out_dir is not None:
+        images_file = out_dir / _IMAGES
+        images = np.memmap(images_file, dtype=np.uint8, mode="w+", shape=shape)
+    else:  # in RAM (VAELAB_NO_CACHE=1): estimated first, refused with the figure when it cannot fit
+        from .budget import check_memory
 
-    check_memory(
-        len(entries) * (channels or 3) * image_size**2 if image_size else 0,
-        f"{len(entries)} images of {image_size} x {image_size} px from {root}",
-        "use a smaller image_size or data.limit",
-    )
-    # decoded images go straight into one preallocated array: no list of arrays plus a stacked copy
-    images: np.ndarray | None = None
-    done: list[_Entry] = []
-    results = _imap(lambda p: decode_image(p, image_size, channels), [e.path for e in entries])
-    for e, r in zip(entries, results, strict=True):
-        if failed(e, r, "decode"):
-            continue
-        if images is None:
-            images = np.empty((len(entries), *r.shape), dtype=np.uint8)
-        images[len(done)] = r
-        done.append(e)
-    if images is None:
+        check_memory(int(np.prod(shape)), f"{len(entries)} images of {side} x {side} px from {root}", "use a smaller image_size or data.limit")
+        images = np.empty(shape, dtype=np.uint8)
+    errors = _decode_all(paths, image_size, channels, images, images_file if out_dir is not None else None)
+    ok = [i for i in range(len(entries)) if i not in errors]
+    for i in sorted(errors):
+        failed(entries[i], errors[i], "decode")
+    if not ok:
         raise _nothing_left(root, notes)
+    if len(ok) < len(entries):  # close the gaps of the skipped files: rows stay in file order
+        for new, old in enumerate(ok):
+            if new != old:
+                images[new] = images[old]
+    done = [entries[i] for i in ok]
+    n = len(done)
     labels = torch.tensor([class_names.index(e.label) for e in done]) if class_names else None
     split_ids = torch.tensor([SPLITS.index(e.split) for e in done], dtype=torch.int8)
-    source = f"{root} (decoded {len(done)} images)"
-    return ImageSet(torch.from_numpy(images[: len(done)]), labels, class_names, split_ids, source), notes
+    source = f"{root} (decoded {n} images)"
+    if out_dir is None:
+        return ImageSet(torch.from_numpy(images[:n]), labels, class_names, split_ids, source), notes, done
+    images.flush()
+    del images
+    if n < shape[0]:
+        os.truncate(images_file, n * int(np.prod(shape[1:])))
+    ds = ImageSet.from_map(images_file, (n, *shape[1:]), labels, class_names, split_ids, source)
+    return ds, notes, done
+
+
+def _decode_rows(job: tuple[str | None, tuple[int, ...], list[tuple[int, str]], int | None, int]) -> dict[int, str]:
+    """Decode some files into their rows of the image file (a worker process's share); returns the errors."""
+    file, shape, items, size, channels = job
+    out = np.memmap(file, dtype=np.uint8, mode="r+", shape=shape)
+    errors = {}
+    for i, path in items:
+        r = _try(lambda p: decode_image(Path(p), size, channels), path)
+        if isinstance(r, str):
+            errors[i] = r
+        elif r.shape != shape[1:]:  # a same-size folder whose file changed meanwhile
+            errors[i] = f"its size changed to {r.shape[1]} x {r.shape[2]} while reading"
+        else:
+            out[i] = r
+    out.flush()
+    return errors
+
+
+def _die_with_parent() -> None:
+    """In a decode worker: end when the loading process ends, even when it is killed (Linux)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _decode_all(paths: list[str], size: int | None, channels: int, images: np.ndarray, file: Path | None) -> dict[int, str]:
+    """Decode every file into ``images[i]``; returns {row: error} for the files that failed.
+
+    A memory-mapped target is filled by worker processes (each writes its rows of the file; no pixels
+    travel between processes), since the per-image Python work holds the GIL; an in-RAM one by threads.
+    """
+    n = len(paths)
+    workers = min(_MAX_WORKERS, os.cpu_count() or 1)
+    if file is not None and n >= _PROCESS_MIN and workers > 1 and "fork" in mp.get_all_start_methods():
+        step = max(16, min(256, n // (workers * 8) or 1))
+        jobs = [
+            (str(file), images.shape, [(i, paths[i]) for i in range(s, min(n, s + step))], size, channels)
+            for s in range(0, n, step)
+        ]
+        images.flush()
+        errors: dict[int, str] = {}
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_die_with_parent) as pool:
+            for part in pool.map(_decode_rows, jobs):
+                errors.update(part)
+        return errors
+    errors = {}
+    results = _imap(lambda p: decode_image(Path(p), size, channels), paths)
+    for i, r in enumerate(results):
+        if isinstance(r, str):
+            errors[i] = r
+        elif r.shape != images.shape[1:]:
+            errors[i] = f"its size changed to {r.shape[1]} x {r.shape[2]} while reading"
+        else:
+            images[i] = r
+    return errors
 
 
 def _nothing_left(root: Path, notes: list[str]) -> VaelabError:

@@ -1,12 +1,18 @@
-"""`ImageSet`: a whole image dataset as one uint8 tensor, its labels, class names and splits.
+"""`ImageSet`: an index over uint8 images, with their labels, class names and splits.
 
-Images stay uint8 (N, C, H, W) in memory and on the training device; batches are index slices turned into
-float on the fly (`to_float`). Nothing here makes a float copy of the whole set.
+The images live in one uint8 (M, C, H, W) *storage* tensor: in RAM (the fast path for sets that fit, e.g.
+MNIST), on the training device, or memory-mapped from a folder cache file on disk (`folder:` sets of any
+size). A set is the rows of that storage it holds (``rows``; None: all, in order), so `split` and `subset`
+copy only indices, never pixels, and batches are gathered by index (`gather`, `pixels[idx]`, `chunks`)
+whatever the storage. ``ds.images`` still gives the set as one tensor: free for a whole in-RAM or mapped
+set, a copy for a subset, so code that runs on sets of any size uses `pixels` / `chunks` instead.
+Batches are turned into float on the fly (`to_float`); nothing here makes a float copy of the whole set.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,50 +20,215 @@ import torch
 from ..errors import VaelabError
 
 SPLITS = ("train", "val", "test")
+DEVICE_COPY_MAX = 4 << 30  # a memory-mapped set up to this size is copied whole to an accelerator
+CHUNK_BYTES = 1 << 24
+BATCH_ELEMENTS = 1 << 22  # pixel values per evaluation batch: bounds activations at any image size  # 16 MiB of uint8 pixels per chunk: what whole-set passes hold at once
 
 
-@dataclass
+def bounded_batch(batch_size: int, shape, budget: int = BATCH_ELEMENTS) -> int:
+    """`batch_size`, lowered so that a batch of images of `shape` (C, H, W) holds at most `budget` values:
+    evaluation passes keep their batch size on small images (MNIST: 5,000 fit) and stay bounded on large
+    ones (85 images of 3 x 128 x 128), so their memory does not depend on the image size."""
+    return max(1, min(int(batch_size), budget // max(1, int(np.prod(tuple(shape))))))
+
+
+def chunk_rows(row_bytes: int, budget: int = CHUNK_BYTES) -> int:
+    """How many images of `row_bytes` fit in a chunk of `budget` bytes (at least one)."""
+    return max(1, budget // max(1, row_bytes))
+
+
+def open_map(path: str | Path, shape: tuple[int, ...]) -> torch.Tensor:
+    """A uint8 tensor of `shape` memory-mapped from a raw file: pages are read on demand and belong to the
+    page cache (file-backed, droppable), not to the process. Copy-on-write, so a stray in-place write
+    changes a private copy of that page, never the cache file."""
+    arr = np.memmap(path, dtype=np.uint8, mode="c", shape=tuple(int(s) for s in shape))
+    return torch.from_numpy(arr)
+
+
+class Images:
+    """The images of a set as a lazy (N, C, H, W) uint8 sequence: indexing gathers just those rows.
+
+    ``view[idx]`` (a slice, an int, a list or a LongTensor of positions) returns a uint8 tensor on
+    ``view.device``; ``view.to(device)`` moves an in-RAM storage there once (a memory-mapped one stays on
+    disk, and each batch is copied over after gathering).
+    """
+
+    def __init__(self, storage: torch.Tensor, rows: torch.Tensor | None, device=None, mapped: bool = False):
+        if rows is not None and not mapped and rows.device != storage.device:
+            rows = rows.to(storage.device)  # once per view, not per batch
+        self.storage, self.rows, self.mapped = storage, rows, mapped
+        self.device = torch.device(device) if device is not None else storage.device
+
+    def __len__(self) -> int:
+        return int(self.storage.shape[0] if self.rows is None else self.rows.shape[0])
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self), *self.storage.shape[1:]))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.uint8
+
+    @property
+    def ndim(self) -> int:
+        return 4
+
+    def to(self, device) -> Images:
+        device = torch.device(device)
+        if self.mapped or device == self.storage.device:
+            return Images(self.storage, self.rows, device, self.mapped)
+        rows = None if self.rows is None else self.rows.to(device)
+        return Images(self.storage.to(device), rows, device, self.mapped)
+
+    def __getitem__(self, key) -> torch.Tensor:
+        if isinstance(key, int | np.integer):
+            return self.__getitem__(slice(int(key), int(key) + 1 if key != -1 else None))[0]
+        if isinstance(key, slice):
+            if self.rows is None:
+                out = self.storage[key]
+                return out if out.device == self.device else out.to(self.device, non_blocking=True)
+            return self.index_select(0, torch.arange(len(self))[key])
+        key = torch.as_tensor(np.asarray(key) if isinstance(key, list) else key)
+        if key.dtype == torch.bool:  # a mask over the set
+            key = torch.nonzero(key.cpu()).flatten()
+        return self.index_select(0, key.long())
+
+    def index_select(self, dim: int, index: torch.Tensor) -> torch.Tensor:
+        """uint8 (len(index), C, H, W) on `self.device`: the images at these positions of the set."""
+        assert dim == 0
+        where = self.storage.device
+        if self.rows is not None:
+            index = self.rows.index_select(0, index.to(self.rows.device))
+        out = self.storage.index_select(0, index.to(where))
+        return out if out.device == self.device else out.to(self.device, non_blocking=True)
+
+    def chunks(self, size: int | None = None) -> Iterator[torch.Tensor]:
+        """The set in order, in uint8 chunks of `size` images (default: about `CHUNK_BYTES` each)."""
+        n = len(self)
+        size = size or chunk_rows(int(np.prod(self.storage.shape[1:])))
+        for s in range(0, n, size):
+            yield self[s : s + size]
+
+    def numpy(self) -> np.ndarray:
+        return self[:].cpu().numpy()
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.numpy()
+        return a if dtype is None else a.astype(dtype)
+
+
 class ImageSet:
-    """Images as one uint8 (N, C, H, W) tensor, with optional labels, class names and a split per image."""
+    """images (N, C, H, W) uint8, labels (N,) int64 or None, class names, split ids (N,) int8 into SPLITS.
 
-    images: torch.Tensor  # (N, C, H, W) uint8
-    labels: torch.Tensor | None = None  # (N,) int64, or None for an unlabelled set
-    class_names: list[str] = field(default_factory=list)
-    split_ids: torch.Tensor | None = None  # (N,) int8 index into SPLITS; None means all 'train'
-    source: str = ""  # where the images came from, for `data info` and reports
+    ``ImageSet(images, labels, class_names, split_ids, source)`` wraps an in-RAM tensor; `from_map` opens
+    a memory-mapped storage file; ``rows`` makes the set a selection of a storage's rows; ``ds.replace(
+    class_names=...)`` is a new set on the same storage. Not a dataclass on purpose: libraries that walk
+    dataclass fields (Lightning's DDP launcher) deep-copy them, which would copy a memory-mapped set into RAM.
+    """
 
-    def __post_init__(self):
-        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        class_names: list[str] | None = None,
+        split_ids: torch.Tensor | None = None,
+        source: str = "",
+        rows: torch.Tensor | None = None,
+        map_path: str | None = None,
+    ):
+        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
+            shape = tuple(getattr(images, "shape", ()))
             raise VaelabError(
-                f"ImageSet needs a uint8 tensor of shape (N, C, H, W), got {tuple(self.images.shape)} {self.images.dtype}"
+                f"ImageSet needs a uint8 tensor of shape (N, C, H, W), got {shape} {getattr(images, 'dtype', type(images).__name__)}"
             )
-        n = self.images.shape[0]
-        if self.labels is not None:
-            if self.labels.shape != (n,):
+        self.storage = images
+        self.rows = None if rows is None else torch.as_tensor(rows, dtype=torch.long)
+        self.map_path = map_path  # the raw file the storage is mapped from (None: in RAM)
+        self.class_names = list(class_names or [])
+        self.source = source
+        n = len(self)
+        if labels is not None:
+            labels = torch.as_tensor(labels)
+            if labels.shape != (n,):
                 raise VaelabError(
-                    f"{self.source or 'data'}: {n} images but {tuple(self.labels.shape)[0] if self.labels.ndim else 1} labels",
+                    f"{source or 'data'}: {n} images but {tuple(labels.shape)[0] if labels.ndim else 1} labels",
                     "give one label per image",
                 )
-            self.labels = self.labels.long()
-        if self.split_ids is None:
-            self.split_ids = torch.zeros(n, dtype=torch.int8)
+            labels = labels.long()
+        self.labels = labels
+        self.split_ids = torch.zeros(n, dtype=torch.int8) if split_ids is None else split_ids
+
+    @classmethod
+    def from_map(cls, path: str | Path, shape: tuple[int, ...], labels=None, class_names=None, split_ids=None, source: str = "") -> ImageSet:
+        """A set over a raw uint8 file of `shape` (M, C, H, W), memory-mapped (see `open_map`)."""
+        return cls(open_map(path, shape), labels, class_names, split_ids, source, map_path=str(path))
+
+    def replace(self, **changes) -> ImageSet:
+        """A new set sharing this one's storage, with some of images, labels, class_names, split_ids,
+        source, rows, map_path replaced (like `dataclasses.replace`)."""
+        attrs = dict(
+            images=self.storage, labels=self.labels, class_names=self.class_names, split_ids=self.split_ids,
+            source=self.source, rows=self.rows, map_path=self.map_path,
+        )
+        attrs.update(changes)
+        return ImageSet(**attrs)
+
+    def __getstate__(self):
+        # a mapped set pickles as its file (DDP workers, data-loader processes reopen the one cache file)
+        state = dict(self.__dict__)
+        if self.map_path is not None:
+            state["storage"] = tuple(self.storage.shape)
+        return state
+
+    def __setstate__(self, state):
+        if state.get("map_path") is not None and not isinstance(state["storage"], torch.Tensor):
+            state["storage"] = open_map(state["map_path"], state["storage"])
+        self.__dict__.update(state)
+
+    # -- the images ----------------------------------------------------------------------------------------
+    @property
+    def mapped(self) -> bool:
+        """True when the images are read from a memory-mapped file rather than held in RAM."""
+        return self.map_path is not None
+
+    @property
+    def pixels(self) -> Images:
+        """The images as a lazy view: ``ds.pixels[idx]`` gathers a batch; ``.chunks()`` walks the set."""
+        return Images(self.storage, self.rows, mapped=self.mapped)
+
+    @property
+    def images(self) -> torch.Tensor:
+        """The set as one (N, C, H, W) uint8 tensor (a copy when the set is a selection of rows)."""
+        return self.storage if self.rows is None else self.pixels[:]
+
+    @images.setter
+    def images(self, value: torch.Tensor) -> None:
+        self.storage, self.rows, self.map_path = value, None, None
+
+    def gather(self, index) -> torch.Tensor:
+        """uint8 (B, C, H, W): the images at these positions of the set."""
+        return self.pixels[index]
+
+    def chunks(self, size: int | None = None) -> Iterator[torch.Tensor]:
+        return self.pixels.chunks(size)
 
     # -- shape -------------------------------------------------------------------------------------------
     def __len__(self) -> int:
-        return int(self.images.shape[0])
+        return int(self.storage.shape[0] if self.rows is None else self.rows.shape[0])
 
     @property
     def channels(self) -> int:
-        return int(self.images.shape[1])
+        return int(self.storage.shape[1])
 
     @property
     def image_size(self) -> int:
         """Height (== width for the square sets vaelab builds)."""
-        return int(self.images.shape[2])
+        return int(self.storage.shape[2])
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+        return tuple(self.storage.shape[1:])  # type: ignore[return-value]
 
     @property
     def num_classes(self) -> int:
@@ -72,7 +243,7 @@ class ImageSet:
         return bool((self.split_ids == SPLITS.index(name)).any()) if name in SPLITS else False
 
     def split(self, name: str) -> ImageSet:
-        """The images of one split ('train', 'val' or 'test')."""
+        """The images of one split ('train', 'val' or 'test'); shares the storage (no pixels copied)."""
         if name not in SPLITS:
             raise VaelabError(f"unknown split '{name}'", f"use one of: {', '.join(SPLITS)}")
         idx = torch.nonzero(self.split_ids == SPLITS.index(name)).flatten()
@@ -82,10 +253,14 @@ class ImageSet:
         return self.subset(idx)
 
     def subset(self, index) -> ImageSet:
-        index = torch.as_tensor(index, dtype=torch.long)
-        return replace(
-            self,
-            images=self.images[index],
+        """The images at these positions, in this order; shares the storage (no pixels copied)."""
+        index = torch.as_tensor(np.asarray(index) if isinstance(index, list) else index).cpu()
+        if index.dtype == torch.bool:  # a mask over the set
+            index = torch.nonzero(index).flatten()
+        index = index.long()
+        rows = index if self.rows is None else self.rows.index_select(0, index)
+        return self.replace(
+            rows=rows,
             labels=None if self.labels is None else self.labels[index],
             split_ids=self.split_ids[index],
         )
@@ -100,12 +275,17 @@ class ImageSet:
 
     # -- conversion --------------------------------------------------------------------------------------
     def to(self, device) -> ImageSet:
-        return replace(
-            self,
-            images=self.images.to(device),
-            labels=None if self.labels is None else self.labels.to(device),
-            split_ids=self.split_ids.to(device),
-        )
+        """The set with its storage on `device` (labels and splits stay on the CPU; move batches of them).
+
+        A memory-mapped storage stays on disk for the CPU, and for an accelerator when it is larger than
+        `DEVICE_COPY_MAX` (then each gathered batch is copied over); a smaller one is copied to the device
+        once, the fast path."""
+        device = torch.device(device)
+        if device == self.storage.device:
+            return self
+        if self.mapped and (device.type == "cpu" or self.storage.nbytes > DEVICE_COPY_MAX):
+            return self
+        return self.replace(images=self.storage.to(device), map_path=None)
 
     def numpy_images(self) -> np.ndarray:
         """(N, H, W, C) uint8, the layout of PIL and matplotlib."""
@@ -134,12 +314,14 @@ class ImageSet:
         counts = ", ".join(f"{k} {v}" for k, v in self.split_counts().items())
         classes = f", {self.num_classes} classes" if self.labelled else ", unlabelled"
         src = f", source={self.source!r}" if self.source else ""
-        return f"ImageSet({len(self)} images {c}x{h}x{w}{classes}: {counts}{src})"
+        where = f", mapped from {self.map_path}" if self.mapped else ""
+        return f"ImageSet({len(self)} images {c}x{h}x{w}{classes}: {counts}{src}{where})"
 
     def _repr_html_(self) -> str:
         import html
 
-        rows = [("images", f"{len(self)} x {self.channels} x {self.image_size} x {self.images.shape[3]} uint8")]
+        c, h, w = self.shape  # never self.images here: a mapped set would be read whole
+        rows = [("images", f"{len(self)} x {c} x {h} x {w} uint8, " + (f"mapped from {self.map_path}" if self.mapped else "in RAM"))]
         rows += [("splits", ", ".join(f"{k} {v}" for k, v in self.split_counts().items()))]
         if self.labelled:
             names = ", ".join(self.class_names[:12]) + (" ..." if self.num_classes > 12 else "")

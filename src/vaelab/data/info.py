@@ -4,27 +4,39 @@ from __future__ import annotations
 
 import torch
 
-from .imageset import ImageSet
+from .imageset import SPLITS, ImageSet
+
+
+def pixel_histogram(ds: ImageSet, chunk: int | None = None) -> torch.Tensor:
+    """(C, 256) int64: how many pixels of each channel have each value, counted over fixed-size uint8
+    chunks (about `imageset.CHUNK_BYTES` each), so memory stays bounded at any image and set size."""
+    hist = torch.zeros(ds.channels, 256, dtype=torch.int64)
+    for x in ds.chunks(chunk):
+        for c in range(ds.channels):
+            hist[c] += torch.bincount(x[:, c].reshape(-1).cpu(), minlength=256)
+    return hist
+
+
+def pixel_stats(ds: ImageSet, chunk: int | None = None) -> tuple[float, float]:
+    """(mean, std) of all pixels on 0..1, exact (from the integer histogram, no float copy of anything)."""
+    counts = pixel_histogram(ds, chunk).sum(0).double()
+    n = float(counts.sum())
+    if n == 0:
+        return 0.0, 0.0
+    values = torch.arange(256, dtype=torch.float64) / 255.0
+    mean = float((counts * values).sum()) / n
+    var = float((counts * (values - mean) ** 2).sum()) / n
+    return mean, max(var, 0.0) ** 0.5
 
 
 def summarize(ds: ImageSet) -> dict:
     """A JSON-able summary of an ImageSet (what `vaelab data info` prints and reports embed)."""
-    x = ds.images
-    # mean/std over all pixels in chunks, in float64, without a float copy of the set
-    total, sq, count = 0.0, 0.0, 0
-    flat = x.view(x.shape[0], -1)
-    for s in range(0, x.shape[0], 4096):
-        chunk = flat[s : s + 4096].double() / 255.0
-        total += float(chunk.sum())
-        sq += float((chunk * chunk).sum())
-        count += chunk.numel()
-    mean = total / max(count, 1)
-    std = max(sq / max(count, 1) - mean * mean, 0.0) ** 0.5
+    mean, std = pixel_stats(ds)
     per_split = {}
     for split, n in ds.split_counts().items():
         entry = {"samples": n}
         if ds.labels is not None:
-            sub = ds.labels[ds.split_ids == ("train", "val", "test").index(split)]
+            sub = ds.labels[ds.split_ids == SPLITS.index(split)]
             entry["per_class"] = torch.bincount(sub, minlength=ds.num_classes).tolist()
         per_split[split] = entry
     return {

@@ -120,6 +120,11 @@ def load(
         images_key=images_key,
         labels_key=labels_key,
     )
+    if getattr(ds, "streaming", False):  # shards: streamed as packed; selection is done when packing
+        used = [k for k, v in (("classes", classes), ("limit", limit), ("split", split)) if v]
+        if used:
+            raise VaelabError(f"{spec}: {', '.join(used)} cannot be applied to streamed shards", "apply it when packing: vaelab data pack ... then train on the new shards")
+        return ds
     if len(ds) == 0:
         raise VaelabError(f"{spec} holds no images", "point it at a source with images")
     if classes:
@@ -135,17 +140,19 @@ def load(
 
 def conform(ds: ImageSet, image_size: int | None, channels: int | None) -> ImageSet:
     """Bring images to `channels` and square `image_size`, converting on the fewer pixels first."""
-    images = ds.images
     want_c = channels if channels is not None else ds.channels
-    resize = image_size is not None and tuple(images.shape[2:]) != (image_size, image_size)
+    resize = image_size is not None and tuple(ds.shape[1:]) != (image_size, image_size)
+    if want_c == ds.channels and not resize:
+        return ds  # nothing to convert: a memory-mapped set stays mapped
     if resize:
         from .budget import check_memory
 
         check_memory(
-            len(images) * max(want_c, images.shape[1]) * image_size**2,
-            f"{len(images)} images of {image_size} x {image_size} px ({ds.source})",
+            len(ds) * max(want_c, ds.channels) * image_size**2,
+            f"{len(ds)} images of {image_size} x {image_size} px ({ds.source})",
             "use a smaller image_size or data.limit",
         )
+    images = ds.images
     if want_c < images.shape[1]:
         images = to_channels(images, want_c)
     if resize:
@@ -169,6 +176,10 @@ def from_config(cfg) -> ImageSet:
         labels_key=cfg.labels_key,
     )
     main = load(cfg.source, val_fraction=0.0 if cfg.val else cfg.val_fraction, **common)
+    if getattr(main, "streaming", False):
+        if cfg.val or cfg.test:
+            raise VaelabError("data.val / data.test cannot be combined with a shards: source", "pack every split into the shards")
+        return main
     parts = [main]
     for split, spec in (("val", cfg.val), ("test", cfg.test)):
         if spec is None:
@@ -203,7 +214,7 @@ def select_classes(ds: ImageSet, classes: list) -> ImageSet:
         remap[old] = new
     idx = torch.nonzero(remap[ds.labels] >= 0).flatten()
     sub = ds.subset(idx)
-    return ImageSet(sub.images, remap[sub.labels], [ds.class_names[i] for i in wanted], sub.split_ids, ds.source)
+    return sub.replace(labels=remap[sub.labels], class_names=[ds.class_names[i] for i in wanted])
 
 
 def split_validation(ds: ImageSet, fraction: float, seed: int) -> ImageSet:
@@ -226,7 +237,7 @@ def split_validation(ds: ImageSet, fraction: float, seed: int) -> ImageSet:
     split_ids = ds.split_ids.clone()
     if chosen:
         split_ids[torch.as_tensor(np.concatenate(chosen), dtype=torch.long)] = val_id
-    return ImageSet(ds.images, ds.labels, ds.class_names, split_ids, ds.source)
+    return ds.replace(split_ids=split_ids)
 
 
 def limit_per_split(ds: ImageSet, limit: int, seed: int) -> ImageSet:

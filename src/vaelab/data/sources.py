@@ -422,10 +422,17 @@ def read_path(arg: str, spec: str = "", **opts) -> ImageSet:
     )
 
 
+def _read_shards(arg: str, **opts):
+    from .shards import read_shards  # webdataset is an optional extra: imported only for shards: specs
+
+    return read_shards(arg, **opts)
+
+
 READERS: dict[str, Callable[..., ImageSet]] = {
     "idx": read_idx_dir,
     "npz": read_npz,
     "npy": read_npy,
     "folder": read_folder,
+    "shards": _read_shards,
     "path": read_path,
 }

@@ -314,13 +314,14 @@ def train_feature_net(
     pad = max(1, s // 14)
     best, best_state, best_epoch, history = -1.0, None, 0, []
     start = time.perf_counter()
+    tick = getattr(progress, "update", None)  # a bar with ETA over all steps, when the caller has one
     for epoch in range(1, epochs + 1):
         net.train()
         order = torch.randperm(len(train), generator=g)
         total = 0.0
         for i in range(steps_per_epoch):
             idx = order[i * batch_size : (i + 1) * batch_size]
-            x = to_float(train.images[idx]).to(device)
+            x = to_float(train.gather(idx)).to(device)
             if augment:
                 x = _shift(x, pad, g)
             loss = F.cross_entropy(net(x), train.labels[idx].to(device))
@@ -329,7 +330,9 @@ def train_feature_net(
             opt.step()
             sched.step()
             total += loss.item() * len(idx)
-        acc = _accuracy(net, val.images, val.labels)
+            if tick is not None and (i + 1) % 10 == 0:
+                tick((epoch - 1) * steps_per_epoch + i + 1, epochs * steps_per_epoch)
+        acc = _accuracy(net, val.pixels, val.labels)
         history.append({"epoch": epoch, "train_loss": total / len(train), "val_accuracy": acc, "seconds": time.perf_counter() - start})
         if progress:
             progress(f"epoch {epoch}/{epochs}: train loss {total / len(train):.4f}, val accuracy {acc:.4f} ({time.perf_counter() - start:.0f} s)")
@@ -341,7 +344,7 @@ def train_feature_net(
     net.load_state_dict(best_state)
     seconds = time.perf_counter() - start
     held = test if test is not None else val
-    acc = _accuracy(net, held.images, held.labels)
+    acc = _accuracy(net, held.pixels, held.labels)
     meta = {
         "format": FORMAT,
         "name": net_name(spec or data.source, data.shape, limit),

@@ -19,6 +19,7 @@ import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from ..data import to_float
+from ..data.imageset import bounded_batch
 
 PSNR_CAP = 100.0  # dB, the PSNR of an image reconstructed exactly (MSE 0 would be infinite)
 SSIM_SIGMA = 1.5
@@ -75,6 +76,9 @@ def ssim_separable(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return ssim.flatten(1).mean(1)
 
 
+SSIM_ELEMENTS = 1 << 20  # pixel values per SSIM sub-batch
+
+
 def psnr_per_image(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """PSNR in dB of each image pair with data range 1, (B,), capped at PSNR_CAP."""
     psnr = peak_signal_noise_ratio(preds.float(), target.float(), data_range=1.0, reduction="none", dim=(1, 2, 3))
@@ -93,8 +97,11 @@ def reconstruction_metrics(model, images: torch.Tensor, labels: torch.Tensor | N
         r = model.reconstruct(x, y).float().clamp(0, 1)
         out["mse"].append((r - x).pow(2).flatten(1).mean(1).cpu())
         out["psnr"].append(psnr_per_image(r, x).cpu())
-        out["ssim"].append(ssim_per_image(r, x).cpu())
-        out["ssim_box7"].append(ssim_per_image(r, x, "box7").cpu())
+        # SSIM's filtered maps take ~70 times an image: sub-batches keep that bounded on large images
+        # (MNIST batches are not split)
+        step = bounded_batch(len(x), x.shape[1:], SSIM_ELEMENTS)
+        for window, key in (("gaussian", "ssim"), ("box7", "ssim_box7")):
+            out[key].append(torch.cat([ssim_per_image(r[i : i + step], x[i : i + step], window) for i in range(0, len(x), step)]).cpu())
     return {k: (torch.cat(v).double().numpy() if v else np.zeros(0)) for k, v in out.items()}
 
 

@@ -22,9 +22,10 @@ import numpy as np
 import torch
 
 from ..data import ImageSet, load, to_float
+from ..data.imageset import bounded_batch
 from ..errors import VaelabError
 from ..latent.encode import check_fits, encode
-from .likelihood import active_units, bits_per_dim, likelihood_terms
+from .likelihood import active_units, bits_per_dim, likelihood_terms, likelihood_terms_with_binarized
 from .reconstruction import reconstruction_metrics, summarize
 
 BERNOULLI_NOTE = (
@@ -78,25 +79,39 @@ def _subsample(n: int, cap: int, seed: int) -> torch.Tensor:
     return torch.from_numpy(np.sort(np.random.default_rng(seed).choice(n, size=cap, replace=False)))
 
 
-@torch.no_grad()
-def _decode_batched(model, z: torch.Tensor, labels: torch.Tensor | None, batch_size: int) -> torch.Tensor:
-    """Images in [0, 1] (N, C, H, W) on the CPU from latent points (N, D)."""
-    device = next(model.parameters()).device
-    out = []
-    for s in range(0, len(z), batch_size):
-        y = labels[s : s + batch_size].to(device) if labels is not None else None
-        out.append(model.generate(z[s : s + batch_size].to(device), y).float().clamp(0, 1).cpu())
-    return torch.cat(out)
+class _Lazy:
+    """N images made batch by batch when sliced (``x[s:e]`` -> float (e-s, C, H, W) on the CPU), so the
+    feature passes of FID never hold all generated images at once: memory stays bounded at any image size."""
+
+    def __init__(self, make, n: int, shape: tuple[int, ...]):
+        self.make, self.shape = make, torch.Size((n, *shape))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: slice) -> torch.Tensor:
+        start, stop, _ = key.indices(len(self))
+        return self.make(start, stop)
 
 
-@torch.no_grad()
-def _reconstruct_batched(model, images: torch.Tensor, labels: torch.Tensor | None, batch_size: int) -> torch.Tensor:
-    device = next(model.parameters()).device
-    out = []
-    for s in range(0, len(images), batch_size):
-        y = labels[s : s + batch_size].to(device) if labels is not None else None
-        out.append(model.reconstruct(to_float(images[s : s + batch_size]).to(device), y).float().clamp(0, 1).cpu())
-    return torch.cat(out)
+def _lazy_decode(model, z: torch.Tensor, labels: torch.Tensor | None) -> _Lazy:
+    @torch.no_grad()
+    def make(s: int, e: int) -> torch.Tensor:
+        device = next(model.parameters()).device
+        y = labels[s:e].to(device) if labels is not None else None
+        return model.generate(z[s:e].to(device), y).float().clamp(0, 1).cpu()
+
+    return _Lazy(make, len(z), tuple(model.image_shape))
+
+
+def _lazy_reconstruct(model, images, labels: torch.Tensor | None) -> _Lazy:
+    @torch.no_grad()
+    def make(s: int, e: int) -> torch.Tensor:
+        device = next(model.parameters()).device
+        y = labels[s:e].to(device) if labels is not None else None
+        return model.reconstruct(to_float(images[s:e]).to(device), y).float().clamp(0, 1).cpu()
+
+    return _Lazy(make, len(images), tuple(model.image_shape))
 
 
 def resolve_features(
@@ -128,7 +143,7 @@ def evaluate_run(
     max_generated: int = 10_000,
     gmm_components: int = 10,
     temperature: float = 1.0,
-    binarized: bool | None = None,
+    binarized: bool = False,
     batch_size: int = 500,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
@@ -139,9 +154,13 @@ def evaluate_run(
     `split` None: the test split, or val when the run's data has none (``result["split"]`` says which).
 
     `features`: None or 'auto' (the cached network for the run's data, trained and cached when missing),
-    a feature-network folder, or a `TrainedFeatureNet`. `binarized` (default: Bernoulli models on grey
-    images) adds the NLL on dynamically binarized images. `temperature` scales the spread of z for the
-    generated images (prior, GMM sampler, conditional samples); 1 draws from the samplers themselves.
+    a feature-network folder, or a `TrainedFeatureNet`. `binarized` adds the NLL on dynamically binarized
+    images (the literature's MNIST number), in the same pass as the grey-level one: it shares the encoder
+    pass and z samples, except for runs trained on binarized images (``train.binarize``), whose encoder
+    then sees the binary image, the IWAE paper's protocol. `progress` is called with a line per step;
+    if it has an ``update(done, total)`` attribute, that is called as a step advances (bars with ETA).
+    `temperature` scales the spread of z for the generated images (prior, GMM sampler, conditional
+    samples); 1 draws from the samplers themselves.
     `sampler` (a `latent.expost.SAMPLERS` name, e.g. maf) adds its FID column, with the run's cached fit.
     """
     if nll_samples < 1:
@@ -149,8 +168,14 @@ def evaluate_run(
     if max_generated < 4:
         raise VaelabError(f"max_generated is {max_generated}", "generate at least 4 images for FID")
     say = progress or (lambda _msg: None)
+    tick = getattr(progress, "update", None)
     run = _as_run(run)
     model = run.model.eval()
+    if binarized and model.cfg.likelihood != "bernoulli":
+        raise VaelabError(
+            f"--binarized scores binary images, but this model has a {model.cfg.likelihood} likelihood",
+            "drop --binarized (it is for Bernoulli models)",
+        )
     device = run.device
     split, part, full = resolve_split(run, data, split)
     if model.conditional and part.labels is None:
@@ -161,6 +186,7 @@ def evaluate_run(
         fx = resolve_features(run, features, inception, data if isinstance(data, str) else None, device, say)
     c, h, w = model.image_shape
     dims = c * h * w
+    batch_size = bounded_batch(batch_size, (c, h, w))  # the same on small images; bounded memory on large ones
     beta = float(model.cfg.beta)
     is_bernoulli = model.cfg.likelihood == "bernoulli"
     timings: dict[str, float] = {}
@@ -174,9 +200,16 @@ def evaluate_run(
 
         say(f"reconstruction terms on {len(part)} {split} images (no likelihood bound: {no_density})")
         lt = point_terms(model, part.images, labels, batch_size=batch_size)
+        binarized = False
+    elif binarized:
+        say(f"ELBO and NLL (k={nll_samples}) on {len(part)} {split} images, grey-level and binarized")
+        encode_binary = bool(getattr(run.config.train, "binarize", False))
+        lt, lb = likelihood_terms_with_binarized(
+            model, part.pixels, labels, nll_samples, batch_size=batch_size, seed=seed, encode_binary=encode_binary, progress=tick
+        )
     else:
         say(f"ELBO and NLL (k={nll_samples}) on {len(part)} {split} images")
-        lt = likelihood_terms(model, part.images, labels, nll_samples, batch_size=batch_size, seed=seed)
+        lt = likelihood_terms(model, part.pixels, labels, nll_samples, batch_size=batch_size, seed=seed, progress=tick)
     elbo = float(np.mean(lt.elbo_loss))
     loss = {
         "elbo": elbo,
@@ -218,12 +251,8 @@ def evaluate_run(
             nll["vq_bound"] = code_bound(run, part.images, batch_size=batch_size)
             if nll["vq_bound"] is None:
                 notes.append(f"no code prior yet, so no VQ bound: run vaelab train-prior {run.path}")
-        binarized = False
-    if binarized is None:
-        binarized = is_bernoulli and c == 1
     if binarized:
-        say(f"NLL on dynamically binarized images (k={nll_samples})")
-        lb = likelihood_terms(model, part.images, labels, nll_samples, batch_size=batch_size, seed=seed, binarized=True)
+        nll["binarized_proposal"] = "q(z|binarized x)" if encode_binary else "q(z|x), shared with the grey-level pass"
         nll["nll_binarized"] = float(np.mean(lb.nll))
         nll["elbo_binarized"] = float(np.mean(lb.elbo_loss))
         nll["binarize_seed"] = seed + 1
@@ -237,7 +266,7 @@ def evaluate_run(
     # -- reconstruction quality and active units ----------------------------------------------------------
     t = time.perf_counter()
     say("reconstruction quality (MSE, PSNR, SSIM)")
-    rec = reconstruction_metrics(model, part.images, labels, batch_size=batch_size)
+    rec = reconstruction_metrics(model, part.pixels, labels, batch_size=batch_size)
     per_image.update(rec)
     recon_quality = summarize(rec, per_image["labels"] if labels is not None else None, list(part.class_names))
     timings["reconstruction"] = time.perf_counter() - t
@@ -283,7 +312,7 @@ def evaluate_run(
         train_latents = encode(run, train, batch_size=batch_size)  # posterior means, for the GMM samplers
         result["fid"], extra = _generation_quality(
             run, part, train_latents, fx, max_generated=max_generated, gmm_components=gmm_components, batch_size=batch_size, seed=seed, say=say,
-            temperature=temperature, sampler=sampler,
+            temperature=temperature, sampler=sampler, tick=tick,
         )
         notes += extra
         timings["fid"] = time.perf_counter() - t
@@ -302,8 +331,20 @@ def evaluate_run(
     return result
 
 
+def _features(fx, images, batch_size: int, tick=None) -> np.ndarray:
+    """fx.features over `images` in slices of `batch_size`, reporting progress to `tick(done, total)`."""
+    n = len(images)
+    step = max(batch_size, 1)
+    parts = []
+    for s in range(0, n, step):
+        parts.append(fx.features(images[s : s + step], batch_size))
+        if tick is not None:
+            tick(min(s + step, n), n)
+    return np.concatenate(parts) if parts else fx.features(images, batch_size)
+
+
 def _generation_quality(
-    run, part: ImageSet, train_latents, fx, *, max_generated, gmm_components, batch_size, seed, say, temperature=1.0, sampler=None
+    run, part: ImageSet, train_latents, fx, *, max_generated, gmm_components, batch_size, seed, say, temperature=1.0, tick=None, sampler=None
 ):
     from ..latent.samplers import GMMSampler
     from .fid import fid as fid_score
@@ -315,10 +356,10 @@ def _generation_quality(
     if n < 4:
         raise VaelabError(f"the split has {len(part)} images, too few for FID", "evaluate a split with more images, or use --no-fid")
     idx = _subsample(len(part), n, seed)
-    real = part.images[idx]
+    real = part.subset(idx).pixels  # gathered batch by batch (a memory-mapped split stays on disk)
     labels = part.labels[idx] if (part.labels is not None and model.conditional) else None
     say(f"features of {n} real images ({fx.name})")
-    f_real = fx.features(real, batch_size)
+    f_real = _features(fx, real, batch_size, tick)
 
     g = torch.Generator().manual_seed(seed)
     native = getattr(model, "native_sampler", None)  # a latent with no Gaussian prior (VQ): its own sampler
@@ -334,16 +375,14 @@ def _generation_quality(
     else:
         say(f"{n} samples from the prior")
         z_prior = model.prior.sample(n, labels, generator=g, temperature=temperature)
-    prior = _decode_batched(model, z_prior, labels, batch_size) if z_prior is not None else None
+    prior = _lazy_decode(model, z_prior, labels) if z_prior is not None else None  # decoded while their features are taken
 
     z_train = train_latents.z  # posterior means of the training split
     k = min(gmm_components, len(z_train))
-    say(f"{n} samples from a {k}-component GMM fitted on {len(z_train)} training latents")
+    say(f"a {k}-component GMM fitted on {len(z_train)} training latents")
     gmm = GMMSampler(k, "full", seed).fit(z_train)
-    gmm_imgs = _decode_batched(model, torch.from_numpy(gmm.sample(n, temperature=temperature)), labels, batch_size)
-
-    say(f"{n} reconstructions")
-    recon = _reconstruct_batched(model, real, labels, batch_size)
+    gmm_imgs = _lazy_decode(model, torch.from_numpy(gmm.sample(n, temperature=temperature)), labels)
+    recon = _lazy_reconstruct(model, real, labels)
 
     out = {"feature_net": fx.describe(), "n_generated": n, "n_real": n, "gmm_components": k, "temperature": temperature}
     sets = [("prior", prior), ("gmm", gmm_imgs), ("recon", recon)]
@@ -359,11 +398,13 @@ def _generation_quality(
         s = get_sampler(run, sampler, seed=seed, train_latents=train_latents)
         say(f"{n} samples from {s.describe()}")
         z = s.sample(n, labels, generator=torch.Generator().manual_seed(seed + 1), temperature=temperature)
-        sets.append((sampler, _decode_batched(model, z, labels, batch_size)))
+        sets.append((sampler, _lazy_decode(model, z, labels)))
         out["samplers"] = {sampler: s.describe()}
     radii = knn_radii(f_real, k=3)
+    what = {"prior": "samples from the prior", "gmm": "samples from the GMM", "recon": "reconstructions"}
     for name, imgs in sets:
-        f_gen = fx.features(imgs, batch_size)
+        say(f"{n} {what.get(name, f'samples from the {name} sampler')} and their features")
+        f_gen = _features(fx, imgs, batch_size, tick)
         out[name] = fid_score(f_real, f_gen)
         precision[name], recall[name] = precision_recall(f_real, f_gen, k=3, real_radii=radii)
     out["precision"], out["recall"] = precision, recall
@@ -398,7 +439,7 @@ def _conditional_accuracy(
     labels = torch.arange(k).repeat_interleave(per)
     g = torch.Generator().manual_seed(seed + 2)
     z = model.prior.sample(len(labels), labels, generator=g, temperature=temperature)
-    imgs = _decode_batched(model, z, labels, batch_size)
+    imgs = _lazy_decode(model, z, labels)
     want = np.array([names.index(nm) for nm in run_names])[labels.numpy()]
 
     def score(images):
@@ -416,7 +457,7 @@ def _conditional_accuracy(
             notes.append(f"conditional accuracy (GMM sampler) skipped: {e.message}")
             return out
         z_gmm = torch.from_numpy(sampler.sample(labels.numpy(), temperature))
-        gmm_acc, gmm_per_class = score(_decode_batched(model, z_gmm, labels, batch_size))
+        gmm_acc, gmm_per_class = score(_lazy_decode(model, z_gmm, labels))
         out["gmm"] = {"accuracy": gmm_acc, "per_class": gmm_per_class, "components_per_class": GMM_PER_CLASS}
     return out
 

@@ -63,8 +63,11 @@ def encode(run, data: ImageSet | str | None = None, samples: int = 0, split: str
     if model.conditional and ds.labels is None:
         raise VaelabError("this conditional model needs labelled images to encode", "give a labelled data spec")
     zs, stds = [], []
+    from ..data.imageset import bounded_batch
+
+    batch_size = bounded_batch(batch_size, ds.shape)
     for s in range(0, len(ds), batch_size):
-        x = to_float(ds.images[s : s + batch_size].to(device))
+        x = to_float(ds.pixels[s : s + batch_size].to(device))  # gathered per batch: a mapped set stays on disk
         y = ds.labels[s : s + batch_size].to(device) if model.conditional else None
         q = model.encode(x, y)
         zs.append((q.mean if samples == 0 else q.sample(samples).transpose(0, 1)).float().cpu())

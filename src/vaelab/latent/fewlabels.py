@@ -160,7 +160,7 @@ def load_for_run(
             )
         ds = ds.subset(keep)
     lat = _align(Latents(np.zeros((len(ds), 0)), ds.labels.numpy(), list(ds.class_names)), vocab)
-    ds = ImageSet(ds.images, torch.as_tensor(lat.labels), list(vocab), ds.split_ids, ds.source)
+    ds = ds.replace(labels=torch.as_tensor(lat.labels), class_names=list(vocab))
     k = run.model.num_classes
     if run.model.conditional and len(ds) and int(ds.labels.max()) >= k:  # it encodes with the label
         extra = sorted({vocab[i] for i in ds.labels.tolist() if i >= k})

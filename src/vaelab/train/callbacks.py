@@ -79,7 +79,7 @@ class ImageSnapshots(Callback):
         part = ctx.data.split(split)
         self.split = split
         idx = spread(len(part), self.n_recon)  # across the split, not its first rows (often one class)
-        self.x = to_float(part.images[idx].to(ctx.device))
+        self.x = to_float(part.gather(idx).to(ctx.device))
         self.y = part.labels[idx].to(ctx.device) if part.labels is not None else None
         k = ctx.model.num_classes
         self.per_class = 0
@@ -150,7 +150,7 @@ class LatentSnapshots(Callback):
         split = "val" if ctx.data.has_split("val") else "train"
         part = ctx.data.split(split)
         idx = spread(len(part), self.limit)
-        self.images = part.images[idx].to(ctx.device)
+        self.images = part.gather(idx).to(ctx.device)
         self.labels = part.labels[idx] if part.labels is not None else None
 
     @torch.no_grad()
@@ -162,9 +162,12 @@ class LatentSnapshots(Callback):
         model.eval()
         means = []
         y_all = self.labels.to(ctx.device) if self.labels is not None and model.conditional else None
-        for s in range(0, len(self.images), 500):
-            y = y_all[s : s + 500] if y_all is not None else None
-            means.append(model.encode(to_float(self.images[s : s + 500]), y).mean.float().cpu())
+        from ..data.imageset import bounded_batch
+
+        bs = bounded_batch(500, self.images.shape[1:])
+        for s in range(0, len(self.images), bs):
+            y = y_all[s : s + bs] if y_all is not None else None
+            means.append(model.encode(to_float(self.images[s : s + bs]), y).mean.float().cpu())
         model.train(was)
         arrays = {"z": torch.cat(means).numpy().astype(np.float32)}
         if self.labels is not None:

@@ -1,9 +1,9 @@
 """The training loop: step -> epoch -> fit, on Lightning Fabric, with callbacks for everything else.
 
 Fabric owns devices, precision and distribution; this file owns the loop. Speed comes from keeping the
-uint8 dataset on the training device and slicing batches by index (no DataLoader, no per-sample
-``__getitem__``), converting each batch to float on the fly, and syncing with the host only every
-``train.log_every`` steps.
+uint8 dataset on the training device (or memory-mapped, for sets larger than RAM) and gathering batches by
+index (no DataLoader, no per-sample ``__getitem__``), converting each batch to float on the fly, and syncing
+with the host only every ``train.log_every`` steps.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import torch
 
 from ..config import Config, dump_config, to_dict, validate
 from ..data import ImageSet, from_config, to_float
+from ..data.imageset import Images, bounded_batch
 from ..data.memory import DATA_FILE, MEMORY_SOURCE, save_npz, saved_run_data
 from ..errors import VaelabError, shell
 from ..models import OBJECTIVES, build, resolve
@@ -118,10 +119,31 @@ def epoch_order(n: int, seed: int, epoch: int, rank: int, world: int) -> torch.T
     return perm[rank * per_rank : (rank + 1) * per_rank]
 
 
-def split_tensors(data: ImageSet, split: str, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+class ShardFeed:
+    """The train split of a `ShardSet` as the loop reads it: this rank's batches, epoch by epoch."""
+
+    def __init__(self, data, cfg: Config, fabric):
+        self.data, self.cfg = data, cfg
+        self.rank, self.world = fabric.global_rank, fabric.world_size
+        self.device = fabric.device
+        self.per_rank = data.images_per_rank("train", self.world)
+
+    def n_batches(self, batch_size: int) -> int:
+        return math.ceil(self.per_rank / batch_size)
+
+    def epoch(self, epoch: int, batch_size: int, skip: int = 0):
+        return self.data.batches(
+            "train", batch_size, rank=self.rank, world=self.world, seed=self.cfg.train.seed, epoch=epoch,
+            workers=self.cfg.data.workers, shuffle_buffer=self.cfg.data.shuffle_buffer, skip=skip,
+        )
+
+
+def split_tensors(data: ImageSet, split: str, device) -> tuple[Images, torch.Tensor | None]:
+    """A split's images as a view that gathers batches by index (from RAM, the device, or the memory-mapped
+    file: no copy of the split is made), and its labels on the device."""
     part = data.split(split)
     labels = part.labels.to(device) if part.labels is not None else None
-    return part.images.to(device), labels
+    return part.pixels.to(device), labels
 
 
 @torch.no_grad()
@@ -141,7 +163,7 @@ def evaluate_terms(model, images: torch.Tensor, labels, cfg: Config, fabric=None
     sums = torch.zeros(6, dtype=torch.float64, device=images.device)  # recon, kl, elbo, loss, ssim (x k), k
     extra: dict[str, torch.Tensor] = {}  # further terms of the objective (e.g. kl_1, kl_2), x k
     objective = OBJECTIVES[cfg.model.objective]
-    bs = cfg.train.eval_batch_size
+    bs = bounded_batch(cfg.train.eval_batch_size, images.shape[1:])
     gamma = cfg.model.ssim_weight
     devices = [images.device] if images.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices, device_type=images.device.type):
@@ -352,10 +374,15 @@ def train_epoch(ctx: Context, model, optimizer, scheduler, images, labels, stop:
     cfg, state, fabric = ctx.cfg, ctx.state, ctx.fabric
     model.train()
     world = fabric.world_size
-    order = epoch_order(images.shape[0], cfg.train.seed, state.epoch, fabric.global_rank, world)
-    order = order.to(images.device)
     bs, log_every = cfg.train.batch_size, cfg.train.log_every
-    n_batches = math.ceil(len(order) / bs)
+    stream = None
+    if isinstance(images, ShardFeed):  # shards: this rank's shards, streamed in a seeded order
+        n_batches, per_rank = images.n_batches(bs), images.per_rank
+        stream = images.epoch(state.epoch, bs, skip=state.batch_in_epoch)
+    else:
+        order = epoch_order(images.shape[0], cfg.train.seed, state.epoch, fabric.global_rank, world)
+        order = order.to(images.device)
+        n_batches, per_rank = math.ceil(len(order) / bs), len(order)
     # sums of recon, kl, loss (times batch size) and of images; a mid-epoch resume starts from the saved ones
     sums, count = torch.zeros(3, device=images.device), 0
     gn_sum, gn_count = 0.0, 0
@@ -377,11 +404,16 @@ def train_epoch(ctx: Context, model, optimizer, scheduler, images, labels, stop:
             totals = _epoch_totals(sums, count, fabric)
             state.partial = [*totals.tolist(), gn_sum, gn_count, *(_extra_totals(extra, extra_count, fabric, images.device) or pending)]
             raise _Interrupt()
-        idx = order[b * bs : (b + 1) * bs]
-        x = to_float(images.index_select(0, idx))  # (B, C, H, W) float in [0, 1], made on the device from uint8
+        if stream is not None:
+            xb, yb = next(stream)
+            x = to_float(xb.to(images.device, non_blocking=True))
+            y = yb.to(images.device) if use_labels and yb is not None else None
+        else:
+            idx = order[b * bs : (b + 1) * bs]
+            x = to_float(images.index_select(0, idx))  # (B, C, H, W) float in [0, 1], made on the device from uint8
+            y = labels.index_select(0, idx) if use_labels else None
         if cfg.train.binarize:
             x = torch.bernoulli(x)
-        y = labels.index_select(0, idx) if use_labels else None
         w = kl_weight(cfg, state.step, n_batches)
         terms = objective(model, x, y, kl_weight=w, free_bits=cfg.model.free_bits, ssim_weight=cfg.model.ssim_weight)
         optimizer.zero_grad(set_to_none=True)
@@ -435,7 +467,7 @@ def train_epoch(ctx: Context, model, optimizer, scheduler, images, labels, stop:
         n_extra, *vals = _extra_totals(extra, extra_count, fabric, images.device)
         out.update({n: v / max(n_extra, 1.0) for n, v in zip(sorted(extra), vals, strict=True)})
     out["grad_norm"] = gn_sum / gn_count if gn_count else float("nan")
-    out["samples_per_rank"] = len(order)
+    out["samples_per_rank"] = per_rank
     return out
 
 
@@ -573,12 +605,14 @@ def _checked_launch(fabric, cfg: Config, run_dir: Path, data, resume: bool, call
     from .rundir import prepare_run_dir
 
     prepare_run_dir(run_dir, resume=resume)
-    if data is not None and not isinstance(data, ImageSet):
+    if data is not None and not isinstance(data, ImageSet) and not getattr(data, "streaming", False):
         raise VaelabError(f"train.fit takes an ImageSet as data, not a {type(data).__name__}", "use vaelab.fit(config, data): it takes arrays, tensors and Datasets")
     if data is None:  # once, in this process; spawned DDP workers get it shared
         data = saved_run_data(run_dir) if cfg.data.source == MEMORY_SOURCE else from_config(cfg.data)
     elif save_data:  # in-memory data is kept with the run, so every later command scores these images
         save_npz(data, run_dir / DATA_FILE)
+    if getattr(data, "streaming", False) and data.has_split("val"):
+        data.split("val")  # decoded into the cache here, once, before any DDP worker starts
     if not data.has_split("train"):
         raise VaelabError(f"{cfg.data.source} has no training images", "check data.source and data.classes")
     cfg.model = resolve(cfg.model, data)
@@ -594,6 +628,15 @@ def _checked_launch(fabric, cfg: Config, run_dir: Path, data, resume: bool, call
     if "error" in result:
         raise _rebuild_error(result["error"])
     return result["summary"]
+
+
+def _ranks_per_machine(cfg: Config) -> int:
+    """Processes training on this machine: torchrun/SLURM say so; otherwise trainer.devices."""
+    for key in ("LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE"):
+        value = os.environ.get(key, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return max(1, cfg.trainer.devices)
 
 
 def _externally_launched() -> bool:
@@ -660,9 +703,14 @@ def _fit(fabric, cfg: Config, run_dir: Path, data: ImageSet, resume: bool, callb
 
 
 def _train(fabric, cfg: Config, run_dir: Path, data: ImageSet, resume: bool, callbacks: list, stop: _StopFlag) -> dict:
+    from ..threads import apply_threads
+
+    # in every process: each spawned DDP rank sets its own share of the cores
+    threads = apply_threads(cfg.trainer.threads, _ranks_per_machine(cfg))
     fabric.seed_everything(cfg.train.seed, verbose=False)
     torch.backends.cudnn.benchmark = True
-    train_data = data.split("train")
+    streaming = getattr(data, "streaming", False)
+    train_data = data.split_view("train") if streaming else data.split("train")
     has_val = data.has_split("val")
     model = build(cfg.model)
     state = TrainState()
@@ -678,7 +726,7 @@ def _train(fabric, cfg: Config, run_dir: Path, data: ImageSet, resume: bool, cal
     if fabric.is_global_zero:
         text = dump_config(cfg)
         atomic_write(run_dir / CONFIG_FILE, lambda f: f.write(text.encode("utf-8")))  # a kill never tears it
-    n_train = len(train_data) // fabric.world_size
+    n_train = data.images_per_rank("train", fabric.world_size) if streaming else len(train_data) // fabric.world_size
     steps_per_epoch = math.ceil(n_train / cfg.train.batch_size)
     optimizer, scheduler = make_optimizer(cfg, model, steps_per_epoch, fabric.device)
     if ckpt is not None:
@@ -718,8 +766,13 @@ def _train(fabric, cfg: Config, run_dir: Path, data: ImageSet, resume: bool, cal
             raise VaelabError(f"{run_dir}/checkpoints/last.ckpt has damaged random-generator or scaler states", "start a new run") from None
     elif fabric.world_size > 1:
         torch.manual_seed(cfg.train.seed + fabric.global_rank)  # different noise per rank; same init weights
-    images, labels = split_tensors(data, "train", fabric.device)
-    val_images, val_labels = split_tensors(data, "val", fabric.device) if has_val else (None, None)
+    if streaming:  # train streams from the shards; val is decoded once into the memory-mapped cache
+        images, labels = ShardFeed(data, cfg, fabric), None
+        val_images, val_labels = split_tensors(data.split("val"), "val", fabric.device) if has_val else (None, None)
+    else:
+        on_device = data.to(fabric.device)  # an in-RAM storage moves once; train and val share it
+        images, labels = split_tensors(on_device, "train", fabric.device)
+        val_images, val_labels = split_tensors(on_device, "val", fabric.device) if has_val else (None, None)
     ctx = Context(cfg, run_dir, raw_model, data, state, fabric)
     ctx.history = [r for r in _previous_history(run_dir) if r.get("epoch", 0) <= state.epoch] if resume else []
     live = callbacks if fabric.is_global_zero else []
@@ -807,6 +860,7 @@ def _train(fabric, cfg: Config, run_dir: Path, data: ImageSet, resume: bool, cal
         "train_time": state.train_time,
         "last": ctx.history[-1] if ctx.history else {},
         "world_size": fabric.world_size,
+        "threads": threads,
     }
 
 

@@ -76,22 +76,28 @@ def pixel_histogram_figure(images, max_images: int = 5000) -> Figure:
     return fig
 
 
-def mean_images_figure(images, labels, class_names: list[str], per_row: int = 10) -> Figure:
-    """The mean image of each class, titled by class name: one axes (one image) per class present."""
+def mean_images_figure(images, labels, class_names: list[str], per_row: int = 10, counts: list[int] | None = None) -> Figure:
+    """The mean image of each class, titled by class name: one axes (one image) per class present.
+
+    With `counts`, `images` already holds one mean image per class (or one for an unlabelled set) and
+    counts[k] is the number of images it averages (see `class_means`, which works in bounded memory)."""
     x = as_images(images)  # uint8: the mean is taken per class, never on a float copy of the whole set
-    if labels is None:
-        groups = [("all images", np.arange(len(x)))]
+    if counts is not None:
+        names = class_names if labels is not None else ["all images"]
+        groups = [(names[k], np.array([k]), counts[k]) for k in range(len(counts)) if counts[k] > 0]
+    elif labels is None:
+        groups = [("all images", np.arange(len(x)), len(x))]
     else:
         labels = np.asarray(labels)
-        groups = [(class_names[k], np.flatnonzero(labels == k)) for k in range(len(class_names)) if (labels == k).any()]
+        groups = [(class_names[k], np.flatnonzero(labels == k), int((labels == k).sum())) for k in range(len(class_names)) if (labels == k).any()]
     cols = min(per_row, len(groups))
     rows = -(-len(groups) // cols)
     fig = new_figure(1.25 * cols + 0.2, 1.45 * rows + 0.4)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax, (name, g) in zip(axes, groups, strict=False):
+    for ax, (name, g, n) in zip(axes, groups, strict=False):
         mean = np.round(x[g].mean(0, dtype=np.float64)).astype(np.uint8)  # (C, H, W)
         show_image(ax, mean.transpose(1, 2, 0))
-        ax.set_title(f"{safe_text(name)} (n={len(g)})", fontsize=7)
+        ax.set_title(f"{safe_text(name)} (n={n})", fontsize=7)
     for ax in axes[len(groups) :]:
         ax.remove()
     fig.suptitle("Mean image per class", fontsize=10)
@@ -140,11 +146,37 @@ def eda_figures(ds, per_class: int = 8, seed: int = 0) -> dict[str, Figure]:
             if m.any():
                 counts[split] = np.bincount(ds.labels[m].numpy(), minlength=ds.num_classes).tolist()
         figs["eda_classes"] = class_distribution_figure(counts, list(ds.class_names))
-    figs["eda_pixels"] = pixel_histogram_figure(ds.images)
+    # every figure reads a bounded part of the set: a memory-mapped set of any size is never loaded whole
+    figs["eda_pixels"] = pixel_histogram_figure(ds.pixels[:5000])
     labels = ds.labels.numpy() if ds.labels is not None else None
-    figs["eda_means"] = mean_images_figure(ds.images, labels, list(ds.class_names))
-    figs["eda_examples"] = examples_figure(ds.images, labels, list(ds.class_names), per_class, seed)
+    means, counts = class_means(ds)
+    figs["eda_means"] = mean_images_figure(means, labels, list(ds.class_names), counts=counts)
+    rng = np.random.default_rng(seed)
+    groups = [np.arange(len(ds))] if labels is None else [np.flatnonzero(labels == k) for k in range(ds.num_classes)]
+    pick = np.sort(np.concatenate([rng.permutation(g)[: 4 * per_class] for g in groups]))  # enough per row
+    sub_labels = labels[pick] if labels is not None else None
+    figs["eda_examples"] = examples_figure(ds.gather(pick), sub_labels, list(ds.class_names), per_class, seed)
     return figs
+
+
+def class_means(ds) -> tuple[np.ndarray, list[int]]:
+    """((K, C, H, W) uint8 mean image per class (K = 1 for an unlabelled set), images per class), summed
+    over fixed-size chunks of the set."""
+    import torch
+
+    k = max(ds.num_classes, 1) if ds.labels is not None else 1
+    sums = torch.zeros(k, *ds.shape, dtype=torch.float64)
+    counts = torch.zeros(k, dtype=torch.int64)
+    start = 0
+    from ..data.imageset import chunk_rows
+
+    for x in ds.chunks(chunk_rows(int(np.prod(ds.shape)) * 8, 1 << 24)):  # 16 MiB of float64 at a time
+        y = ds.labels[start : start + len(x)] if ds.labels is not None else torch.zeros(len(x), dtype=torch.long)
+        sums.index_add_(0, y, x.double())
+        counts += torch.bincount(y, minlength=k)
+        start += len(x)
+    means = (sums / counts.clamp(min=1).view(-1, 1, 1, 1).double()).round().clamp(0, 255).to(torch.uint8)
+    return means.numpy(), counts.tolist()
 
 
 __all__ = [

@@ -539,11 +539,13 @@ def render_run(
     dims: list[int] | None = None,
     image_index: tuple[int, ...] | None = None,
     data=None,
+    progress=None,
 ) -> tuple[list[Rendered], dict[str, Skip]]:
     """Encode the run's figures: `kinds` (None = every kind that applies) as `fmt` (png/pdf/svg);
     animations as GIF, and MP4 too when `video` and imageio-ffmpeg is installed.
 
     Returns (outputs, skipped kinds with reasons). Asking explicitly for a kind that does not apply fails.
+    `progress(done, total)` is called after each kind (a bar with ETA in the CLI).
     """
     if fmt not in STATIC_FORMATS:
         raise VaelabError(f"unknown figure format '{fmt}'", f"use one of: {', '.join(STATIC_FORMATS)}")
@@ -551,7 +553,10 @@ def render_run(
     figs = RunFigures(run, data=data, dims=dims, image_index=image_index)
     out: list[Rendered] = []
     skipped: dict[str, Skip] = {}
-    for kind in wanted or KINDS:
+    todo = wanted or KINDS
+    for done, kind in enumerate(todo):
+        if progress is not None:
+            progress(done, len(todo))
         skip = figs.skip_reason(kind)
         if skip is not None:
             if wanted:
