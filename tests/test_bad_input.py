@@ -609,6 +609,7 @@ def test_sizes_beyond_the_memory_are_refused_with_the_figure(tmp_path, runs, cap
     for i in range(18):
         _png(folder / f"{i}.png", np.full((10, 10), 10 * i, np.uint8))
     monkeypatch.setattr(memory, "available_memory", lambda: 100 * 10**6)
+    monkeypatch.setenv("VAELAB_NO_CACHE", "1")  # decoded into RAM (the mapped cache is on disk: no RAM limit there)
     before = snapshot(tmp_path)
     cases = [
         (["data", "info", f"folder:{folder}", "--image-size", "4096"], ["18 images of 4096 x 4096", "302.0 MB", "100.0 MB"]),

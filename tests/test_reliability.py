@@ -108,6 +108,11 @@ def fork_cli(argv: list, log: Path, before=None) -> int:
         sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        import torch
+
+        # keep the parent's thread count: changing OpenMP's pool in a forked child can hang (trainer.threads=0
+        # follows OMP_NUM_THREADS), and an earlier test in this process may have changed it
+        os.environ["OMP_NUM_THREADS"] = str(torch.get_num_threads())
         if before is not None:
             before()
         try:
@@ -574,9 +579,13 @@ def test_two_trainings_in_one_run_dir_are_refused(tmp_path, tiny_idx_dir):
     out = tmp_path / "runs"
     run = out / "busy"
     args = ["train", *tiny_args(tiny_idx_dir, out, "train.epochs=100000", name="busy"), "-q"]
-    pid = fork_cli(args, tmp_path / "busy.log")
+    # a fresh interpreter, not a fork: state left in this process by earlier tests (library thread pools, locks
+    # held by background threads) can hang a forked child
+    with open(tmp_path / "busy.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "vaelab", *map(str, args)], stdout=log, stderr=subprocess.STDOUT)
+    pid = proc.pid
     try:
-        wait_for(lambda: ckpt_epoch(run) >= 1, what="the first checkpoint")
+        wait_for(lambda: ckpt_epoch(run) >= 1, timeout=120, what="the first checkpoint")
         for second in (["train", "--resume", run, "-q"], [*args, "--run-dir", run]):
             code, err = run_cli(second)
             assert code == 2 and f"another vaelab process is training in {run}" in one_line(err)
