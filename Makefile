@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[test,video,sweep,export,hub,docs,wandb,mlflow]"
+	$(PY) -m pip install -q -e ".[test,video,sweep,export,hub,docs,wandb,mlflow,shards]"
 	touch $(STAMP)
 
 venv: $(STAMP)
