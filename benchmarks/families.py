@@ -98,7 +98,7 @@ def curve(run_dir: Path) -> str:
 def measure_mnist(step: Step, ks: tuple[int, ...]) -> dict:
     nll, elbo, ev = {}, None, {}
     for k in ks:
-        ev = step.evaluate("--no-fid", "--nll-samples", str(k))
+        ev = step.evaluate("--no-fid", "--binarized", "--nll-samples", str(k))
         nll[k] = ev["nll"]["nll_binarized"]
         elbo = ev["nll"]["elbo_binarized"]
     per_layer = ev.get("active_units_per_layer")
