@@ -46,10 +46,12 @@ class DecodeWorker:
         return fut.result(timeout=timeout)
 
     def close(self) -> None:
+        """Stop the worker and wait for it, so no decode is cut off by the interpreter's shutdown."""
         try:
-            self._queue.put_nowait(None)
+            self._queue.put(None, timeout=5)
         except queue.Full:
             pass
+        self._thread.join(timeout=5)
 
     def _loop(self) -> None:
         while True:
