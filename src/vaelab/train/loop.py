@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ..anomaly.scores import perturb
 from ..config import Config, dump_config, to_dict, validate
 from ..data import ImageSet, from_config, to_float
 from ..errors import VaelabError
@@ -346,6 +347,8 @@ def train_epoch(ctx: Context, model, optimizer, scheduler, images, labels, stop:
         x = to_float(images.index_select(0, idx))  # (B, C, H, W) float in [0, 1], made on the device from uint8
         if cfg.train.binarize:
             x = torch.bernoulli(x)
+        if cfg.train.perturb > 0:  # a background model for the likelihood-ratio anomaly score
+            x = perturb(x, cfg.train.perturb)
         y = labels.index_select(0, idx) if use_labels else None
         w = kl_weight(cfg, state.step, n_batches)
         terms = vae_loss(model, x, y, kl_weight=w, free_bits=cfg.model.free_bits, ssim_weight=cfg.model.ssim_weight)
