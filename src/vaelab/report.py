@@ -61,6 +61,7 @@ SECTIONS = (
     ("training", "Training"),
     ("evaluation", "Evaluation"),
     ("classification", "Classification"),
+    ("anomaly", "Anomaly detection"),
     ("reconstructions", "Reconstructions"),
     ("samples", "Samples"),
     ("latent", "Latent space"),
@@ -355,11 +356,40 @@ def build_report(run, data=None, dpi: int | None = None, animations: bool = True
     else:
         page.add("animations", note("Animations were left out of this report", f"vaelab plot {run_dir} animate"))
 
+    _anomaly_section(page, run_dir)
+
     # -- config ------------------------------------------------------------------------------------------
     from .config import dump_config
 
     page.add("config", f"<pre>{esc(dump_config(cfg))}</pre>")
     return _html(run, page)
+
+
+def _anomaly_section(page: _Page, run_dir: Path) -> None:
+    """RUN/anomaly/*.json (from `vaelab anomaly`): per result, what was scored, a row per score, its figures."""
+    from .anomaly.outputs import FOLDER, read_results
+
+    results = read_results(run_dir)
+    if not results:
+        page.add("anomaly", note("No anomaly scores yet", f"vaelab anomaly {run_dir}"))
+    for stem, rep in results.items():
+        rule = rep.get("threshold_rule") or {}
+        rule_text = f"FPR {rule['fpr']}" if "fpr" in rule else f"quantile {rule.get('quantile')}"
+        about = [
+            ("scored", f"{rep.get('n_images')} {rep.get('split')} images of {rep.get('data')}" + (f" + {rep['outliers']} (all anomalies)" if rep.get("outliers") else "")),
+            ("normal classes", ", ".join(map(str, rep.get("normal_classes") or [])) or "n/a"),
+            ("threshold", f"{rule_text} of {(rep.get('calibration') or {}).get('n_images')} validation images; flags by {rep.get('primary')}"),
+        ]
+        keys = ("threshold", "flagged", "flagged_share", "test_fpr", "auroc", "auprc", "fpr_at_95_tpr")
+        rows = [{"score": name, **{k: e.get(k) for k in keys if k in e}} for name, e in rep["scores"].items() if isinstance(e, dict)]
+        page.add("anomaly", f"<h3>{esc(stem)}</h3>" + kv_table(about) + (rows_table(rows) if rows else ""))
+        for suffix, title, caption in (
+            ("roc", "ROC of the anomaly scores", "anomalies are the positives; the dotted line marks 95% TPR"),
+            ("flagged", "Flagged images", "ordered by score, most anomalous first; the score under each image"),
+        ):
+            png = run_dir / FOLDER / f"{stem}_{suffix}.png"
+            if png.is_file():
+                page.add("anomaly", figure_html(f"anomaly_{suffix}_{stem}", title, png.read_bytes(), caption=caption))
 
 
 def _html(run, page: _Page) -> str:
