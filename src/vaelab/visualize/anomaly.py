@@ -51,12 +51,14 @@ def flagged_figure(
             top.tick_params(length=0)
             top.spines["top"].set_visible(False)
     if flagged:
-        what = f"{flagged} of {len(s)} images flagged ({safe_text(score_name)} > {threshold:.4g})"
-        more = f"; the {n} highest shown" if flagged > n else ""
+        what = f"{flagged} of {len(s)} images above the threshold {threshold:.4g} of {safe_text(score_name)}"
+        what += f"; the {n} highest shown" if flagged > n else ""
     else:
-        what = f"no image above the threshold ({safe_text(score_name)} > {threshold:.4g}); the {n} highest scores"
-        more = ""
-    fig.suptitle(f"{what}{more}\nordered by score, most anomalous first (score under each image)", fontsize=9)
+        what = f"no image above the threshold {threshold:.4g} of {safe_text(score_name)}; the {n} highest scores shown"
+    import textwrap
+
+    lines = textwrap.wrap(what, width=max(30, int(width * 13))) + ["ordered by score, most anomalous first (score under each image)"]
+    fig.suptitle("\n".join(lines), fontsize=9)
     return fig
 
 
