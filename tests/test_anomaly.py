@@ -215,3 +215,43 @@ def test_predict_flags_a_single_image(tiny_run, tmp_path, capsys):
     out = capsys.readouterr().out
     rows = {line.split("│")[1].strip(): line for line in out.splitlines() if "│" in line and ".png" in line}
     assert "yes" in rows["noise.png"] and "no" in rows["digit.png"].split("│")[3]
+
+
+def _bench():
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "anomaly.py"
+    spec = importlib.util.spec_from_file_location("bench_anomaly", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["bench_anomaly"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_benchmark_baselines_and_table():
+    b = _bench()
+    assert len(b.DEEP_SVDD_MNIST) == 10 and round(float(np.mean(b.DEEP_SVDD_MNIST)), 1) == 94.8
+    rng = np.random.default_rng(0)
+    train = rng.normal(0.3, 0.05, (200, 16)).clip(0, 1)
+    test = np.concatenate([rng.normal(0.3, 0.05, (50, 16)), rng.normal(0.7, 0.05, (50, 16))]).clip(0, 1)
+    y = np.r_[np.zeros(50), np.ones(50)].astype(int)
+    base = b.baselines(train, test, y, svm_fit=100)
+    assert set(base) == {"pca", "iforest", "ocsvm"} and all(v > 0.95 for v in base.values())
+    row = {"class": "0", **{s: 0.9 for s in b.SCORES}, **base, "train_s": 1.0, "score_s": 1.0, "baseline_s": 1.0}
+    text = b.tables({"oneclass-mnist": {"0": row}})
+    assert "| 0 (0) | 90.0 |" in text and "| **mean** |" in text and text.rstrip().count("98.0") >= 1
+
+
+@pytest.mark.slow
+def test_benchmark_quick_end_to_end(tmp_path, monkeypatch, capsys):
+    from conftest import shared_data
+
+    root = shared_data()
+    if root is None or not (root / "mnist").is_dir() or not (root / "fashion-mnist").is_dir():
+        pytest.skip("$VAELAB_DATA/mnist and fashion-mnist not present")
+    b = _bench()
+    assert b.main(["--budget", "quick", "--only", "oneclass-mnist", "--classes", "1", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert 0.5 < res["oneclass-mnist"]["1"]["nll"] <= 1
+    assert "oneclass-mnist (AUROC, %)" in capsys.readouterr().out
