@@ -101,7 +101,8 @@ def test_perturb_replaces_the_requested_share_of_pixels():
     assert perturb(x, 0.0) is x
 
 
-def test_train_perturb_is_validated_and_trains(tmp_path):
+def _background_run(tmp_path) -> Path:
+    """train.perturb is validated, and a tiny background model trains with it."""
     from conftest import tiny_config
     from vaelab.train import fit
 
@@ -109,6 +110,21 @@ def test_train_perturb_is_validated_and_trains(tmp_path):
         tiny_config(tmp_path, "train.perturb=1.5")
     out = fit(tiny_config(tmp_path, "train.perturb=0.2", "train.epochs=1", "name=bg"), quiet=True)
     assert (Path(out["run_dir"]) / "checkpoints" / "last.ckpt").is_file()
+    return Path(out["run_dir"])
+
+
+def test_likelihood_ratio_against_a_background_run(tiny_run, tmp_path):
+    from vaelab import load_run
+
+    bg = _background_run(tmp_path)
+    run = copy_run(tiny_run, tmp_path)
+    assert cli("anomaly", run, "--split", "val", "--background", bg, "--score", "ratio,nll", "--nll-samples", "4", "--name", "lr") == 0
+    rep = json.loads((run / "anomaly" / "lr.json").read_text())
+    assert rep["primary"] == "ratio" and rep["background"] == str(bg)
+    npz = np.load(run / "anomaly" / "lr_scores.npz")
+    images = load_run(run).data().split("val").images
+    bg_nll = score_images(load_run(bg), images, ["nll"], k=4)["nll"]
+    np.testing.assert_allclose(npz["score_ratio"], npz["score_nll"] - bg_nll, rtol=1e-6)
 
 
 def _noise_npz(path: Path, n: int = 40) -> Path:

@@ -41,7 +41,7 @@ SCORES: dict[str, str] = {
     "complexity": "NLL minus PNG code length (bits/dim; Serra et al. 2020)",
     "ratio": "NLL minus a background model's NLL (nats; Ren et al. 2019)",
 }
-DEFAULT_SCORES = ("complexity", "nll", "elbo", "recon", "ssim")
+DEFAULT_SCORES = ("ssim", "recon", "nll", "elbo", "complexity")  # the first flags: 1 - SSIM ranked best one-class
 COMPRESSORS = ("png", "zlib")
 
 

@@ -11,9 +11,9 @@ from ..errors import VaelabError
 from ._common import Table, _say_dim, _write_bytes, app, console
 
 SCORES_HELP = (
-    "Comma list of scores; the first flags the images: complexity (NLL minus PNG code length, Serra et al. 2020), "
-    "nll (IWAE), elbo (-ELBO), recon (MSE), ssim (1 - SSIM), ratio (vs --background, Ren et al. 2019). "
-    "Default: all of them."
+    "Comma list of scores; the first flags the images: ssim (1 - SSIM), recon (MSE), nll (IWAE), elbo (-ELBO), "
+    "complexity (NLL minus PNG code length, Serra et al. 2020), ratio (vs --background, Ren et al. 2019). "
+    "Default: all of them, in this order."
 )
 
 
@@ -40,8 +40,9 @@ def anomaly(
 ):
     """Score every image, threshold on the validation split, write scores, flagged images and metrics.
 
-    Writes RUN/anomaly/NAME.json, NAME_scores.npz/.csv, NAME_flagged.png and, when the normal images are
-    known (--normal or --outliers), AUROC, AUPRC, FPR at 95% TPR and NAME_roc.png.
+    Writes RUN/anomaly/NAME.json, NAME_scores.npz/.csv and NAME_flagged.png (most anomalous first).
+
+    With --normal or --outliers also AUROC, AUPRC, FPR at 95% TPR and NAME_roc.png.
 
     Examples:
 
