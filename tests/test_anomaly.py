@@ -271,3 +271,13 @@ def test_benchmark_quick_end_to_end(tmp_path, monkeypatch, capsys):
     res = json.loads((tmp_path / "results.json").read_text())
     assert 0.5 < res["oneclass-mnist"]["1"]["nll"] <= 1
     assert "oneclass-mnist (AUROC, %)" in capsys.readouterr().out
+
+
+def test_a_run_without_validation_images_cannot_calibrate(tmp_path, capsys):
+    from conftest import tiny_config
+    from vaelab.train import fit
+
+    run = Path(fit(tiny_config(tmp_path, "data.val_fraction=0", "train.epochs=1", "name=noval"), quiet=True)["run_dir"])
+    assert cli("anomaly", run, "--split", "train", "--nll-samples", "2") == 2
+    err = capsys.readouterr().err
+    assert "no 'val' split" in err and "data.val_fraction" in err and len(err.strip().splitlines()) == 1

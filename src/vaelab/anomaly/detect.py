@@ -85,14 +85,12 @@ def load_like_run(run, spec: str) -> ImageSet:
     return ds
 
 
-def _split(ds: ImageSet, split: str, what: str) -> ImageSet:
+def _split(ds: ImageSet, split: str, what: str, hint: str = "choose one with --split") -> ImageSet:
     if not ds.has_split(split):
         from ..data.imageset import SPLITS
 
         have = [s for s in SPLITS if ds.has_split(s)]
-        raise VaelabError(
-            f"{what} has no '{split}' split", f"it has: {', '.join(have) or 'nothing'} (choose one with --split)"
-        )
+        raise VaelabError(f"{what} has no '{split}' split", f"it has: {', '.join(have) or 'nothing'}; {hint}")
     return ds.split(split)
 
 
@@ -208,7 +206,8 @@ def detect(
 
     # -- the calibration split: the run's own held-out images ----------------------------------------------
     own_full = full if own else run.data()
-    val = _split(own_full, "val", f"the run's data ({run.config.data.source})")
+    val = _split(own_full, "val", f"the run's data ({run.config.data.source}), where the threshold is calibrated,",
+                 "train with data.val_fraction > 0 (or data.val=SPEC) so that images are held out")
     if fpr is not None and normal_names and val.labels is not None:
         keep = torch.tensor([n in normal_names for n in _names(val)], dtype=torch.bool)
         if not keep.any():
