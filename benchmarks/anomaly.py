@@ -37,8 +37,8 @@ DEEP_SVDD_MNIST = [98.0, 99.7, 91.7, 91.9, 94.9, 88.5, 98.3, 94.6, 93.9, 96.5]
 
 BUDGETS = {
     # epochs per one-class model, per OOD model; importance samples; training images for the OC-SVM
-    "quick": {"epochs": 1, "ood_epochs": 1, "k": 4, "classes": [0, 1], "limit": 300, "svm_fit": 300},
-    "cpu": {"epochs": 8, "ood_epochs": 4, "k": 8, "classes": list(range(10)), "limit": None, "svm_fit": 2000},
+    "quick": {"epochs": 1, "ood_epochs": 1, "k": 4, "classes": [0, 1], "limit": 300, "svm_fit": 300, "ood_likelihood": "bernoulli"},
+    "cpu": {"epochs": 8, "ood_epochs": 4, "k": 8, "classes": list(range(10)), "limit": None, "svm_fit": 2000, "ood_likelihood": "bernoulli"},
 }
 DATASETS = {"oneclass-mnist": "mnist", "oneclass-fashion": "fashion-mnist"}
 SCORES = ["ssim", "recon", "nll", "elbo", "complexity"]
@@ -124,7 +124,7 @@ def ood(budget: dict, out: Path, results: dict, save) -> None:
     if "ood" in results:
         return
     extra = [f"data.limit={budget['limit']}"] if budget["limit"] else []
-    common = ["data.source=fashion-mnist", f"train.epochs={budget['ood_epochs']}", *extra]
+    common = ["data.source=fashion-mnist", f"train.epochs={budget['ood_epochs']}", f"model.likelihood={budget['ood_likelihood']}", *extra]
     run, train_s = train_run(out / "ood", "fashion", common)
     bg, bg_s = train_run(out / "ood", "fashion-background", [*common, "train.perturb=0.2"])
     mnist = load("mnist", val_fraction=0.0)
@@ -185,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/bench-anomaly"))
     parser.add_argument("--classes", help="one-class protocol on these classes only, e.g. 2,5 (default: the budget's)")
     parser.add_argument("--epochs", type=int, help="epochs of each one-class model (default: the budget's)")
+    parser.add_argument("--ood-likelihood", choices=["bernoulli", "gaussian"], help="the OOD models' likelihood")
+    parser.add_argument("--ood-epochs", type=int, help="epochs of the OOD model and its background model")
+    parser.add_argument("--limit", type=int, help="at most this many images per split (quick tries)")
     args = parser.parse_args(argv)
     if not os.environ.get("VAELAB_DATA"):
         print("warning: VAELAB_DATA is not set; MNIST/Fashion-MNIST are looked up in the cache", file=sys.stderr)
@@ -194,8 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     budget = dict(BUDGETS[args.budget])
     if args.classes:
         budget["classes"] = [int(c) for c in args.classes.split(",")]
-    if args.epochs:
-        budget["epochs"] = args.epochs
+    for key in ("epochs", "ood_likelihood", "ood_epochs", "limit"):
+        if getattr(args, key):
+            budget[key] = getattr(args, key)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "results.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
