@@ -275,9 +275,9 @@ def detect(
     return AnomalyResult(report, test_scores, images, labels, is_anomaly, source, roc)
 
 
-def single_image_scores(run, images: torch.Tensor, saved: dict, background=None) -> dict[str, np.ndarray]:
-    """The scores of a saved result (`report`) for new images, computed with its settings (k, compressor)."""
-    names = list(saved["scores"])
+def single_image_scores(run, images: torch.Tensor, saved: dict, background=None, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """The scores (`names`, default all) of a saved result (`report`) for new images, with its settings (k, compressor)."""
+    names = list(names or saved["scores"])
     bg = _as_run(background or saved.get("background")) if (background or saved.get("background")) else None
     if bg is None:
         names = [n for n in names if n != "ratio"]

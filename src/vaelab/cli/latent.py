@@ -187,8 +187,11 @@ def _flag_anomalies(run: Path, images: list[Path] | None, data: str | None, whic
     stem, saved = saved_result(run, which)
     r = load_run(run, checkpoint=saved.get("checkpoint") if Path(saved.get("checkpoint") or "").is_file() else "best")
     ds = fewlabels.images_from_files(images, r.model.image_shape) if images else load_like_run(r, data)
-    scores = single_image_scores(r, ds.images, saved)
-    primary = saved["primary"] if saved["primary"] in scores else next(iter(scores))
+    primary = saved["primary"]
+    if primary == "ratio" and not (saved.get("background") and Path(saved["background"]).is_dir()):
+        raise VaelabError(f"{stem} flags by the likelihood ratio, but its background run {saved.get('background')} is gone",
+                          f"run vaelab anomaly {run} again with another --score first")
+    scores = single_image_scores(r, ds.images, saved, names=[primary])
     t = float(saved["scores"][primary]["threshold"])
     flagged = flag(scores[primary], t)
     table = Table(title=f"anomaly: {primary} > {t:.4g} (threshold of {stem})")
