@@ -119,6 +119,7 @@ class TrainConfig:
     on_nan: str = "stop"  # stop | skip_batch
     compile: bool = False  # torch.compile the model
     binarize: bool = False  # dynamic binarisation (Bernoulli draw of each pixel per batch)
+    perturb: float = 0.0  # share of pixels replaced by uniform noise in each batch: a background model (Ren et al. 2019)
     images_every: int = 1  # write recon/sample grids every N epochs (0: never)
     save_latents: bool = True  # keep the validation latents of each epoch (for the scatter animation)
     eval_batch_size: int = 1000
@@ -544,6 +545,8 @@ def validate(cfg: Config) -> Config:
             raise VaelabError(f"'{key}' is {value}, it must be <= {high:,}", f"set {key} to a sane size")
     if cfg.data.val_fraction >= 1:
         raise VaelabError(f"'data.val_fraction' is {cfg.data.val_fraction}, it must be below 1", "use e.g. 0.1 (10% of train)")
+    if not 0 <= cfg.train.perturb < 1:
+        raise VaelabError(f"'train.perturb' is {cfg.train.perturb}", "give a share of pixels in [0, 1), e.g. 0.2 for a background model")
     if cfg.data.channels not in (None, 1, 3):
         raise VaelabError(f"'data.channels' is {cfg.data.channels}", "use 1 (gray) or 3 (RGB)")
     _check_family(cfg.model)

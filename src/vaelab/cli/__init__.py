@@ -19,7 +19,7 @@ from ._common import app, err_console
 __all__ = ["app", "main"]
 
 # importing a command module registers its commands, in this order in `vaelab --help`
-COMMAND_MODULES = ("data", "pack", "train", "evaluate", "latent", "figures", "explore", "export", "sweep", "vq")
+COMMAND_MODULES = ("data", "pack", "train", "evaluate", "latent", "anomaly", "figures", "explore", "export", "sweep", "vq")
 for _module in COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_module}")
 

@@ -147,14 +147,21 @@ def predict(
     name: Annotated[
         str | None, typer.Option(help="A saved classifier by name (RUN/classify/NAME.npz: --name, or the method and its -p parameters).")
     ] = None,
+    anomaly: Annotated[bool, typer.Option("--anomaly", help="Also flag anomalies with the threshold vaelab anomaly saved.")] = False,
+    anomaly_result: Annotated[str | None, typer.Option(help="Which saved anomaly result (default: the newest).")] = None,
 ):
     """Print the predicted class and its probability for each image, with the run's saved classifier.
+
+    With --anomaly, also each image's anomaly score and whether it lies above the saved threshold (the
+    class prediction is left out when the run has no saved classifier).
 
     Examples:
 
       vaelab predict runs/mnist-148-z2 digit.png other.png
 
       vaelab predict runs/mnist-148-z2 --data npz:test.npz --method mlp
+
+      vaelab predict runs/mnist-0 odd.png --anomaly
     """
     from ..latent import classifiers, fewlabels
     from ..run import load_run
@@ -165,6 +172,9 @@ def predict(
         classifiers.make(method)  # the unknown-method error, with a suggestion
     path = fewlabels.classifier_path(run, _result_name(method, {}, name)) if name else fewlabels.latest_classifier(run, method)
     stem = path.stem
+    if anomaly and name is None and not path.with_name(f"{stem}.classifier.json").is_file():
+        _flag_anomalies(run, images, data, anomaly_result)
+        return
     if not path.with_name(f"{stem}.classifier.json").is_file():
         from ..pretrained import is_pretrained_dir
         from ..run import require_run_dir
@@ -197,5 +207,38 @@ def predict(
     if pred.labels is not None:
         acc = sum(a == b for a, b in zip(pred.classes, pred.labels, strict=True)) / len(pred.labels)
         console.print(f"accuracy {_pct(acc)} on {len(pred.classes)} labelled images", highlight=False)
+    if anomaly:
+        _flag_anomalies(run, images, data, anomaly_result)
+
+
+def _flag_anomalies(run: Path, images: list[Path] | None, data: str | None, which: str | None) -> None:
+    """`predict --anomaly`: each image's score under the saved result's settings, against its threshold."""
+    from ..anomaly.detect import load_like_run, single_image_scores
+    from ..anomaly.metrics import flag
+    from ..anomaly.outputs import saved_result
+    from ..latent import fewlabels
+    from ..run import load_run, require_run_dir
+
+    require_run_dir(run)
+    stem, saved = saved_result(run, which)
+    r = load_run(run, checkpoint=saved.get("checkpoint") if Path(saved.get("checkpoint") or "").is_file() else "best")
+    ds = fewlabels.images_from_files(images, r.model.image_shape) if images else load_like_run(r, data)
+    primary = saved["primary"]
+    if primary == "ratio" and not (saved.get("background") and Path(saved["background"]).is_dir()):
+        raise VaelabError(f"{stem} flags by the likelihood ratio, but its background run {saved.get('background')} is gone",
+                          f"run vaelab anomaly {run} again with another --score first")
+    scores = single_image_scores(r, ds.images, saved, names=[primary])
+    t = float(saved["scores"][primary]["threshold"])
+    flagged = flag(scores[primary], t)
+    table = Table(title=f"anomaly: {primary} > {t:.4g} (threshold of {stem})")
+    table.add_column("image")
+    table.add_column(primary, justify="right")
+    table.add_column("anomaly")
+    names = [p.name for p in images] if images and len({p.name for p in images}) == len(images) else [str(p) for p in images or []]
+    names = names or [str(i) for i in range(len(ds))]
+    for i, nm in enumerate(names):
+        table.add_row(nm, f"{scores[primary][i]:.4g}", "yes" if flagged[i] else "no")
+    console.print(table)
+    console.print(f"{int(flagged.sum())} of {len(flagged)} images flagged", highlight=False)
 
 

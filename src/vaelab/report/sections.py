@@ -242,6 +242,36 @@ def classification_section(ctx: ReportContext) -> list[str]:
     return out
 
 
+def anomaly_section(ctx: ReportContext) -> list[str]:
+    """RUN/anomaly/*.json (from `vaelab anomaly`): per result, what was scored, a row per score, its figures."""
+    from ..anomaly.outputs import FOLDER, read_results
+
+    results = read_results(ctx.run_dir)
+    if not results:
+        return [note("No anomaly scores yet", shell("vaelab", "anomaly", ctx.run_dir))]
+    out: list[str] = []
+    keys = ("threshold", "flagged", "flagged_share", "test_fpr", "auroc", "auprc", "fpr_at_95_tpr")
+    for stem, rep in results.items():
+        rule = rep.get("threshold_rule") or {}
+        rule_text = f"FPR {rule['fpr']}" if "fpr" in rule else f"quantile {rule.get('quantile')}"
+        outliers = f" + {rep['outliers']} (all anomalies)" if rep.get("outliers") else ""
+        about = [
+            ("scored", f"{rep.get('n_images')} {rep.get('split')} images of {rep.get('data')}{outliers}"),
+            ("normal classes", ", ".join(map(str, rep.get("normal_classes") or [])) or "n/a"),
+            ("threshold", f"{rule_text} of {(rep.get('calibration') or {}).get('n_images')} validation images; flags by {rep.get('primary')}"),
+        ]
+        rows = [{"score": name, **{k: e.get(k) for k in keys if k in e}} for name, e in rep["scores"].items() if isinstance(e, dict)]
+        out.append(f"<h3>{esc(stem)}</h3>" + kv_table(about) + (rows_table(rows) if rows else ""))
+        for suffix, title, caption in (
+            ("roc", "ROC of the anomaly scores", "anomalies are the positives; the dotted line marks 95% TPR"),
+            ("flagged", "Flagged images", "ordered by score, most anomalous first; the score under each image"),
+        ):
+            png = ctx.run_dir / FOLDER / f"{stem}_{suffix}.png"
+            if png.is_file():
+                out.append(figure_html(f"anomaly_{suffix}_{stem}", title, png.read_bytes(), caption=caption))
+    return out
+
+
 def reconstructions_section(ctx: ReportContext) -> list[str]:
     return ctx.figures("recon")
 
@@ -324,6 +354,7 @@ SECTIONS: list[Section] = [
     Section("training", "Training", training_section),
     Section("evaluation", "Evaluation", evaluation_section),
     Section("classification", "Classification", classification_section),
+    Section("anomaly", "Anomaly detection", anomaly_section),
     Section("reconstructions", "Reconstructions", reconstructions_section),
     Section("samples", "Samples", samples_section),
     Section("latent", "Latent space", latent_section),

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from ..anomaly.scores import perturb
 from ..config import Config, dump_config, to_dict, validate
 from ..data import ImageSet, from_config, to_float
 from ..data.imageset import Images, bounded_batch
@@ -414,6 +415,8 @@ def train_epoch(ctx: Context, model, optimizer, scheduler, images, labels, stop:
             y = labels.index_select(0, idx) if use_labels else None
         if cfg.train.binarize:
             x = torch.bernoulli(x)
+        if cfg.train.perturb > 0:  # a background model for the likelihood-ratio anomaly score
+            x = perturb(x, cfg.train.perturb)
         w = kl_weight(cfg, state.step, n_batches)
         terms = objective(model, x, y, kl_weight=w, free_bits=cfg.model.free_bits, ssim_weight=cfg.model.ssim_weight)
         optimizer.zero_grad(set_to_none=True)

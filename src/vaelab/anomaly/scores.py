@@ -1,0 +1,169 @@
+"""Anomaly scores of images under a trained VAE: one number per image, larger = more anomalous.
+
+    elbo        -ELBO = reconstruction + KL, nats (Kingma & Welling 2014, eq. 3; beta = 1)
+    nll         importance-sampled -log p(x), the IWAE bound L_k, nats (Burda et al. 2016, eq. 8)
+    recon       mean squared error per pixel of the decoded posterior mean
+    ssim        1 - SSIM of the decoded posterior mean (Gaussian 11 x 11 window, Wang et al. 2004)
+    complexity  NLL minus the input's complexity, in bits per dimension (Serra et al. 2020, eq. 2):
+                S(x) = l_M(x) - L(x), l_M = -log2 p_M(x) / D, L = a lossless compressor's code length / D
+    ratio       -log p(x) + log p_bg(x), nats: the likelihood ratio against a background model trained on
+                perturbed inputs (Ren et al. 2019, eq. 5, as a score: -LLR)
+
+Raw likelihoods favour simple images: a Fashion-MNIST model gives MNIST digits a higher likelihood than
+its own test images (Nalisnick et al. 2019), because the likelihood of an image is dominated by how easy
+its pixels are to predict, not by what it shows. Both corrections remove that part: `complexity` with a
+generic compressor's code length (PNG here, no second model), `ratio` with a model of the same family
+that only learned the low-level statistics (its inputs had a share of their pixels replaced by noise).
+How well each works here is measured by benchmarks/anomaly.py (README): with a Bernoulli VAE on grey
+levels the code length dominates `complexity`, and a VAE background model did not make `ratio` work.
+
+The likelihood terms come from `evaluate.likelihood.likelihood_terms` and the reconstruction terms from
+`evaluate.reconstruction.reconstruction_metrics`, so a score here is the same number `vaelab evaluate`
+reports per image.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import VaelabError
+
+# name -> what it is (the unit in brackets); every score is oriented so that larger = more anomalous
+SCORES: dict[str, str] = {
+    "elbo": "-ELBO (nats)",
+    "nll": "importance-sampled NLL (nats)",
+    "recon": "reconstruction MSE per pixel",
+    "ssim": "1 - SSIM of the reconstruction",
+    "complexity": "NLL minus PNG code length (bits/dim; Serra et al. 2020)",
+    "ratio": "NLL minus a background model's NLL (nats; Ren et al. 2019)",
+}
+DEFAULT_SCORES = ("ssim", "recon", "nll", "elbo", "complexity")  # the first flags: 1 - SSIM ranked best one-class
+COMPRESSORS = ("png", "zlib")
+
+
+def parse_scores(text: str | Sequence[str] | None, background: bool = False) -> list[str]:
+    """'nll,recon' -> ['nll', 'recon'] (validated); None: the defaults, plus 'ratio' with a background model."""
+    if text is None:
+        return list(DEFAULT_SCORES) + (["ratio"] if background else [])
+    items = [t.strip() for t in (text.split(",") if isinstance(text, str) else text) if str(t).strip()]
+    if not items:
+        raise VaelabError("no anomaly score given", f"choose from: {', '.join(SCORES)}")
+    out: list[str] = []
+    for name in items:
+        if name not in SCORES:
+            import difflib
+
+            close = difflib.get_close_matches(name, list(SCORES), n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"choose from: {', '.join(SCORES)}"
+            raise VaelabError(f"unknown anomaly score '{name}'", hint)
+        if name == "ratio" and not background:
+            raise VaelabError(
+                "the 'ratio' score needs a background model",
+                "give --background RUN2, a run trained on perturbed inputs (train.perturb=0.2)",
+            )
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def code_length_bits(images: torch.Tensor, compressor: str = "png") -> np.ndarray:
+    """Lossless code length L(x) of each uint8 image (N, C, H, W), in bits: the PNG file size (PIL,
+    compression level 9) or zlib's on the raw bytes. A constant header does not change any ranking."""
+    if compressor not in COMPRESSORS:
+        raise VaelabError(f"unknown compressor '{compressor}'", f"use one of: {', '.join(COMPRESSORS)}")
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise VaelabError(f"code lengths need uint8 images (N, C, H, W), got {tuple(images.shape)} {images.dtype}")
+    arr = images.cpu().numpy()
+    out = np.empty(len(arr), dtype=np.float64)
+    if compressor == "zlib":
+        for i, a in enumerate(arr):
+            out[i] = 8 * len(zlib.compress(a.tobytes(), 9))
+        return out
+    from PIL import Image
+
+    for i, a in enumerate(arr):
+        img = Image.fromarray(a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0))
+        buf = io.BytesIO()
+        img.save(buf, format="PNG", compress_level=9)
+        out[i] = 8 * buf.tell()
+    return out
+
+
+def complexity_score(nll_nats: np.ndarray, code_bits: np.ndarray, dims: int) -> np.ndarray:
+    """Serra et al. 2020, eq. 2 as an anomaly score: (-log2 p(x) - L(x)) / D in bits per dimension.
+
+    A complex (noisy, textured) image has a long code L and a large NLL alike; subtracting L leaves what
+    the model finds surprising beyond the image's own complexity."""
+    return (np.asarray(nll_nats, np.float64) / math.log(2) - np.asarray(code_bits, np.float64)) / dims
+
+
+def perturb(x: torch.Tensor, rate: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Ren et al. 2019, sec. 3.1: replace a share `rate` of the pixels (each independently) by a value drawn
+    uniformly from [0, 1]. x: (B, C, H, W) float in [0, 1]; the background model trains on these."""
+    if rate <= 0:
+        return x
+    mask = torch.rand(x.shape, generator=generator, device=x.device) < rate
+    noise = torch.rand(x.shape, generator=generator, device=x.device).to(x.dtype)
+    return torch.where(mask, noise, x)
+
+
+def check_scorable(run, where: str = "this run") -> None:
+    if getattr(run.model, "conditional", False):
+        raise VaelabError(
+            f"{where} is a conditional model: its likelihood needs each image's class, which an anomaly does not have",
+            "score with an unconditional run (model.conditional=false)",
+        )
+
+
+def score_images(
+    run,
+    images: torch.Tensor,
+    scores: Sequence[str],
+    *,
+    k: int = 100,
+    background=None,
+    compressor: str = "png",
+    batch_size: int = 500,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """Every requested score of a set of uint8 images (N, C, H, W) under `run` (a `vaelab.run.Run`).
+
+    `k`: importance samples of the NLL (also the samples the ELBO terms average over); `background`: the
+    run of the background model for 'ratio'. Returns {score: (N,) float64}, larger = more anomalous.
+    """
+    from ..evaluate.likelihood import likelihood_terms
+    from ..evaluate.reconstruction import reconstruction_metrics
+
+    check_scorable(run)
+    model = run.model.eval()
+    out: dict[str, np.ndarray] = {}
+    need_lik = {"elbo", "nll", "complexity", "ratio"} & set(scores)
+    if need_lik:
+        lt = likelihood_terms(model, images, None, k, batch_size=batch_size, seed=seed)
+        nll = lt.nll
+        if "elbo" in scores:
+            out["elbo"] = lt.elbo_loss
+        if "nll" in scores:
+            out["nll"] = nll
+        if "complexity" in scores:
+            c, h, w = images.shape[1:]
+            out["complexity"] = complexity_score(nll, code_length_bits(images, compressor), c * h * w)
+        if "ratio" in scores:
+            if background is None:
+                raise VaelabError("the 'ratio' score needs a background model", "give --background RUN2")
+            check_scorable(background, "the background run")
+            bg = likelihood_terms(background.model.eval(), images, None, k, batch_size=batch_size, seed=seed)
+            out["ratio"] = nll - bg.nll
+    if {"recon", "ssim"} & set(scores):
+        rec = reconstruction_metrics(model, images, None, batch_size=batch_size)
+        if "recon" in scores:
+            out["recon"] = rec["mse"]
+        if "ssim" in scores:
+            out["ssim"] = 1.0 - rec["ssim"]
+    return {name: out[name] for name in scores}
