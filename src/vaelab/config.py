@@ -36,6 +36,7 @@ class DataConfig:
     seed: int = 0  # seed of the validation split and of `limit`'s subsample
     images_key: str | None = None  # npz/npy: array name of the images (guessed when None)
     labels_key: str | None = None  # npz/npy: array name of the labels (guessed when None)
+    factors: list[str] | None = None  # dsprites: the factors that vary (e.g. shape,scale,posx,posy); the others stay at their first value
 
 
 @dataclass

@@ -23,6 +23,11 @@ class ImageSet:
     class_names: list[str] = field(default_factory=list)
     split_ids: torch.Tensor | None = None  # (N,) int8 index into SPLITS; None means all 'train'
     source: str = ""  # where the images came from, for `data info` and reports
+    # ground-truth factors of variation (dsprites, or an npz with a `factors` array): (N, F) int64 indices
+    # into factor_values[f]; None when the source has none. The disentanglement metrics read them.
+    factors: torch.Tensor | None = None
+    factor_names: list[str] = field(default_factory=list)
+    factor_values: list[list[float]] = field(default_factory=list)
 
     def __post_init__(self):
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -37,6 +42,15 @@ class ImageSet:
                     "give one label per image",
                 )
             self.labels = self.labels.long()
+        if self.factors is not None:
+            if self.factors.ndim != 2 or self.factors.shape[0] != n:
+                raise VaelabError(
+                    f"{self.source or 'data'}: {n} images but factors of shape {tuple(self.factors.shape)}",
+                    "give one row of factors per image, (N, F)",
+                )
+            self.factors = self.factors.long()
+            if not self.factor_names:
+                self.factor_names = [f"factor_{i}" for i in range(self.factors.shape[1])]
         if self.split_ids is None:
             self.split_ids = torch.zeros(n, dtype=torch.int8)
 
@@ -86,6 +100,7 @@ class ImageSet:
             images=self.images[index],
             labels=None if self.labels is None else self.labels[index],
             split_ids=self.split_ids[index],
+            factors=None if self.factors is None else self.factors[index],
         )
 
     def split_counts(self) -> dict[str, int]:
@@ -143,4 +158,8 @@ def concat(parts: list[ImageSet], source: str = "") -> ImageSet:
         class_names=names if labelled else [],
         split_ids=torch.cat([p.split_ids for p in parts]),
         source=source or " + ".join(p.source for p in parts),
+        # factors survive a join only when every part has the same ones
+        factors=torch.cat([p.factors for p in parts]) if all(p.factors is not None and p.factor_names == first.factor_names for p in parts) else None,
+        factor_names=list(first.factor_names) if all(p.factors is not None and p.factor_names == first.factor_names for p in parts) else [],
+        factor_values=list(first.factor_values) if all(p.factors is not None and p.factor_names == first.factor_names for p in parts) else [],
     )

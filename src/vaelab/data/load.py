@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,7 @@ def load(
     images_key: str | None = None,
     labels_key: str | None = None,
     split: str | None = None,
+    factors: list[str] | None = None,
 ) -> ImageSet:
     """Load a data spec into an `ImageSet` (uint8 N x C x H x W), with the shared options applied.
 
@@ -113,6 +115,9 @@ def load(
         channels=channels,
         images_key=images_key,
         labels_key=labels_key,
+        factors=factors,  # dsprites: the factors that vary
+        limit=limit,  # dsprites: render only about twice the limit
+        seed=seed,
     )
     if len(ds) == 0:
         raise VaelabError(f"{spec} holds no images", "point it at a source with images")
@@ -140,7 +145,7 @@ def conform(ds: ImageSet, image_size: int | None, channels: int | None) -> Image
         images = to_channels(images, want_c)
     if images is ds.images:
         return ds
-    return ImageSet(images, ds.labels, ds.class_names, ds.split_ids, ds.source)
+    return replace(ds, images=images)  # keeps the factors
 
 
 def from_config(cfg) -> ImageSet:
@@ -153,6 +158,7 @@ def from_config(cfg) -> ImageSet:
         seed=cfg.seed,
         images_key=cfg.images_key,
         labels_key=cfg.labels_key,
+        factors=getattr(cfg, "factors", None),
     )
     main = load(cfg.source, val_fraction=0.0 if cfg.val else cfg.val_fraction, **common)
     parts = [main]
@@ -189,7 +195,7 @@ def select_classes(ds: ImageSet, classes: list) -> ImageSet:
         remap[old] = new
     idx = torch.nonzero(remap[ds.labels] >= 0).flatten()
     sub = ds.subset(idx)
-    return ImageSet(sub.images, remap[sub.labels], [ds.class_names[i] for i in wanted], sub.split_ids, ds.source)
+    return replace(sub, labels=remap[sub.labels], class_names=[ds.class_names[i] for i in wanted])
 
 
 def split_validation(ds: ImageSet, fraction: float, seed: int) -> ImageSet:
@@ -212,7 +218,7 @@ def split_validation(ds: ImageSet, fraction: float, seed: int) -> ImageSet:
     split_ids = ds.split_ids.clone()
     if chosen:
         split_ids[torch.as_tensor(np.concatenate(chosen), dtype=torch.long)] = val_id
-    return ImageSet(ds.images, ds.labels, ds.class_names, split_ids, ds.source)
+    return replace(ds, split_ids=split_ids)
 
 
 def limit_per_split(ds: ImageSet, limit: int, seed: int) -> ImageSet:
