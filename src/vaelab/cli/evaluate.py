@@ -24,6 +24,8 @@ def evaluate(
     gmm_components: Annotated[int, typer.Option(help="Components of the ex-post GMM sampler.")] = 10,
     temperature: Annotated[float, typer.Option(help="Spread of z for the generated images (below 1: more typical, less varied).")] = 1.0,
     checkpoint: Annotated[str, typer.Option(help="best, last, or a .ckpt file.")] = "best",
+    disentanglement: Annotated[bool, typer.Option("--disentanglement", help="Also score BetaVAE, FactorVAE, MIG, SAP, DCI (data with factors, e.g. dsprites).")] = False,
+    metric_scale: Annotated[float, typer.Option(help="Sample sizes of the disentanglement metrics, as a share of disentanglement_lib's (0.1 for quick CPU runs).")] = 1.0,
     batch_size: int = 500,
     seed: int = 0,
 ):
@@ -38,6 +40,8 @@ def evaluate(
       vaelab evaluate runs/mnist-mlp --nll-samples 5000 --split test
 
       vaelab evaluate runs/fashion-z10 --no-fid
+
+      vaelab evaluate runs/dsprites-tc --no-fid --disentanglement --metric-scale 0.1
     """
     from ..evaluate.report import json_bytes, npz_bytes, summary_rows
     from ..evaluate.run import evaluate_run
@@ -68,11 +72,17 @@ def evaluate(
     if split is None and result["split"] != "test":  # a photo folder with train/ and val/ only
         console.print("note: the run's data has no test split; evaluating its val split", highlight=False)
     split = result["split"]
+    if disentanglement:
+        from ..evaluate.disentangle_run import disentanglement_of_run
+
+        result["disentanglement"] = disentanglement_of_run(r, data, seed=seed, scale=metric_scale, batch_size=batch_size)
     out = Path(r.path) / "eval"
     _write_bytes(out / f"{split}.json", json_bytes(result))
     _write_bytes(out / f"{split}_per_image.npz", npz_bytes(result))
     table = Table(title=f"{r.path} ({Path(result['checkpoint']).name}, epoch {result['epoch']}), {split} split", show_header=False)
-    for name, value in summary_rows(result):
+    from ..evaluate.disentangle_run import disentanglement_rows
+
+    for name, value in summary_rows(result) + disentanglement_rows(result):
         table.add_row(name, value)
     console.print(table)
     for note in result.get("notes", []):

@@ -163,7 +163,7 @@ def read_dsprites(
         images = render(indices)
     else:
         images = _cached_render(varying, indices)
-    tensor = torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1)  # one copy into RAM, (N, 1, 64, 64)
+    tensor = torch.from_numpy(np.array(images, copy=True)).unsqueeze(1)  # one copy into RAM, (N, 1, 64, 64)
     names = [FACTOR_NAMES[i] for i in varying]
     vals = factor_values()
     return ImageSet(
