@@ -83,6 +83,7 @@ class Latents:
     log_p: torch.Tensor  # log p(z_1..z_L), (..,)
     kl: list[torch.Tensor]  # per layer, bottom first: the KL term per image (closed form where one exists)
     kl_dims: list[torch.Tensor] | None  # per layer, its closed-form KL per dimension; None when a layer has none
+    q: object = None  # q(z_L|x), the top posterior object (its mean/logvar: beta-TCVAE, DIP-VAE)
 
 
 class JointPosterior:
@@ -122,7 +123,7 @@ class JointPosterior:
             kls.append(kd.sum(-1))
             dims.append(kd)
         return Latents(
-            z=z, top=top, log_q=log_q, log_p=log_p, kl=kls[::-1], kl_dims=None if any(d is None for d in dims) else dims[::-1]
+            z=z, top=top, log_q=log_q, log_p=log_p, kl=kls[::-1], kl_dims=None if any(d is None for d in dims) else dims[::-1], q=q_top
         )
 
     def layer_means(self) -> list[torch.Tensor]:
