@@ -179,11 +179,13 @@ def mig(codes, factors, seed: int = 0, num_train: int = 10000, num_bins: int = 2
     return {"mig": float(np.mean(gap[ok] / entropy[ok])) if ok.any() else 0.0, "num_train": num_train, "num_bins": num_bins}
 
 
-def sap(codes, factors, seed: int = 0, num_train: int = 10000, num_test: int = 5000) -> dict:
+def sap(codes, factors, seed: int = 0, num_train: int = 10000, num_test: int = 5000, continuous: bool = False) -> dict:
     """Separated Attribute Predictability (Kumar et al. 2018, sec. 3; disentanglement_lib
-    ``evaluation/metrics/sap_score.py``, discrete factors as in its dSprites config): a linear SVM
-    (C = 0.01, balanced classes) predicts each factor from each single code dimension; for each factor
-    the gap between the two best test accuracies, averaged over factors."""
+    ``evaluation/metrics/sap_score.py``): a score per (code dimension, factor), and for each factor the gap
+    between its two best scores, averaged over factors. Discrete factors (disentanglement_lib's dSprites
+    config, the default): the score is the test accuracy of a linear SVM (C = 0.01, balanced classes) on
+    the one code dimension, so the gap is at most 1 - chance; ``continuous``: the squared correlation
+    (R^2 of a linear fit), up to 1."""
     codes, factors = _check(codes, factors)
     from sklearn.svm import LinearSVC
 
@@ -193,6 +195,10 @@ def sap(codes, factors, seed: int = 0, num_train: int = 10000, num_test: int = 5
     for i in range(codes.shape[1]):
         for j in range(factors.shape[1]):
             y = factors[tr, j]
+            if continuous:
+                cov = np.cov(codes[tr, i], y, ddof=1)
+                score[i, j] = cov[0, 1] ** 2 / (cov[0, 0] * cov[1, 1]) if cov[0, 0] > 1e-12 and cov[1, 1] > 0 else 0.0
+                continue
             if len(np.unique(y)) < 2:
                 score[i, j] = 1.0  # a constant factor: every predictor is right
                 continue
@@ -202,7 +208,7 @@ def sap(codes, factors, seed: int = 0, num_train: int = 10000, num_test: int = 5
             score[i, j] = np.mean(clf.predict(codes[te, i : i + 1]) == factors[te, j])
     top = np.sort(score, axis=0)
     gap = top[-1] - (top[-2] if len(top) > 1 else 0.0)
-    return {"sap": float(np.mean(gap)), "num_train": num_train, "num_test": num_test}
+    return {"sap": float(np.mean(gap)), "num_train": num_train, "num_test": num_test, "continuous": continuous}
 
 
 def _entropy_rows(p: np.ndarray, base: int) -> np.ndarray:
