@@ -195,6 +195,11 @@ def test_evaluate_disentanglement_on_dsprites(tmp_path):
     assert set(d["metrics"]) == {"beta_vae", "factor_vae", "mig", "sap", "dci"} and d["seed"] == 0
     assert d["metrics"]["mig"]["num_train"] == 100 and d["factors"] == ["shape", "posx", "posy"]
     assert all(0 <= v <= 1 for v in d["headline"].values())
+    from vaelab.report import disentanglement_html
+
+    html = disentanglement_html({"val": {"disentanglement": d}, "test": {"loss": {}}})
+    assert "MIG" in html and "DCI completeness" in html and "shape, posx, posy" in html
+    assert disentanglement_html({"test": {"loss": {}}}) == ""
 
 
 def test_evaluate_disentanglement_needs_factors(tmp_path, tiny_run):

@@ -328,6 +328,7 @@ def build_report(run, data=None, dpi: int | None = None, animations: bool = True
     for stem, result in evals.items():
         page.add("evaluation", f"<h3>{esc(stem)}</h3>" + render_json(result, figs.class_names))
     page.figures("evaluation", "quality", missing="silent" if not evals else None)
+    page.add("evaluation", disentanglement_html(evals))
 
     # -- classification ----------------------------------------------------------------------------------
     if not figs.classify:
@@ -360,6 +361,19 @@ def build_report(run, data=None, dpi: int | None = None, animations: bool = True
 
     page.add("config", f"<pre>{esc(dump_config(cfg))}</pre>")
     return _html(run, page)
+
+
+def disentanglement_html(evals: dict[str, dict]) -> str:
+    """The disentanglement metrics of the eval JSONs that have them ('disentanglement' key, written by
+    ``vaelab evaluate --disentanglement``): one row per metric, one column per split; '' when none has."""
+    from .evaluate.disentangle_run import LABELS
+
+    scored = {stem: r["disentanglement"] for stem, r in evals.items() if isinstance(r.get("disentanglement"), dict)}
+    if not scored:
+        return ""
+    table = {LABELS.get(k, k): {stem: d["headline"].get(k) for stem, d in scored.items()} for k in LABELS}
+    how = "; ".join(f"{esc(s)}: {d['pool']} images, factors {esc(', '.join(d['factors']))}, seed {d['seed']}, sample scale {d['scale']:g}" for s, d in scored.items())
+    return "<h3>Disentanglement (disentanglement_lib's definitions)</h3>" + record_table(table, "metric") + f"<p>{how}</p>"
 
 
 def _html(run, page: _Page) -> str:
