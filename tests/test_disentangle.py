@@ -27,8 +27,8 @@ OBJ = {
     "dip-i": ("model.objective=dip", "model.dip_type=i"),
 }
 QUICK = ("train.images_every=0", "train.save_latents=false")
-# a tiny dSprites: 2 scales x 4 x 4 positions x 3 shapes (96 images), rendered from the definition
-DS = ("data.source=dsprites", "data.factors=shape,posx,posy", "data.limit=60", "model.hidden=[32]", "model.latent_dim=3")
+# a tiny dSprites: 3 shapes x 6 scales (18 images), rendered from the definition
+DS = ("data.source=dsprites", "data.factors=shape,scale", "data.val_fraction=0.2", "model.hidden=[32]", "model.latent_dim=3")
 
 
 # -- the generator --------------------------------------------------------------------------------------
@@ -193,14 +193,63 @@ def test_evaluate_disentanglement_on_dsprites(tmp_path):
     assert cli("evaluate", run, "--no-fid", "--nll-samples", "2", "--disentanglement", "--metric-scale", "0.01") == 0
     d = json.loads((run / "eval" / "val.json").read_text())["disentanglement"]
     assert set(d["metrics"]) == {"beta_vae", "factor_vae", "mig", "sap", "dci"} and d["seed"] == 0
-    assert d["metrics"]["mig"]["num_train"] == 100 and d["factors"] == ["shape", "posx", "posy"]
+    assert d["metrics"]["mig"]["num_train"] == 100 and d["factors"] == ["shape", "scale"]
     assert all(0 <= v <= 1 for v in d["headline"].values())
     from vaelab.report import disentanglement_html
 
     html = disentanglement_html({"val": {"disentanglement": d}, "test": {"loss": {}}})
-    assert "MIG" in html and "DCI completeness" in html and "shape, posx, posy" in html
+    assert "MIG" in html and "DCI completeness" in html and "shape, scale" in html
     assert disentanglement_html({"test": {"loss": {}}}) == ""
 
 
 def test_evaluate_disentanglement_needs_factors(tmp_path, tiny_run):
     assert cli("evaluate", tiny_run, "--no-fid", "--nll-samples", "2", "--disentanglement") == 2
+
+
+def test_a_two_trial_sweep_on_tiny_dsprites_has_the_metric_columns(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    import yaml
+
+    from vaelab.sweep import steps
+    from vaelab.sweep.grid import build_plan
+    from vaelab.sweep.results import build_results
+    from vaelab.sweep.study import prepare_study, run_workers, study_status
+
+    def fake_evaluate_run(run, split="test"):  # the loss terms only: FID's feature network is not the point here
+        from vaelab.train import evaluate_terms
+
+        part = run.data().split("val")
+        t = evaluate_terms(run.model, part.images, part.labels, run.config)
+        return {"split": "val", "n_images": t["n"], "loss": {"objective": t["loss"], "recon": t["recon"], "kl": t["kl"]}}
+
+    mod = types.ModuleType("fake_disent_steps")
+    mod.evaluate_run = fake_evaluate_run
+    monkeypatch.setitem(sys.modules, "fake_disent_steps", mod)
+    monkeypatch.setattr(steps, "EVALUATE", ("fake_disent_steps", "evaluate_run"))
+    monkeypatch.setattr(steps, "report_trial", lambda run_dir: None)  # the per-trial HTML pages are tested elsewhere
+    study = yaml.safe_load(Path("configs/dsprites-study.yaml").read_text()) if Path("configs/dsprites-study.yaml").is_file() else None
+    assert study is not None and len(study["sweep"]["variants"]) == 6  # the published study's file parses
+    cfg = {
+        "name": "tiny", "out_dir": str(tmp_path),
+        "data": {"source": "dsprites", "factors": ["shape", "scale"]},  # 18 images, few classes: DCI's trees stay quick
+        "model": {"hidden": [32], "latent_dim": 3, "disc_hidden": [16]},
+        "train": {"epochs": 1, "batch_size": 32, "images_every": 0, "save_latents": False},
+        "sweep": {"evaluate": True, "disentanglement": 0.01, "variants": [
+            {"name": "tc", "overrides": {"model.objective": "tc", "model.beta": 6}},
+            {"name": "factor", "overrides": {"model.objective": "factor", "model.gamma": 35}}]},
+    }
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    plan = build_plan(path)
+    assert plan.disentanglement == 0.01 and plan.evaluate
+    prepare_study(plan, tmp_path / "study")
+    run_workers(plan, tmp_path / "study", evaluate=True)
+    res = build_results(plan, tmp_path / "study", study_status(plan, tmp_path / "study"))
+    assert all(0 <= r["mig"] <= 1 and "dci_d" in r for r in res.rows)
+    assert "MIG" in res.markdown() and "BetaVAE" in res.markdown()
+    from vaelab.sweep.grid import _metric_scale
+
+    with pytest.raises(VaelabError, match="sweep.disentanglement"):
+        _metric_scale("lots")
