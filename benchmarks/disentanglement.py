@@ -13,7 +13,7 @@ each trial is trained with `vaelab.train.fit` and scored with `evaluate.disentan
 
 Budgets: ``quick`` (2 models, 1 seed, 1 epoch on 300 images, metrics at 1% of disentanglement_lib's sample
 sizes: checks the plumbing, not the numbers), ``cpu`` (6 models x 2 seeds on the 18,432 images of shape x
-scale x posx x posy, a 512-256 MLP, 3 epochs, metrics at 5%), ``full`` (the study file: 3 seeds, 30 epochs,
+scale x posx x posy, a 512-256 MLP, 2 epochs, metrics at 5%), ``full`` (the study file: 3 seeds, 30 epochs,
 metrics at 10%). Runs go to ``--out`` (default runs/disentanglement/<budget>/); a trained trial is reused.
 """
 
@@ -34,7 +34,7 @@ BUDGETS = ("quick", "cpu", "full")
 # (overrides of the study file, seeds, metric sample scale, variants kept (None: all))
 SETTINGS = {
     "quick": (["data.limit=300", "train.epochs=1", "model.hidden=[64]", "model.disc_hidden=[32]"], 1, 0.01, ["vae", "beta-tcvae-6"]),
-    "cpu": (["train.epochs=3", "model.hidden=[512,256]", "model.disc_hidden=[256,256]"], 2, 0.05, None),
+    "cpu": (["train.epochs=2", "model.hidden=[512,256]", "model.disc_hidden=[256,256]"], 2, 0.05, None),
     "full": ([], 3, 0.1, None),
 }
 METRICS = [("beta_vae", "BetaVAE"), ("factor_vae", "FactorVAE"), ("mig", "MIG"), ("sap", "SAP"), ("dci_d", "DCI D"),
