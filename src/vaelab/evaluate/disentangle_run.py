@@ -59,6 +59,34 @@ def disentanglement_of_run(
     }
 
 
+def total_correlation(mean: np.ndarray, std: np.ndarray, seed: int = 0) -> float:
+    """TC(z) = KL(q(z) || prod_j q(z_j)) of the aggregate posterior over a set of images, nats: one z per
+    image from its q(z|x), log q(z) and log q(z_j) over the whole set (minibatch-weighted sampling with the
+    set as the batch, Chen et al. 2018, eq. S6). Needs no factors."""
+    import math
+
+    from ..models.disentangle import tc_decomposition
+    from ..models.posterior import DiagonalGaussian
+
+    mu = torch.as_tensor(mean, dtype=torch.float64)
+    logvar = 2 * torch.log(torch.as_tensor(std, dtype=torch.float64).clamp_min(1e-12))
+    g = torch.Generator().manual_seed(seed)
+    z = mu + torch.randn(mu.shape, generator=g, dtype=torch.float64) * torch.exp(0.5 * logvar)
+    log_p = (-0.5 * (z**2 + math.log(2 * math.pi))).sum(-1)
+    return float(tc_decomposition(z, DiagonalGaussian(mu, logvar), log_p, len(z))["tc"].mean())
+
+
+def total_correlation_of_run(run, data: ImageSet, *, n: int = 2000, seed: int = 0, batch_size: int = 500) -> dict:
+    """{'tc': nats, 'n': images} of a seeded draw of at most `n` images of `data` (e.g. the test split)."""
+    from ..latent.encode import encode
+
+    if len(data) > n:
+        rng = np.random.default_rng(seed)
+        data = data.subset(torch.from_numpy(np.sort(rng.choice(len(data), size=n, replace=False))))
+    lat = encode(run, data, batch_size=batch_size)
+    return {"tc": total_correlation(lat.z, lat.std, seed), "n": len(lat.z), "seed": seed}
+
+
 LABELS = {
     "beta_vae": "BetaVAE score",
     "factor_vae": "FactorVAE score",

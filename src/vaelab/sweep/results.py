@@ -32,6 +32,8 @@ EVAL_COLUMNS = [
     ("ssim", "SSIM", ".3f", "recon_quality.ssim"),
     ("fid", "FID", ".2f", "fid.prior"),
     ("cond_acc", "cond. acc.", ".3f", "conditional_accuracy"),
+    ("active_units", "active units", "g", "active_units"),
+    ("total_corr", "TC (nats)", ".2f", "total_correlation.tc"),  # of the aggregate posterior (evaluate_trial)
 ]
 # the disentanglement metrics (eval/test.json's 'disentanglement.headline', from `evaluate --disentanglement`)
 DISENTANGLEMENT_COLUMNS = [

@@ -97,10 +97,15 @@ def evaluate_trial(run_dir: str | Path, split: str = "test", disentanglement: fl
     fn = _require(EVALUATE, "--evaluate")
     run = load_run(run_dir)
     result = fn(run, split=None if split == "test" else split)  # None: test, else val
-    if disentanglement > 0 and isinstance(result, dict):
-        from ..evaluate.disentangle_run import disentanglement_of_run
+    if isinstance(result, dict):
+        from ..evaluate.disentangle_run import disentanglement_of_run, total_correlation_of_run
 
-        result["disentanglement"] = disentanglement_of_run(run, scale=disentanglement)
+        # the total correlation of the aggregate posterior (no factors needed): beside the active units
+        data = run.data()
+        part = data.split(result.get("split") or ("test" if data.has_split("test") else "val"))
+        result["total_correlation"] = total_correlation_of_run(run, part)
+        if disentanglement > 0:
+            result["disentanglement"] = disentanglement_of_run(run, scale=disentanglement)
     if not isinstance(result, dict):
         raise VaelabError(f"{EVALUATE[0]}.{EVALUATE[1]} returned {type(result).__name__}, not a dict of metrics")
     split = result.get("split", split)
