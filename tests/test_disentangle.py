@@ -247,9 +247,20 @@ def test_a_two_trial_sweep_on_tiny_dsprites_has_the_metric_columns(tmp_path, mon
     prepare_study(plan, tmp_path / "study")
     run_workers(plan, tmp_path / "study", evaluate=True)
     res = build_results(plan, tmp_path / "study", study_status(plan, tmp_path / "study"))
-    assert all(0 <= r["mig"] <= 1 and "dci_d" in r for r in res.rows)
+    assert all(0 <= r["mig"] <= 1 and "dci_d" in r and "total_corr" in r for r in res.rows)
     assert "MIG" in res.markdown() and "BetaVAE" in res.markdown()
     from vaelab.sweep.grid import _metric_scale
 
     with pytest.raises(VaelabError, match="sweep.disentanglement"):
         _metric_scale("lots")
+
+
+def test_total_correlation_of_the_aggregate_posterior():
+    from vaelab.evaluate.disentangle_run import total_correlation
+
+    rs = np.random.RandomState(0)
+    independent = rs.randn(1500, 3)
+    small = np.full_like(independent, 0.3)  # (tiny posteriors bias the mixture estimate upwards)
+    mixed = independent @ np.array([[1.0, 0.9, 0.0], [0.0, 0.45, 0.0], [0.0, 0.0, 1.0]])
+    assert abs(total_correlation(independent, small)) < 0.15
+    assert total_correlation(mixed, small) > total_correlation(independent, small) + 0.3

@@ -52,10 +52,12 @@ def _log_q_pairs(z: torch.Tensor, q) -> torch.Tensor:
     return -0.5 * ((zi - mu) ** 2 * torch.exp(-logvar) + logvar + math.log(2 * math.pi))
 
 
-def tc_decomposition(z: torch.Tensor, q, log_p: torch.Tensor, dataset_size: int) -> dict[str, torch.Tensor]:
-    """Per-image MI, TC and dimension-wise KL by minibatch-weighted sampling (Chen et al. 2018, eq. S6)."""
+def tc_decomposition(z: torch.Tensor, q, log_p: torch.Tensor, dataset_size: int | None) -> dict[str, torch.Tensor]:
+    """Per-image MI, TC and dimension-wise KL by minibatch-weighted sampling (Chen et al. 2018, eq. S6):
+    q(z) ~ 1/(N M) sum_j q(z | x_j) over a batch of M from N images. ``dataset_size=None``: the batch is the
+    whole set, q(z) = 1/M sum_j q(z | x_j)."""
     m = z.shape[0]
-    log_norm = math.log(max(dataset_size, m) * m)
+    log_norm = math.log(m) if dataset_size is None else math.log(max(dataset_size, m) * m)
     pairs = _log_q_pairs(z, q)  # (M, M, D)
     log_qz_x = q.log_prob(z)  # (M,) log q(z_i | x_i)
     log_qz = torch.logsumexp(pairs.sum(-1), dim=1) - log_norm  # (M,) log q(z_i)
