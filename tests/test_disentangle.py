@@ -264,3 +264,20 @@ def test_total_correlation_of_the_aggregate_posterior():
     mixed = independent @ np.array([[1.0, 0.9, 0.0], [0.0, 0.45, 0.0], [0.0, 0.0, 1.0]])
     assert abs(total_correlation(independent, small)) < 0.15
     assert total_correlation(mixed, small) > total_correlation(independent, small) + 0.3
+
+
+def test_a_checkpoint_from_before_the_new_keys_still_resumes(tmp_path):
+    from conftest import tiny_config
+    from vaelab.train.checkpoint import load_checkpoint, save_checkpoint
+
+    over = (*QUICK, "data.limit=64")
+    run = fit(tiny_config(tmp_path, "train.epochs=1", "name=old", *over), quiet=True)["run_dir"]
+    path = Path(run) / "checkpoints" / "last.ckpt"
+    state = load_checkpoint(path)
+    for key in ("gamma", "disc_hidden", "disc_lr", "dip_lambda", "dip_type", "dataset_size"):
+        del state["config"]["model"][key]  # as written before these keys existed
+    state.pop("aux_optimizers")
+    state.pop("format")
+    save_checkpoint(path, state)
+    out = fit(tiny_config(tmp_path, "train.epochs=2", "name=old", *over), run_dir=run, resume=True, quiet=True)
+    assert out["epochs"] == 2

@@ -6,12 +6,12 @@ from __future__ import annotations
 import copy
 
 from .blocks import ARCHS
+from .disentangle import dip, factor, tc
 from .likelihoods import LIKELIHOODS
 from .objective import OBJECTIVES, LossTerms, vae_loss
 from .posterior import POSTERIORS, DiagonalGaussian
 from .prior import PRIORS
 from .vae import VAE
-from .disentangle import dip, factor, tc  # noqa: E402 - after objective: they return its LossTerms
 
 OBJECTIVES.update({"tc": tc, "factor": factor, "dip": dip})  # models/disentangle.py
 

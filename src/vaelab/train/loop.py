@@ -582,7 +582,10 @@ def _resume_checkpoint(run_dir: Path, cfg: Config) -> dict:
     """The run's last checkpoint, if `cfg` (with model sizes resolved) describes the same model."""
     ckpt = load_checkpoint(run_dir / CHECKPOINTS / "last.ckpt")
     saved, now = ckpt.get("config", {}).get("model", {}), to_dict(cfg)["model"]
-    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    from ..config import ModelConfig
+
+    default = to_dict(ModelConfig())  # a key added since the checkpoint was written had its default then
+    diff = sorted(k for k in set(saved) | set(now) if saved.get(k, default.get(k)) != now.get(k))
     if diff:
         detail = ", ".join(f"model.{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in diff)
         raise VaelabError(
