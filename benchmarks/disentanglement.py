@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from datetime import date
@@ -113,6 +114,10 @@ def verdicts(results: list[dict]) -> list[str]:
     return out
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--budget", choices=BUDGETS, default="cpu")
@@ -127,13 +132,24 @@ def main(argv=None) -> int:
     out = args.out or ROOT / "runs" / "disentanglement" / args.budget
     scale = SETTINGS[args.budget][2]
     t0 = time.perf_counter()
+    from vaelab.train.loop import TrainingInterrupted
+
     results = []
-    for spec in trials:
-        r = run_trial(plan, spec, out, scale)
-        print(f"{spec.name}: MIG {r['mig']:.3f}, train {r['train_s']:.0f} s, metrics {r['metrics_s']:.0f} s", file=sys.stderr, flush=True)
-        results.append(r)
+    old = signal.signal(signal.SIGTERM, _interrupt)  # `timeout` stops it: print the trials done so far
+    try:
+        for spec in trials:
+            r = run_trial(plan, spec, out, scale)
+            print(f"{spec.name}: MIG {r['mig']:.3f}, train {r['train_s']:.0f} s, metrics {r['metrics_s']:.0f} s", file=sys.stderr, flush=True)
+            results.append(r)
+    except (KeyboardInterrupt, TrainingInterrupted):  # (a signal inside training saves its checkpoint first)
+        print(f"stopped after {len(results)} of {len(trials)} trials", file=sys.stderr)
+        if not results:
+            return 1
+    finally:
+        signal.signal(signal.SIGTERM, old)
     print(f"dSprites ({results[0]['pool']} images scored per trial), budget {args.budget}, metrics at {scale:g} x "
-          f"disentanglement_lib's sample sizes, {date.today()}, {time.perf_counter() - t0:.0f} s in all\n")
+          f"disentanglement_lib's sample sizes, {date.today()}, {time.perf_counter() - t0:.0f} s in all, "
+          f"{len(results)} of {len(trials)} trials\n")
     print(table(results))
     print()
     for line in verdicts(results):
