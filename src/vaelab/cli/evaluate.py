@@ -54,6 +54,11 @@ def evaluate(
     if inception is not None and no_fid:
         raise VaelabError("--inception and --no-fid contradict each other", "drop one of them")
     r = load_run(run, checkpoint=checkpoint)
+    scores = None
+    if disentanglement:  # first: data without factors stops here, before the long evaluation
+        from ..evaluate.disentangle_run import disentanglement_of_run
+
+        scores = disentanglement_of_run(r, data, seed=seed, scale=metric_scale, batch_size=batch_size)
     result = evaluate_run(
         r,
         split=split,
@@ -72,10 +77,8 @@ def evaluate(
     if split is None and result["split"] != "test":  # a photo folder with train/ and val/ only
         console.print("note: the run's data has no test split; evaluating its val split", highlight=False)
     split = result["split"]
-    if disentanglement:
-        from ..evaluate.disentangle_run import disentanglement_of_run
-
-        result["disentanglement"] = disentanglement_of_run(r, data, seed=seed, scale=metric_scale, batch_size=batch_size)
+    if scores is not None:
+        result["disentanglement"] = scores
     out = Path(r.path) / "eval"
     _write_bytes(out / f"{split}.json", json_bytes(result))
     _write_bytes(out / f"{split}_per_image.npz", npz_bytes(result))
