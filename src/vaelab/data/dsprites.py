@@ -23,7 +23,7 @@ in the shape's own frame (rotated by -orientation about the shape's centre, divi
 
 The shape's centre is at pixel (13 + 38 posx, 13 + 38 posy) (x to the right, y down), so every shape at
 every orientation stays inside the canvas. Rendering is vectorised NumPy over batches of images (about
-10,000 images/s on one core, measured 2026-12-03 on a 2-core CPU: the full grid in about 75 s) and deterministic;
+10,000 images/s on one core, measured 2026-12-03 on a 2-core CPU on 20,000 images) and deterministic;
 the rendered grid is cached as an uncompressed ``.npy`` under the vaelab cache and read back memory-mapped.
 
 Options (``data.factors``, ``data.limit``): a factor subset such as ``shape,scale,posx,posy`` keeps the
