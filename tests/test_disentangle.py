@@ -77,6 +77,8 @@ def test_dsprites_source_subset_limit_and_cache(tmp_path, monkeypatch):
     assert np.array_equal(lim.images[:, 0].numpy(), render(_rows(lim)))
     with pytest.raises(VaelabError, match="no factor 'colour'"):
         load("dsprites", factors=["colour"])
+    with pytest.raises(VaelabError, match="varying factors of dsprites"):
+        load("mnist-sample", factors=["shape"])
 
 
 def _rows(ds):

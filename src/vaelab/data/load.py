@@ -107,6 +107,8 @@ def load(
     a limited run converts only the images it keeps.
     """
     _check_options(image_size, channels, val_fraction, limit)
+    if factors and parse_spec(spec)[0] != "dsprites":
+        raise VaelabError(f"factors={factors} picks the varying factors of dsprites, not of {spec}", "drop data.factors (an npz's own 'factors' array is read by itself)")
     if split is not None and split not in SPLITS:
         raise VaelabError(f"unknown split '{split}'", f"use one of: {', '.join(SPLITS)}")
     ds = _read(
