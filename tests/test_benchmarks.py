@@ -141,3 +141,42 @@ def test_quick_families_end_to_end(tmp_path):
         assert (tmp_path / "q" / run / "figures" / "curves.png").is_file()
     assert results["2layer"]["active_units"].endswith("of 100 + 50")  # per layer, z1 then z2
     assert "| IAF posterior (2 steps) |" in done.stdout
+
+
+# ---------------------------------------------------------------------------------------------------------
+# benchmarks/disentanglement.py
+
+
+def _disent():
+    spec = importlib.util.spec_from_file_location("disent_bench", ROOT / "benchmarks" / "disentanglement.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["disent_bench"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_disentanglement_budgets_build_the_study_trials():
+    d = _disent()
+    plan, trials = d.plan_for("cpu")
+    assert {t.variant for t in trials} == {"vae", "beta-vae-4", "beta-vae-16", "beta-tcvae-6", "factor-vae-35", "dip-vae-ii"}
+    assert len(trials) == 12 and plan.trial_config(trials[0].overrides, "x", "t").model.hidden == [512, 256]
+    assert [t.variant for t in d.plan_for("quick")[1]] == ["vae", "beta-tcvae-6"]
+
+
+def test_disentanglement_table_and_targets():
+    d = _disent()
+    row = {"beta_vae": 0.8, "factor_vae": 0.7, "mig": 0.1, "sap": 0.05, "dci_d": 0.3, "dci_c": 0.3, "dci_i": 0.9, "val_recon": 30.0, "val_kl": 20.0}
+    results = [{"variant": "vae", **row}, {"variant": "vae", **row, "mig": 0.2}, {"variant": "beta-tcvae-6", **row, "mig": 0.3}]
+    text = d.table(results)
+    assert "| vae | 2 | 0.800 ± 0.000 | 0.700 ± 0.000 | 0.150 ± 0.071 |" in text and "Locatello" in text
+    lines = d.verdicts(results)
+    assert "MIG beta-tcvae-6 0.300 vs vae 0.150: higher" in lines
+    assert all("inside" in line for line in lines if line.startswith(("mig", "sap", "dci_d")))
+
+
+@pytest.mark.slow
+def test_quick_disentanglement_end_to_end(tmp_path, capsys):
+    d = _disent()
+    assert d.main(["--budget", "quick", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| vae | 1 |" in out and "| beta-tcvae-6 | 1 |" in out and "MIG beta-tcvae-6" in out

@@ -38,6 +38,7 @@ class DataConfig:
     labels_key: str | None = None  # npz/npy: array name of the labels (guessed when None)
     workers: int = 0  # shards: data-loader worker processes per rank (each reads its own shards)
     shuffle_buffer: int = 1000  # shards: samples shuffled in a buffer as they stream
+    factors: list[str] | None = None  # dsprites: the factors that vary (e.g. shape,scale,posx,posy); the others stay at their first value
 
 
 @dataclass
@@ -58,6 +59,13 @@ class ModelConfig:
     iw_samples: int = 5  # K, importance samples per image of iwae / miwae / ciwae
     iw_groups: int = 1  # M, independent K-sample bounds averaged by miwae
     ciwae_beta: float = 0.5  # ciwae: weight of the ELBO against the K-sample bound
+    # disentangling objectives (README "Disentanglement"): tc (beta-TCVAE: model.beta weighs the TC), factor, dip
+    gamma: float = 35.0  # factor: weight of the total-correlation term (Kim & Mnih 2018 use 35 on dSprites)
+    disc_hidden: list[int] = field(default_factory=lambda: [1000] * 6)  # factor: the discriminator's MLP widths
+    disc_lr: float = 1e-4  # factor: the discriminator's Adam learning rate (its own optimizer)
+    dip_lambda: float = 10.0  # dip: lambda_od, weight of the off-diagonal covariance penalty
+    dip_type: str = "ii"  # dip: i (Cov of the means, lambda_d = 10 lambda_od) | ii (+ E[Sigma], lambda_d = lambda_od)
+    dataset_size: int | None = None  # tc: filled from the data (training images), for minibatch-weighted sampling
     posterior: str = "gaussian"  # gaussian | iaf (inverse autoregressive flow, Kingma 2016)
     flow_steps: int = 2  # IAF steps
     flow_hidden: int = 0  # width of each IAF step's MADE; 0 = 4 x latent_dim
@@ -158,13 +166,14 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.arch": ("mlp", "conv"),
     "model.likelihood": ("bernoulli", "gaussian"),
     "model.prior": ("normal", "mog", "class", "vamp"),  # models.PRIORS
-    "model.objective": ("elbo", "iwae", "miwae", "ciwae", "mmd", "rae", "vq"),  # models.OBJECTIVES
+    "model.objective": ("elbo", "iwae", "miwae", "ciwae", "mmd", "rae", "vq", "tc", "factor", "dip"),  # models.OBJECTIVES
     "model.posterior": ("gaussian", "iaf", "delta"),  # models.POSTERIORS
     "model.layer_inference": ("ladder", "bottomup"),  # models.hierarchy.LAYER_INFERENCE
     "model.mmd_kernel": ("imq", "rbf"),
     "model.rae_reg": ("l2", "gp"),
     "model.latent": ("gaussian", "vq"),  # models.vq.LATENTS
     "model.codebook_update": ("ema", "loss"),
+    "model.dip_type": ("i", "ii"),
     "model.gaussian_scale": ("fixed", "learned"),
     "model.norm": ("batch", "instance", "none"),
     "model.decoder_norm": ("batch", "instance", "none"),
@@ -204,6 +213,9 @@ FAMILIES: dict[str, dict[str, str]] = {
         "mmd": "recon + beta KL + model.mmd_weight MMD(q(z), p(z)) (InfoVAE, Zhao et al. 2019); with model.posterior=delta, WAE-MMD (Tolstikhin et al. 2018)",
         "vq": "the VQ-VAE loss: recon + codebook + model.commitment x commitment (van den Oord et al. 2017; with model.latent=vq)",
         "rae": "deterministic encoder, recon + beta ||z||^2 / 2 + model.rae_weight x decoder L2 or gradient penalty (RAE, Ghosh et al. 2020)",
+        "tc": "beta-TCVAE: the KL split into MI + TC + dimension-wise KL, model.beta on the TC (Chen et al. 2018)",
+        "factor": "FactorVAE: -ELBO + model.gamma x TC from a discriminator with its own optimizer (Kim & Mnih 2018)",
+        "dip": "DIP-VAE I/II (model.dip_type): -ELBO + model.dip_lambda x a covariance penalty (Kumar et al. 2018)",
     },
     "model.posterior": {
         "gaussian": "a diagonal Gaussian q(z|x) (Kingma & Welling 2014)",
@@ -257,6 +269,9 @@ BOUNDS: dict[str, tuple[float, bool]] = {
     "model.iw_samples": (1, True),
     "model.iw_groups": (1, True),
     "model.ciwae_beta": (0, True),
+    "model.gamma": (0, True),
+    "model.disc_lr": (0, False),
+    "model.dip_lambda": (0, True),
     "model.flow_steps": (1, True),
     "model.flow_hidden": (0, True),
     "model.stochastic_layers": (1, True),
@@ -574,6 +589,9 @@ def _check_family(m: ModelConfig) -> None:
     if m.objective in ("mmd", "rae", "vq") and (m.free_bits > 0 or m.ssim_weight > 0):
         what = "model.free_bits" if m.free_bits > 0 else "model.ssim_weight"
         raise VaelabError(f"{what} is not part of model.objective={m.objective}", f"set {what}=0, or use model.objective=elbo")
+    if m.objective in ("tc", "factor", "dip"):
+        _check_disentangling(m)
+        return
     weighted = m.objective != "elbo"
     if m.free_bits > 0 and (m.prior in ("mog", "vamp") or m.posterior == "iaf" or weighted):
         what = f"model.objective={m.objective}" if weighted else f"model.prior={m.prior}" if m.prior in ("mog", "vamp") else "model.posterior=iaf"
@@ -604,6 +622,21 @@ def _check_family(m: ModelConfig) -> None:
         )
     if any(int(v) < 1 for v in list(m.layer_dims) + list(m.layer_hidden)):
         raise VaelabError("'model.layer_dims' / 'model.layer_hidden' has a size below 1", "every layer needs at least one unit")
+
+
+def _check_disentangling(m: ModelConfig) -> None:
+    """tc / factor / dip work on one layer of a Gaussian posterior, without free bits or the SSIM term."""
+    o = f"model.objective={m.objective}"
+    for bad, what in (
+        (m.posterior != "gaussian", "model.posterior=gaussian"),
+        (m.stochastic_layers != 1, "model.stochastic_layers=1"),
+        (m.free_bits > 0, "model.free_bits=0"),
+        (m.ssim_weight > 0, "model.ssim_weight=0"),
+    ):
+        if bad:
+            raise VaelabError(f"{o} needs {what} (one layer of Gaussian latents, the terms as published)", f"set {what} with {o}")
+    if m.objective == "factor" and (not m.disc_hidden or any(int(v) < 1 for v in m.disc_hidden)):
+        raise VaelabError("'model.disc_hidden' has a size below 1 (or none)", "give the discriminator's widths, e.g. [1000, 1000]")
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, Any]:

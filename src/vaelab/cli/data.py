@@ -21,6 +21,7 @@ def data_info(
     seed: int = 0,
     images_key: Annotated[str | None, typer.Option(help="npz: name of the images array.")] = None,
     labels_key: Annotated[str | None, typer.Option(help="npz: name of the labels array (npy: labels file).")] = None,
+    factors: Annotated[str | None, typer.Option(help="dsprites: the factors that vary, e.g. shape,scale,posx,posy.")] = None,
 ):
     """Print samples per split and class, image shape, pixel mean/std and the source.
 
@@ -43,6 +44,7 @@ def data_info(
             seed=seed,
             images_key=images_key,
             labels_key=labels_key,
+            factors=[f for f in factors.split(",") if f.strip()] if factors else None,
         )
     for w in caught:
         err_console.print(f"[yellow]warning:[/] {escape(str(w.message))}", highlight=False, soft_wrap=True)
@@ -63,6 +65,9 @@ def data_info(
     if not info["labelled"]:
         console.print("unlabelled")
     console.print(f"pixel mean {info['pixel_mean']:.4f}, std {info['pixel_std']:.4f} (on 0..1)")
+    if info["factors"]:
+        sizes = ", ".join(f"{name} {k}" for name, k in info["factors"].items())
+        console.print(f"factors: {sizes} (values per factor)", markup=False, highlight=False, soft_wrap=True)
     console.print(f"source: {info['source']}", markup=False, highlight=False, soft_wrap=True)
 
 

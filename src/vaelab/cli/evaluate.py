@@ -25,6 +25,8 @@ def evaluate(
     gmm_components: Annotated[int, typer.Option(help="Components of the ex-post GMM sampler.")] = 10,
     temperature: Annotated[float, typer.Option(help="Spread of z for the generated images (below 1: more typical, less varied).")] = 1.0,
     checkpoint: Annotated[str, typer.Option(help="best, last, epoch_N (train.keep_checkpoints), or a .ckpt file.")] = "best",
+    disentanglement: Annotated[bool, typer.Option("--disentanglement", help="Also score BetaVAE, FactorVAE, MIG, SAP, DCI (data with factors, e.g. dsprites).")] = False,
+    metric_scale: Annotated[float, typer.Option(help="Sample sizes of the disentanglement metrics, as a share of disentanglement_lib's (0.1 for quick CPU runs).")] = 1.0,
     batch_size: int = 500,
     seed: int = 0,
     sampler: Annotated[
@@ -42,6 +44,8 @@ def evaluate(
       vaelab evaluate runs/mnist-mlp --nll-samples 5000 --binarized --split test
 
       vaelab evaluate runs/fashion-z10 --no-fid
+
+      vaelab evaluate runs/dsprites-tc --no-fid --disentanglement --metric-scale 0.1
     """
     from ..evaluate.report import json_bytes, npz_bytes, summary_rows
     from ..evaluate.run import evaluate_run
@@ -60,6 +64,11 @@ def evaluate(
             raise VaelabError(f"--sampler is '{sampler}'", f"use one of: {', '.join(SAMPLERS)}")
     r = load_run(run, checkpoint=checkpoint)
     _use_threads(r.config.trainer.threads)  # the run's trainer.threads (feature-net training included)
+    scores = None
+    if disentanglement:  # first: data without factors stops here, before the long evaluation
+        from ..evaluate.disentangle_run import disentanglement_of_run
+
+        scores = disentanglement_of_run(r, data, seed=seed, scale=metric_scale, batch_size=batch_size)
     result = evaluate_run(
         r,
         split=split,
@@ -80,6 +89,8 @@ def evaluate(
     if split is None and result["split"] != "test":  # a photo folder with train/ and val/ only
         console.print("note: the run's data has no test split; evaluating its val split", highlight=False)
     split = result["split"]
+    if scores is not None:
+        result["disentanglement"] = scores
     out = Path(r.path) / "eval"
     _write_bytes(out / f"{split}.json", json_bytes(result))
     _write_bytes(out / f"{split}_per_image.npz", npz_bytes(result))
@@ -87,7 +98,9 @@ def evaluate(
 
     log_evaluation(r.path, result)  # eval/<split>/... scalars and hparams in the run's TensorBoard
     table = Table(title=f"{r.path} ({Path(result['checkpoint']).name}, epoch {result['epoch']}), {split} split", show_header=False)
-    for name, value in summary_rows(result):
+    from ..evaluate.disentangle_run import disentanglement_rows
+
+    for name, value in summary_rows(result) + disentanglement_rows(result):
         table.add_row(name, value)
     console.print(table)
     for note in result.get("notes", []):

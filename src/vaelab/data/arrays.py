@@ -116,9 +116,43 @@ def read_npz(
                 groups = _pick_keys(list(z.files), images_key, labels_key, path)
                 parts = [(split, z[ik], z[lk] if lk else None) for split, ik, lk in groups]
                 names = _class_names_in(z)
+                factors = _factors_in(z, path)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # zlib: corrupt compressed data
         raise _open_error(path, e) from None
-    return _build(parts, names, path, image_size, "/".join(f"{ik}" for _, ik, _ in groups))
+    ds = _build(parts, names, path, image_size, "/".join(f"{ik}" for _, ik, _ in groups))
+    return ds if factors is None else _with_factors(ds, *factors, path)
+
+
+def _factors_in(z, path: Path):
+    """(values (N, F), names) of an archive's optional ``factors`` / ``factor_names`` arrays, or None."""
+    if "factors" not in z.files:
+        return None
+    values = z["factors"]
+    if values.ndim == 1:
+        values = values[:, None]
+    if values.ndim != 2 or values.dtype.kind not in "biuf":
+        raise VaelabError(f"{path}: 'factors' has shape {values.shape} ({values.dtype})", "save a numeric (N, F) array of factor values")
+    names = [str(n) for n in z["factor_names"].tolist()] if "factor_names" in z.files else []
+    if names and len(names) != values.shape[1]:
+        raise VaelabError(f"{path}: {len(names)} factor_names for {values.shape[1]} factors", "give one name per column of 'factors'")
+    return values, names
+
+
+def _with_factors(ds: ImageSet, values: np.ndarray, names: list[str], path: Path) -> ImageSet:
+    """Each factor column as indices into its sorted distinct values (the metrics treat factors as discrete)."""
+
+    if len(values) != len(ds):
+        raise VaelabError(f"{path}: 'factors' has {len(values)} rows for {len(ds)} images", "give one row of factors per image")
+    if not np.isfinite(values.astype(np.float64)).all():
+        raise VaelabError(f"{path}: 'factors' holds NaN or inf", "give finite factor values")
+    cols, grids = [], []
+    for j in range(values.shape[1]):
+        grid, idx = np.unique(values[:, j], return_inverse=True)
+        cols.append(idx.reshape(-1))
+        grids.append([float(v) for v in grid])
+    factors = torch.from_numpy(np.stack(cols, axis=1).astype(np.int64))
+    names = names or [f"factor_{j}" for j in range(values.shape[1])]
+    return ds.replace(factors=factors, factor_names=names, factor_values=grids)
 
 
 def read_npy(

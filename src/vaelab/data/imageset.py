@@ -136,6 +136,9 @@ class ImageSet:
         source: str = "",
         rows: torch.Tensor | None = None,
         map_path: str | None = None,
+        factors: torch.Tensor | None = None,
+        factor_names: list[str] | None = None,
+        factor_values: list[list[float]] | None = None,
     ):
         if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
             shape = tuple(getattr(images, "shape", ()))
@@ -158,6 +161,21 @@ class ImageSet:
             labels = labels.long()
         self.labels = labels
         self.split_ids = torch.zeros(n, dtype=torch.int8) if split_ids is None else split_ids
+        # ground-truth factors of variation (dsprites, or an npz with a `factors` array): (N, F) int64 indices
+        # into factor_values[f]; None when the source has none. The disentanglement metrics read them.
+        self.factor_names = list(factor_names or [])
+        self.factor_values = [list(v) for v in factor_values or []]
+        if factors is not None:
+            factors = torch.as_tensor(factors)
+            if factors.ndim != 2 or factors.shape[0] != n:
+                raise VaelabError(
+                    f"{source or 'data'}: {n} images but factors of shape {tuple(factors.shape)}",
+                    "give one row of factors per image, (N, F)",
+                )
+            factors = factors.long()
+            if not self.factor_names:
+                self.factor_names = [f"factor_{i}" for i in range(factors.shape[1])]
+        self.factors = factors
 
     @classmethod
     def from_map(cls, path: str | Path, shape: tuple[int, ...], labels=None, class_names=None, split_ids=None, source: str = "") -> ImageSet:
@@ -166,10 +184,11 @@ class ImageSet:
 
     def replace(self, **changes) -> ImageSet:
         """A new set sharing this one's storage, with some of images, labels, class_names, split_ids,
-        source, rows, map_path replaced (like `dataclasses.replace`)."""
+        source, rows, map_path, factors, factor_names, factor_values replaced (like `dataclasses.replace`)."""
         attrs = dict(
             images=self.storage, labels=self.labels, class_names=self.class_names, split_ids=self.split_ids,
             source=self.source, rows=self.rows, map_path=self.map_path,
+            factors=self.factors, factor_names=self.factor_names, factor_values=self.factor_values,
         )
         attrs.update(changes)
         return ImageSet(**attrs)
@@ -263,6 +282,7 @@ class ImageSet:
             rows=rows,
             labels=None if self.labels is None else self.labels[index],
             split_ids=self.split_ids[index],
+            factors=None if self.factors is None else self.factors[index],
         )
 
     def split_counts(self) -> dict[str, int]:
@@ -359,10 +379,15 @@ def concat(parts: list[ImageSet], source: str = "") -> ImageSet:
         for p in parts:
             remap = torch.tensor([names.index(c) for c in p.class_names], dtype=torch.long)
             labels.append(remap[p.labels] if len(remap) else p.labels)
+    same_factors = all(p.factors is not None and p.factor_names == first.factor_names for p in parts)
     return ImageSet(
         images=torch.cat([p.images for p in parts]),
         labels=torch.cat(labels) if labelled else None,
         class_names=names if labelled else [],
         split_ids=torch.cat([p.split_ids for p in parts]),
         source=source or " + ".join(p.source for p in parts),
+        # factors survive a join only when every part has the same ones
+        factors=torch.cat([p.factors for p in parts]) if same_factors else None,
+        factor_names=list(first.factor_names) if same_factors else [],
+        factor_values=list(first.factor_values) if same_factors else [],
     )

@@ -51,4 +51,8 @@ def summarize(ds: ImageSet) -> dict:
         "splits": per_split,
         "pixel_mean": round(mean, 4),
         "pixel_std": round(std, 4),
+        # ground-truth factors (dsprites, npz 'factors'): name -> number of distinct values
+        "factors": {n: len(v) if v else int(ds.factors[:, i].max()) + 1 for i, (n, v) in enumerate(zip(ds.factor_names, ds.factor_values or [[]] * len(ds.factor_names), strict=True))}
+        if ds.factors is not None
+        else {},
     }

@@ -103,6 +103,7 @@ def load(
     images_key: str | None = None,
     labels_key: str | None = None,
     split: str | None = None,
+    factors: list[str] | None = None,
 ) -> ImageSet:
     """Load a data spec into an `ImageSet` (uint8 N x C x H x W), with the shared options applied.
 
@@ -111,6 +112,8 @@ def load(
     a limited run converts only the images it keeps.
     """
     _check_options(image_size, channels, val_fraction, limit)
+    if factors and parse_spec(spec)[0] != "dsprites":
+        raise VaelabError(f"factors={factors} picks the varying factors of dsprites, not of {spec}", "drop data.factors (an npz's own 'factors' array is read by itself)")
     if split is not None and split not in SPLITS:
         raise VaelabError(f"unknown split '{split}'", f"use one of: {', '.join(SPLITS)}")
     ds = _read(
@@ -119,6 +122,9 @@ def load(
         channels=channels,
         images_key=images_key,
         labels_key=labels_key,
+        factors=factors,  # dsprites: the factors that vary
+        limit=limit,  # dsprites: render only about twice the limit
+        seed=seed,
     )
     if getattr(ds, "streaming", False):  # shards: streamed as packed; selection is done when packing
         used = [k for k, v in (("classes", classes), ("limit", limit), ("split", split)) if v]
@@ -161,7 +167,7 @@ def conform(ds: ImageSet, image_size: int | None, channels: int | None) -> Image
         images = to_channels(images, want_c)
     if images is ds.images:
         return ds
-    return ImageSet(images, ds.labels, ds.class_names, ds.split_ids, ds.source)
+    return ds.replace(images=images)  # keeps the factors
 
 
 def from_config(cfg) -> ImageSet:
@@ -174,6 +180,7 @@ def from_config(cfg) -> ImageSet:
         seed=cfg.seed,
         images_key=cfg.images_key,
         labels_key=cfg.labels_key,
+        factors=getattr(cfg, "factors", None),
     )
     main = load(cfg.source, val_fraction=0.0 if cfg.val else cfg.val_fraction, **common)
     if getattr(main, "streaming", False):

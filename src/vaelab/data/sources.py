@@ -202,13 +202,17 @@ def emnist_dataset(split: str) -> IdxDataset:
 
 def named_names() -> list[str]:
     """Every dataset name `load` knows, for help texts and 'did you mean' hints."""
-    return sorted([*NAMED, "mnist-sample", *(f"emnist-{s}" for s in _EMNIST_CLASSES)])
+    return sorted([*NAMED, "mnist-sample", "dsprites", *(f"emnist-{s}" for s in _EMNIST_CLASSES)])
 
 
 def named_reader(kind: str) -> Callable[..., ImageSet] | None:
     """The reader of a dataset name (mnist, emnist-letters, mnist-sample ...) or None."""
     if kind == "mnist-sample":
         return lambda spec, **_: read_mnist_sample()
+    if kind == "dsprites":
+        from .dsprites import read_dsprites
+
+        return lambda spec, **opts: read_dsprites("", spec, **opts)
     if kind in NAMED:
         ds = NAMED[kind]
         return lambda spec, **_: read_named(ds)

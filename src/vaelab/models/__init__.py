@@ -6,11 +6,14 @@ from __future__ import annotations
 import copy
 
 from .blocks import ARCHS
+from .disentangle import dip, factor, tc
 from .likelihoods import LIKELIHOODS
 from .objective import OBJECTIVES, LossTerms, vae_loss
 from .posterior import POSTERIORS, DiagonalGaussian
 from .prior import PRIORS
 from .vae import VAE
+
+OBJECTIVES.update({"tc": tc, "factor": factor, "dip": dip})  # models/disentangle.py
 
 
 def resolve(cfg, data) -> object:
@@ -19,6 +22,8 @@ def resolve(cfg, data) -> object:
     cfg.image_size = data.image_size
     cfg.channels = data.channels
     cfg.num_classes = data.num_classes if data.labelled else 0
+    if getattr(cfg, "objective", "") == "tc":  # beta-TCVAE's minibatch-weighted sampling needs N
+        cfg.dataset_size = int(data.split_counts().get("train", len(data)))
     return cfg
 
 

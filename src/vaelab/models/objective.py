@@ -42,6 +42,7 @@ class LossTerms:
     elbo_loss: torch.Tensor  # recon + kl: the -ELBO with beta = 1
     ssim: torch.Tensor | None = None  # mean over the batch of SSIM(E[x|z], x), when the loss has the SSIM term
     extra: dict[str, torch.Tensor] = field(default_factory=dict)  # further per-image terms (nats), e.g. kl_1, kl_2
+    aux_loss: torch.Tensor | None = None  # what the model's auxiliary module minimises (FactorVAE's discriminator), by its own optimizer
 
 
 def _layer_terms(kls: list[torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -61,6 +61,11 @@ class VAE(PretrainedMixin, nn.Module):
         if hasattr(self.prior, "bind"):  # a prior made of the model's own posteriors (VampPrior)
             self.prior.bind(self._top_gaussian)
         self.quantizer = LATENTS[getattr(cfg, "latent", "gaussian")](cfg)  # None for the Gaussian latent
+
+        from .disentangle import AUXILIARY  # an objective's own module (FactorVAE's discriminator), or None
+
+        aux = AUXILIARY.get(getattr(cfg, "objective", "elbo"))
+        self.aux = aux(cfg) if aux is not None else None
         layers = int(getattr(cfg, "pixelcnn_layers", 0) or 0)
         self.head = (
             PixelCNNHead(cfg.channels, int(cfg.pixelcnn_channels), layers, int(cfg.pixelcnn_kernel)) if layers > 0 else None

@@ -14,7 +14,7 @@ from pathlib import Path
 from .. import __version__
 from ..visualize.run_figures import RunFigures
 from .html import cards, esc, format_value, page, render_json
-from .sections import SECTIONS, ReportContext, Section, add_section, headline
+from .sections import SECTIONS, ReportContext, Section, add_section, disentanglement_html, headline
 
 REPORT_FILE = "report.html"
 
@@ -52,4 +52,4 @@ def build_report(
     return page(f"vaelab report: {cfg.name}", f"written {when} by vaelab {__version__}", meta, cards(headline(ctx)), built)
 
 
-__all__ = ["REPORT_FILE", "SECTIONS", "Section", "add_section", "build_report", "format_value", "render_json"]
+__all__ = ["REPORT_FILE", "SECTIONS", "Section", "add_section", "build_report", "disentanglement_html", "format_value", "render_json"]

@@ -212,7 +212,24 @@ def evaluation_section(ctx: ReportContext) -> list[str]:
             out.append(details("Reconstruction quality per class", record_table(per_class, "class")))
         out.extend(note(str(n)) for n in result.get("notes") or [] if isinstance(n, str))
         out.append(raw_json(f"eval/{stem}.json", result, ctx.figs.class_names))
-    return out + ctx.figures("quality", missing="silent")
+    table = disentanglement_html(ctx.evals)
+    return out + ([table] if table else []) + ctx.figures("quality", missing="silent")
+
+
+def disentanglement_html(evals: dict[str, dict]) -> str:
+    """The disentanglement metrics of the eval JSONs that have them ('disentanglement' key, written by
+    ``vaelab evaluate --disentanglement``): one row per metric, one column per split; '' when none has."""
+    from ..evaluate.disentangle_run import LABELS
+
+    scored = {stem: r["disentanglement"] for stem, r in evals.items() if isinstance(r.get("disentanglement"), dict)}
+    if not scored:
+        return ""
+    table = {LABELS.get(k, k): {stem: d["headline"].get(k) for stem, d in scored.items()} for k in LABELS}
+    how = "; ".join(
+        f"{esc(s)}: {d['pool']} images, factors {esc(', '.join(d['factors']))}, seed {d['seed']}, sample scale {d['scale']:g}"
+        for s, d in scored.items()
+    )
+    return "<h3>Disentanglement (disentanglement_lib's definitions)</h3>" + record_table(table, "metric") + f"<p>{how}</p>"
 
 
 CLASSIFY_COLUMNS = (

@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 import re
 import typing
 from dataclasses import dataclass, field
@@ -44,7 +45,7 @@ from ..config import (
 )
 from ..errors import VaelabError
 
-SWEEP_KEYS = ("variants", "grid", "seeds", "evaluate", "classify", "search")
+SWEEP_KEYS = ("variants", "grid", "seeds", "evaluate", "classify", "search", "disentanglement")
 SEARCH_KEYS = ("trials", "space", "prune_warmup", "prune_startup")
 # keys the study sets itself for each trial
 RESERVED = ("name", "out_dir")
@@ -80,6 +81,7 @@ class StudyPlan:
     search: dict | None = None  # {"trials", "space", "prune_warmup", "prune_startup"} in --search mode
     evaluate: bool = False
     classify: list[str] = field(default_factory=list)
+    disentanglement: float = 0.0  # > 0: evaluation adds the disentanglement metrics at this share of their sample sizes
     source: str | None = None  # the YAML file it came from (for the report)
 
     @property
@@ -325,6 +327,17 @@ def read_study_file(path: str | Path | None) -> tuple[dict, dict]:
     return data, section
 
 
+def _metric_scale(value) -> float:
+    """``sweep.disentanglement``: false/0 (off), true (disentanglement_lib's sample sizes) or a share of them."""
+    if value is None or value is False:
+        return 0.0
+    if value is True:
+        return 1.0
+    if isinstance(value, (int, float)) and math.isfinite(value) and value >= 0:
+        return float(value)
+    raise VaelabError(f"'sweep.disentanglement' is {value!r}", "write true, false, or a share of the metrics' sample sizes such as 0.1")
+
+
 def build_plan(
     config: str | Path | None = None,
     overrides: list[str] | None = None,
@@ -397,6 +410,7 @@ def build_plan(
         search=search_cfg,
         evaluate=bool(section.get("evaluate", False)) if evaluate is None else evaluate,
         classify=list(classify) if classify else cls,
+        disentanglement=_metric_scale(section.get("disentanglement")),
         source=str(config) if config else None,
     )
     if not plan.is_search and not merged and not variants:

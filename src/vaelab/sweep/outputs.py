@@ -33,7 +33,7 @@ def finish_steps(plan: StudyPlan, study_dir: str | Path, status: dict[str, dict]
             continue
         todo = []
         if evaluate and not steps.eval_path(run_dir).is_file():
-            todo.append(("evaluate", lambda d=run_dir: steps.evaluate_trial(d)))
+            todo.append(("evaluate", lambda d=run_dir: steps.evaluate_trial(d, disentanglement=plan.disentanglement)))
         for m in classify:
             if not steps.classify_path(run_dir, m).is_file():
                 todo.append((f"classify {m}", lambda d=run_dir, m=m: steps.classify_trial(d, m)))

@@ -32,6 +32,18 @@ EVAL_COLUMNS = [
     ("ssim", "SSIM", ".3f", "recon_quality.ssim"),
     ("fid", "FID", ".2f", "fid.prior"),
     ("cond_acc", "cond. acc.", ".3f", "conditional_accuracy.accuracy"),  # a dict: accuracy, per_class, gmm, ...
+    ("active_units", "active units", "g", "active_units"),
+    ("total_corr", "TC (nats)", ".2f", "total_correlation.tc"),  # of the aggregate posterior (evaluate_trial)
+]
+# the disentanglement metrics (eval/test.json's 'disentanglement.headline', from `evaluate --disentanglement`)
+DISENTANGLEMENT_COLUMNS = [
+    ("beta_vae", "BetaVAE", ".3f"),
+    ("factor_vae", "FactorVAE", ".3f"),
+    ("mig", "MIG", ".3f"),
+    ("sap", "SAP", ".3f"),
+    ("dci_d", "DCI dis.", ".3f"),
+    ("dci_c", "DCI compl.", ".3f"),
+    ("dci_i", "DCI info.", ".3f"),
 ]
 VAL_COLUMNS = [("val_loss", "val total", ".2f"), ("val_recon", "val recon", ".2f"), ("val_kl", "val KL", ".2f")]
 RUN_COLUMNS = [("epochs", "epochs", "d"), ("train_time_s", "train time (s)", ".1f")]
@@ -131,6 +143,10 @@ def trial_row(run_dir: Path, varied: list[str], methods: list[str]) -> dict:
                 value = ev["fid"]
             if _is_num(value):
                 row[key] = float(value)
+        for key, _, _ in DISENTANGLEMENT_COLUMNS:
+            value = _dig(ev, f"disentanglement.headline.{key}")
+            if _is_num(value):
+                row[key] = float(value)
     for method in methods:
         cl = _read_json(steps.classify_path(run_dir, method))
         if cl is not None and _is_num(cl.get("accuracy")):
@@ -197,6 +213,7 @@ def build_results(plan: StudyPlan, study_dir: str | Path, status: dict[str, dict
     metric_cols = [Column("objective", "val -ELBO (objective)", ".2f", True)] if plan.is_search else []
     metric_cols += [Column(k, h, f, True) for k, h, f in VAL_COLUMNS]
     metric_cols += [Column(k, h, f, True) for k, h, f, _ in EVAL_COLUMNS]
+    metric_cols += [Column(k, h, f, True) for k, h, f in DISENTANGLEMENT_COLUMNS if any(k in r for r in rows)]  # where measured
     metric_cols += [Column(f"accuracy_{m}", f"accuracy ({m})", ".3f", True) for m in methods]
     metric_cols += [Column(k, h, f, True) for k, h, f in RUN_COLUMNS]
     results = Results(rows, ident + metric_cols, seeds=plan.seeds)

@@ -86,15 +86,26 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def evaluate_trial(run_dir: str | Path, split: str = "test") -> dict:
+def evaluate_trial(run_dir: str | Path, split: str = "test", disentanglement: float = 0.0) -> dict:
     """Evaluate a trial's best checkpoint on `split` (val when its data has no test split), writing
-    RUN/eval/<split>.json and <split>_per_image.npz as `vaelab evaluate` does."""
+    RUN/eval/<split>.json and <split>_per_image.npz as `vaelab evaluate` does; with `disentanglement` > 0
+    (a share of the metrics' sample sizes) and data with factors, also the disentanglement metrics."""
     from ..evaluate.report import json_bytes, npz_bytes
     from ..run import load_run
     from ..train.checkpoint import atomic_write
 
     fn = _require(EVALUATE, "--evaluate")
-    result = fn(load_run(run_dir), split=None if split == "test" else split)  # None: test, else val
+    run = load_run(run_dir)
+    result = fn(run, split=None if split == "test" else split)  # None: test, else val
+    if isinstance(result, dict):
+        from ..evaluate.disentangle_run import disentanglement_of_run, total_correlation_of_run
+
+        # the total correlation of the aggregate posterior (no factors needed): beside the active units
+        data = run.data()
+        part = data.split(result.get("split") or ("test" if data.has_split("test") else "val"))
+        result["total_correlation"] = total_correlation_of_run(run, part)
+        if disentanglement > 0:
+            result["disentanglement"] = disentanglement_of_run(run, scale=disentanglement)
     if not isinstance(result, dict):
         raise VaelabError(f"{EVALUATE[0]}.{EVALUATE[1]} returned {type(result).__name__}, not a dict of metrics")
     split = result.get("split", split)

@@ -754,7 +754,7 @@ class Worker:
                     _, loop = trial_dir_state(run_dir, cfg.train.epochs)
                 if self.evaluate and (state != "finished" or not steps.eval_path(run_dir).is_file()):
                     self.emit("step", trial=key, step="evaluate")
-                    steps.evaluate_trial(run_dir)
+                    steps.evaluate_trial(run_dir, disentanglement=self.plan.disentanglement)
                 for method in self.classify:
                     if state != "finished" or not steps.classify_path(run_dir, method).is_file():
                         self.emit("step", trial=key, step=f"classify {method}")

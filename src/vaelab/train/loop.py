@@ -77,6 +77,7 @@ class Context:
     state: TrainState
     fabric: object
     history: list[dict] = field(default_factory=list)
+    aux_optimizers: list = field(default_factory=list)  # optimizers of the objective's own modules (FactorVAE's discriminator)
 
     @property
     def device(self) -> torch.device:
@@ -97,7 +98,8 @@ def kl_weight(cfg: Config, step: int, steps_per_epoch: int) -> float:
 def make_optimizer(cfg: Config, model: torch.nn.Module, steps_per_epoch: int, device: torch.device | None = None):
     """Adam/AdamW (fused kernel where torch has one for the device) and the lr schedule."""
     kind = torch.optim.AdamW if cfg.train.optimizer == "adamw" else torch.optim.Adam
-    params = list(model.parameters())
+    # the objective's auxiliary module (model.aux) has its own optimizer (make_aux_optimizers)
+    params = [p for name, p in model.named_parameters() if not name.startswith("aux.")]
     device = torch.device(device) if device is not None else params[0].device
     # the fused kernel updates every tensor in one pass: the Python loop over parameters dominates small models
     fast = {"fused": True} if device.type in ("cpu", "cuda") else {"foreach": True}
@@ -110,6 +112,15 @@ def make_optimizer(cfg: Config, model: torch.nn.Module, steps_per_epoch: int, de
     else:
         scheduler = None
     return optimizer, scheduler
+
+
+def make_aux_optimizers(cfg: Config, model: torch.nn.Module) -> list:
+    """One Adam per auxiliary module of the objective (none for most): FactorVAE's discriminator at
+    model.disc_lr with betas (0.5, 0.9) (Kim & Mnih 2018, appendix)."""
+    aux = getattr(model, "aux", None)
+    if aux is None:
+        return []
+    return [torch.optim.Adam(aux.parameters(), lr=cfg.model.disc_lr, betas=(0.5, 0.9))]
 
 
 def epoch_order(n: int, seed: int, epoch: int, rank: int, world: int) -> torch.Tensor:
@@ -276,6 +287,7 @@ def _checkpoint_state(ctx: Context, optimizer, scheduler, rank_rng: dict | None 
     return {
         "model": ctx.model.state_dict(),
         "optimizer": optimizer.state_dict(),
+        "aux_optimizers": [o.state_dict() for o in ctx.aux_optimizers],
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "scaler": scaler.state_dict() if scaler is not None else None,
         "rng": rng_state(),
@@ -421,6 +433,10 @@ def train_epoch(ctx: Context, model, optimizer, scheduler, images, labels, stop:
         terms = objective(model, x, y, kl_weight=w, free_bits=cfg.model.free_bits, ssim_weight=cfg.model.ssim_weight)
         optimizer.zero_grad(set_to_none=True)
         fabric.backward(terms.loss)
+        if ctx.aux_optimizers and terms.aux_loss is not None:
+            for o in ctx.aux_optimizers:  # the auxiliary module learns from its own loss only
+                o.zero_grad(set_to_none=True)
+            fabric.backward(terms.aux_loss)
         norm = None
         if cfg.train.grad_clip:
             norm = fabric.clip_gradients(model, optimizer, max_norm=cfg.train.grad_clip, error_if_nonfinite=False)
@@ -432,8 +448,12 @@ def train_epoch(ctx: Context, model, optimizer, scheduler, images, labels, stop:
             if bool(bad > 0):
                 state.skipped_batches += 1
                 optimizer.zero_grad(set_to_none=True)
+                for o in ctx.aux_optimizers:
+                    o.zero_grad(set_to_none=True)
                 continue
         optimizer.step()
+        for o in ctx.aux_optimizers:
+            o.step()
         if per_step_lr:
             scheduler.step()
         state.step += 1
@@ -650,7 +670,10 @@ def _resume_checkpoint(run_dir: Path, cfg: Config) -> dict:
     """The run's last checkpoint, if `cfg` (with model sizes resolved) describes the same model."""
     ckpt = load_checkpoint(run_dir / CHECKPOINTS / "last.ckpt")
     saved, now = ckpt.get("config", {}).get("model", {}), to_dict(cfg)["model"]
-    diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    from ..config import ModelConfig
+
+    default = to_dict(ModelConfig())  # a key added since the checkpoint was written had its default then
+    diff = sorted(k for k in set(saved) | set(now) if saved.get(k, default.get(k)) != now.get(k))
     if diff:
         detail = ", ".join(f"model.{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in diff)
         raise VaelabError(
@@ -750,10 +773,18 @@ def _train(fabric, cfg: Config, run_dir: Path, data: ImageSet, resume: bool, cal
                 group["lr"] = group["initial_lr"] = cfg.train.lr
             if scheduler is not None and hasattr(scheduler, "base_lrs"):
                 scheduler.base_lrs = [cfg.train.lr for _ in optimizer.param_groups]
+    aux_optimizers = make_aux_optimizers(cfg, model)
+    if ckpt is not None and aux_optimizers:
+        try:
+            for o, s in zip(aux_optimizers, ckpt["aux_optimizers"], strict=True):
+                o.load_state_dict(s)
+        except (ValueError, KeyError, TypeError):
+            raise VaelabError(f"{run_dir}/checkpoints/last.ckpt has no state for the objective's second optimizer", "resume without changing model.objective, or start a new run") from None
     raw_model = model
     if cfg.train.compile:
         model = _compile(model)
     model, optimizer = fabric.setup(model, optimizer)
+    aux_optimizers = [fabric.setup_optimizers(o) for o in aux_optimizers]
     if ckpt is not None:
         scaler = getattr(getattr(fabric, "_precision", None), "scaler", None)
         try:
@@ -776,7 +807,7 @@ def _train(fabric, cfg: Config, run_dir: Path, data: ImageSet, resume: bool, cal
         on_device = data.to(fabric.device)  # an in-RAM storage moves once; train and val share it
         images, labels = split_tensors(on_device, "train", fabric.device)
         val_images, val_labels = split_tensors(on_device, "val", fabric.device) if has_val else (None, None)
-    ctx = Context(cfg, run_dir, raw_model, data, state, fabric)
+    ctx = Context(cfg, run_dir, raw_model, data, state, fabric, aux_optimizers=aux_optimizers)
     ctx.history = [r for r in _previous_history(run_dir) if r.get("epoch", 0) <= state.epoch] if resume else []
     live = callbacks if fabric.is_global_zero else []
     for cb in live:

@@ -1,0 +1,285 @@
+"""Disentanglement (issue 22): beta-TCVAE, FactorVAE and DIP-VAE objectives (step, resume, commands) and the
+dSprites source on a tiny factor subset. The metrics' known answers are in test_disentanglement_metrics.py."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import cli
+from vaelab.config import load_config
+from vaelab.data import load
+from vaelab.data.dsprites import FACTOR_NAMES, FACTOR_SIZES, grid_indices, render
+from vaelab.errors import VaelabError
+from vaelab.models import OBJECTIVES, build
+from vaelab.models.disentangle import permute_dims, tc_decomposition
+from vaelab.train import fit
+
+OBJ = {
+    "tc": ("model.objective=tc", "model.beta=6"),
+    "factor": ("model.objective=factor", "model.gamma=35", "model.disc_hidden=[16,16]"),
+    "dip": ("model.objective=dip", "model.dip_lambda=10"),
+    "dip-i": ("model.objective=dip", "model.dip_type=i"),
+}
+QUICK = ("train.images_every=0", "train.save_latents=false")
+# a tiny dSprites: 3 shapes x 6 scales (18 images), rendered from the definition
+DS = ("data.source=dsprites", "data.factors=shape,scale", "data.val_fraction=0.2", "model.hidden=[32]", "model.latent_dim=3")
+
+
+# -- the generator --------------------------------------------------------------------------------------
+
+
+def test_dsprites_counts_and_factor_order():
+    assert math.prod(FACTOR_SIZES) == 737_280 and FACTOR_NAMES == ("shape", "scale", "orientation", "posx", "posy")
+    idx = grid_indices([0, 1, 3, 4])
+    assert idx.shape == (3 * 6 * 32 * 32, 5) and (idx[:, 2] == 0).all()
+    # last factor fastest, as DeepMind's latents_classes
+    assert idx[1].tolist() == [0, 0, 0, 0, 1] and idx[32].tolist() == [0, 0, 0, 1, 0]
+
+
+def test_dsprites_pixels_match_their_factors():
+    # square, scale 1 (index 5), orientation 0, posx = posy = 0: centre (13, 13), half side 8 -> pixels 5..20
+    img = render(np.array([[0, 5, 0, 0, 0]]))[0]
+    on = np.argwhere(img == 255)
+    assert img.dtype == np.uint8 and set(np.unique(img)) <= {0, 255}
+    assert on[:, 0].min() == 5 and on[:, 0].max() == 20 and on[:, 1].min() == 5 and on[:, 1].max() == 20
+    assert len(on) == 16 * 16
+    # the same square moved to posx = 1 (index 31): centre x = 51, columns 43..58, rows unchanged
+    moved = np.argwhere(render(np.array([[0, 5, 0, 31, 0]]))[0] == 255)
+    assert moved[:, 1].min() == 43 and moved[:, 1].max() == 58 and moved[:, 0].min() == 5
+    # the ellipse (semi-axes 10, 5) at 90 degrees (orientation index 10 of 40 ~ 0.51 pi) stands upright
+    e0, e90 = render(np.array([[1, 5, 0, 16, 16], [1, 5, 10, 16, 16]]))
+    def extent(im, axis):
+        return np.ptp(np.argwhere(im == 255)[:, axis]) + 1
+    assert extent(e0, 1) > 1.8 * extent(e0, 0) and extent(e90, 0) > 1.8 * extent(e90, 1)
+    # scale halves the area (x 0.25), every shape stays inside the canvas at every orientation
+    small = render(np.array([[0, 0, 0, 16, 16]]))[0]
+    assert (small == 255).sum() == 8 * 8
+    edges = render(np.array([[s, 5, o, p, p] for s in range(3) for o in range(0, 40, 3) for p in (0, 31)]))
+    assert not edges[:, 0].any() and not edges[:, -1].any() and not edges[:, :, 0].any() and not edges[:, :, -1].any()
+
+
+def test_dsprites_source_subset_limit_and_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("VAELAB_CACHE", str(tmp_path))
+    ds = load("dsprites", factors=["shape", "posx"], val_fraction=0.0)
+    assert len(ds) == 3 * 32 and ds.factor_names == ["shape", "posx"] and ds.factors.shape == (96, 2)
+    assert ds.class_names == ["square", "ellipse", "heart"] and torch.equal(ds.labels, ds.factors[:, 0])
+    assert list((tmp_path / "dsprites").glob("*.npy"))  # cached, and read back the same
+    again = load("dsprites", factors=["shape", "posx"], val_fraction=0.0)
+    assert torch.equal(again.images, ds.images)
+    lim = load("dsprites", limit=20, seed=3)
+    assert lim.split_counts()["train"] == 20 and lim.factors.shape[1] == 5
+    assert np.array_equal(lim.images[:, 0].numpy(), render(_rows(lim)))
+    with pytest.raises(VaelabError, match="no factor 'colour'"):
+        load("dsprites", factors=["colour"])
+    with pytest.raises(VaelabError, match="varying factors of dsprites"):
+        load("mnist-sample", factors=["shape"])
+
+
+def _rows(ds):
+    return ds.factors.numpy()  # all five factors: the rows are the render indices
+
+
+def test_npz_factors_are_read(tmp_path):
+    x = np.random.default_rng(0).integers(0, 255, (12, 8, 8), dtype=np.uint8)
+    f = np.stack([np.arange(12) % 3, (np.arange(12) // 3) * 0.5], 1)
+    np.savez(tmp_path / "a.npz", x=x, factors=f, factor_names=np.array(["a", "b"]))
+    ds = load(f"npz:{tmp_path / 'a.npz'}", val_fraction=0.25)
+    assert ds.factor_names == ["a", "b"] and ds.factor_values[1] == [0.0, 0.5, 1.0, 1.5]
+    assert ds.factors.shape == (12, 2) and ds.split_counts() == {"train": 9, "val": 3}
+
+
+def test_data_info_lists_factors(capsys):
+    assert cli("data", "info", "dsprites", "--factors", "shape,scale", "--val-fraction", "0") == 0
+    out = capsys.readouterr().out
+    assert "factors: shape 3, scale 6" in out and "18" in out
+
+
+# -- the objectives -------------------------------------------------------------------------------------
+
+
+def model_for(*overrides, size=16):
+    cfg = load_config(None, ["model.hidden=[32]", "model.latent_dim=3", *overrides]).model
+    cfg.image_size, cfg.channels, cfg.num_classes = size, 1, 0
+    torch.manual_seed(0)
+    return build(cfg)
+
+
+def batch(n=8, size=16):
+    g = torch.Generator().manual_seed(1)
+    return torch.bernoulli(torch.rand(n, 1, size, size, generator=g) * 0.6, generator=g)
+
+
+def test_tc_decomposition_sums_to_the_sampled_kl():
+    m = model_for(*OBJ["tc"])
+    lat, _, _ = m(batch())
+    parts = tc_decomposition(lat.top, lat.q, lat.log_p, dataset_size=100)
+    total = parts["mi"] + parts["tc"] + parts["dwkl"]
+    assert torch.allclose(total, lat.q.log_prob(lat.top) - lat.log_p, atol=1e-4)
+    # TC of independent dimensions is estimated near 0, of a copied dimension far above
+    z = torch.randn(400, 2)
+    from vaelab.models.posterior import DiagonalGaussian
+
+    q = DiagonalGaussian(z, torch.full_like(z, -6.0))
+    log_p = -0.5 * (z**2).sum(1)
+    indep = tc_decomposition(z, q, log_p, 400)["tc"].mean()
+    zc = torch.stack([z[:, 0], z[:, 0]], 1)
+    copied = tc_decomposition(zc, DiagonalGaussian(zc, torch.full_like(zc, -6.0)), log_p, 400)["tc"].mean()
+    assert copied > indep + 1.0
+
+
+def test_permute_dims_keeps_each_marginal():
+    z = torch.arange(40.0).view(10, 4)
+    p = permute_dims(z)
+    assert all(torch.equal(p[:, j].sort().values, z[:, j]) for j in range(4)) and not torch.equal(p, z)
+
+
+@pytest.mark.parametrize("name", list(OBJ))
+def test_one_step_moves_every_parameter(name):
+    model = model_for(*OBJ[name])
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    from vaelab.train.loop import make_aux_optimizers
+
+    cfg = load_config(None, ["model.hidden=[32]", "model.latent_dim=3", *OBJ[name]])
+    main = torch.optim.Adam([p for k, p in model.named_parameters() if not k.startswith("aux.")], lr=1e-3)
+    aux = make_aux_optimizers(cfg, model)
+    t = OBJECTIVES[model.cfg.objective](model, batch())
+    assert torch.isfinite(t.loss) and all(torch.isfinite(v) for v in t.extra.values())
+    t.loss.backward()
+    if t.aux_loss is not None:
+        for o in aux:
+            o.zero_grad()
+        t.aux_loss.backward()
+    main.step()
+    for o in aux:
+        o.step()
+    still = [k for k, v in model.named_parameters() if torch.equal(v.detach(), before[k])]
+    assert not still, still
+    assert (model.aux is not None) == (name == "factor") and len(aux) == (name == "factor")
+
+
+def test_conflicts_are_one_line():
+    with pytest.raises(VaelabError, match="needs model.posterior=gaussian"):
+        load_config(None, ["model.objective=tc", "model.posterior=iaf"])
+    with pytest.raises(VaelabError, match="dip_type"):
+        load_config(None, ["model.objective=dip", "model.dip_type=iii"])
+
+
+@pytest.mark.parametrize("name", ["tc", "factor", "dip"])
+def test_resumes_exactly_with_every_optimizer(tmp_path, name):
+    from conftest import tiny_config
+    from vaelab.train.checkpoint import load_checkpoint
+
+    over = (*OBJ[name], *QUICK, "data.limit=96", "train.batch_size=32")
+    straight = fit(tiny_config(tmp_path, "train.epochs=2", "name=straight", *over), quiet=True)["run_dir"]
+    part = fit(tiny_config(tmp_path, "train.epochs=1", "name=part", *over), quiet=True)["run_dir"]
+    fit(tiny_config(tmp_path, "train.epochs=2", "name=part", *over), run_dir=part, resume=True, quiet=True)
+    a, b = (load_checkpoint(Path(d) / "checkpoints/last.ckpt") for d in (straight, part))
+    assert a["model"].keys() == b["model"].keys() and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert len(a["aux_optimizers"]) == (name == "factor")
+    for sa, sb in zip(a["aux_optimizers"], b["aux_optimizers"], strict=True):
+        assert all(torch.equal(sa["state"][i]["exp_avg"], sb["state"][i]["exp_avg"]) for i in sa["state"])
+    rows = [json.loads(line) for line in (Path(straight) / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    want = {"tc": "train/tc", "factor": "train/disc_loss", "dip": "train/dip"}[name]
+    assert want in rows[-1] and math.isfinite(rows[-1][want])
+
+
+def test_evaluate_disentanglement_on_dsprites(tmp_path):
+    run = tmp_path / "tc"
+    assert cli("train", *DS, *OBJ["tc"], "train.epochs=1", "train.batch_size=32", *QUICK, "--run-dir", run, "-q") == 0
+    assert cli("evaluate", run, "--no-fid", "--nll-samples", "2", "--disentanglement", "--metric-scale", "0.01") == 0
+    d = json.loads((run / "eval" / "val.json").read_text())["disentanglement"]
+    assert set(d["metrics"]) == {"beta_vae", "factor_vae", "mig", "sap", "dci"} and d["seed"] == 0
+    assert d["metrics"]["mig"]["num_train"] == 100 and d["factors"] == ["shape", "scale"]
+    assert all(0 <= v <= 1 for v in d["headline"].values())
+    from vaelab.report import disentanglement_html
+
+    html = disentanglement_html({"val": {"disentanglement": d}, "test": {"loss": {}}})
+    assert "MIG" in html and "DCI completeness" in html and "shape, scale" in html
+    assert disentanglement_html({"test": {"loss": {}}}) == ""
+
+
+def test_evaluate_disentanglement_needs_factors(tmp_path, tiny_run):
+    assert cli("evaluate", tiny_run, "--no-fid", "--nll-samples", "2", "--disentanglement") == 2
+
+
+def test_a_two_trial_sweep_on_tiny_dsprites_has_the_metric_columns(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    import yaml
+
+    from vaelab.sweep import steps
+    from vaelab.sweep.grid import build_plan
+    from vaelab.sweep.results import build_results
+    from vaelab.sweep.study import prepare_study, run_workers, study_status
+
+    def fake_evaluate_run(run, split="test"):  # the loss terms only: FID's feature network is not the point here
+        from vaelab.train import evaluate_terms
+
+        part = run.data().split("val")
+        t = evaluate_terms(run.model, part.images, part.labels, run.config)
+        return {"split": "val", "n_images": t["n"], "loss": {"objective": t["loss"], "recon": t["recon"], "kl": t["kl"]}}
+
+    mod = types.ModuleType("fake_disent_steps")
+    mod.evaluate_run = fake_evaluate_run
+    monkeypatch.setitem(sys.modules, "fake_disent_steps", mod)
+    monkeypatch.setattr(steps, "EVALUATE", ("fake_disent_steps", "evaluate_run"))
+    monkeypatch.setattr(steps, "report_trial", lambda run_dir: None)  # the per-trial HTML pages are tested elsewhere
+    study = yaml.safe_load(Path("configs/dsprites-study.yaml").read_text()) if Path("configs/dsprites-study.yaml").is_file() else None
+    assert study is not None and len(study["sweep"]["variants"]) == 6  # the published study's file parses
+    cfg = {
+        "name": "tiny", "out_dir": str(tmp_path),
+        "data": {"source": "dsprites", "factors": ["shape", "scale"]},  # 18 images, few classes: DCI's trees stay quick
+        "model": {"hidden": [32], "latent_dim": 3, "disc_hidden": [16]},
+        "train": {"epochs": 1, "batch_size": 32, "images_every": 0, "save_latents": False},
+        "sweep": {"evaluate": True, "disentanglement": 0.01, "variants": [
+            {"name": "tc", "overrides": {"model.objective": "tc", "model.beta": 6}},
+            {"name": "factor", "overrides": {"model.objective": "factor", "model.gamma": 35}}]},
+    }
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    plan = build_plan(path)
+    assert plan.disentanglement == 0.01 and plan.evaluate
+    prepare_study(plan, tmp_path / "study")
+    run_workers(plan, tmp_path / "study", evaluate=True)
+    res = build_results(plan, tmp_path / "study", study_status(plan, tmp_path / "study"))
+    assert all(0 <= r["mig"] <= 1 and "dci_d" in r and "total_corr" in r for r in res.rows)
+    assert "MIG" in res.markdown() and "BetaVAE" in res.markdown()
+    from vaelab.sweep.grid import _metric_scale
+
+    with pytest.raises(VaelabError, match="sweep.disentanglement"):
+        _metric_scale("lots")
+
+
+def test_total_correlation_of_the_aggregate_posterior():
+    from vaelab.evaluate.disentangle_run import total_correlation
+
+    rs = np.random.RandomState(0)
+    independent = rs.randn(1500, 3)
+    small = np.full_like(independent, 0.3)  # (tiny posteriors bias the mixture estimate upwards)
+    mixed = independent @ np.array([[1.0, 0.9, 0.0], [0.0, 0.45, 0.0], [0.0, 0.0, 1.0]])
+    assert abs(total_correlation(independent, small)) < 0.15
+    assert total_correlation(mixed, small) > total_correlation(independent, small) + 0.3
+
+
+def test_a_checkpoint_from_before_the_new_keys_still_resumes(tmp_path):
+    from conftest import tiny_config
+    from vaelab.train.checkpoint import load_checkpoint, save_checkpoint
+
+    over = (*QUICK, "data.limit=64")
+    run = fit(tiny_config(tmp_path, "train.epochs=1", "name=old", *over), quiet=True)["run_dir"]
+    path = Path(run) / "checkpoints" / "last.ckpt"
+    state = load_checkpoint(path)
+    for key in ("gamma", "disc_hidden", "disc_lr", "dip_lambda", "dip_type", "dataset_size"):
+        del state["config"]["model"][key]  # as written before these keys existed
+    state.pop("aux_optimizers")
+    state.pop("format")
+    save_checkpoint(path, state)
+    out = fit(tiny_config(tmp_path, "train.epochs=2", "name=old", *over), run_dir=run, resume=True, quiet=True)
+    assert out["epochs"] == 2
