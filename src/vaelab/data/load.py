@@ -167,7 +167,7 @@ def conform(ds: ImageSet, image_size: int | None, channels: int | None) -> Image
         images = to_channels(images, want_c)
     if images is ds.images:
         return ds
-    return ds.replace(images=images)  # keeps the factors
+    return ds.replace(images=images, rows=None, map_path=None)  # a new storage of the selected rows; keeps the factors
 
 
 def from_config(cfg) -> ImageSet:
