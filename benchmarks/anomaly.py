@@ -1,7 +1,7 @@
 """Anomaly detection with vaelab's VAE scores against scikit-learn baselines and the published Deep SVDD.
 
     python benchmarks/anomaly.py --budget quick            # a minute: 2 classes, few images (for the tests)
-    python benchmarks/anomaly.py --budget cpu              # the README's tables (one CPU thread, 15 min on 2026-12-03)
+    python benchmarks/anomaly.py --budget cpu              # the tables of docs/anomaly.md (one CPU thread, 15 min on 2026-12-03)
     python benchmarks/anomaly.py --only ood --budget cpu   # one part: oneclass-mnist, oneclass-fashion, ood
 
 1. One-class protocol (Ruff et al. 2018): for each class c of MNIST and Fashion-MNIST, train a VAE on the

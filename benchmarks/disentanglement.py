@@ -1,6 +1,6 @@
 """The dSprites disentanglement study at a fixed budget: one table of BetaVAE, FactorVAE, MIG, SAP and DCI per
-model (mean +- std over seeds), next to the ranges Locatello et al. 2019 report on dSprites (README
-"Disentanglement").
+model (mean +- std over seeds), next to the ranges Locatello et al. 2019 report on dSprites
+(docs/disentanglement.md).
 
 The models and their settings are configs/dsprites-study.yaml's variants (VAE, beta-VAE 4 / 16, beta-TCVAE 6,
 FactorVAE 35, DIP-VAE-II), built by the same `vaelab.sweep` plan as ``vaelab sweep configs/dsprites-study.yaml``;

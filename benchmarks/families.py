@@ -1,5 +1,5 @@
-"""Model families against the likelihood records: train and evaluate each family, print one table (README
-"Model families").
+"""Model families against the likelihood records: train and evaluate each family, print one table
+(docs/families.md, "The likelihood table").
 
 One protocol: MNIST, dynamically binarized training images (``train.binarize``), the standard test set, NLL
 by importance sampling on the binarized test images with k = 1000 and k = 5000 (`vaelab evaluate RUN

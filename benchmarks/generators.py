@@ -1,5 +1,5 @@
 """Generators: every family x sampler on the same conv net, one table of FID, precision / recall, MSE, SSIM
-(README "Generators").
+(docs/generators.md).
 
 One protocol: MNIST and Fashion-MNIST, the architecture of ``configs/gen-conv.yaml`` for every family, FID
 with vaelab's domain feature network (as `vaelab evaluate` computes it; ``--inception FILE`` adds the

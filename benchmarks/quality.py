@@ -1,4 +1,4 @@
-"""Beat the published numbers: run each workflow's recipe and print one table (README "Results").
+"""Beat the published numbers: run each workflow's recipe and print one table (docs/results.md).
 
 Every recipe is what a user would type: `vaelab train configs/<recipe>.yaml`, then `vaelab evaluate` and/or
 `vaelab classify` on the run, reading the numbers back from the files those commands write

@@ -184,7 +184,7 @@ def test_resume_from_python_and_the_cli_is_exact(tmp_path):
 def test_readme_from_python_snippet_runs(tmp_path, monkeypatch):
     """The README's 'From Python' example, exactly as written there."""
     text = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
-    section = text[text.index("### From Python") :]
+    section = text[text.index("## From Python") :]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     monkeypatch.chdir(tmp_path)
     scope: dict = {}

@@ -58,7 +58,7 @@ def test_shapes_every_arch_every_size(name, size):
 
 
 def test_classic_128_design_by_config():
-    """The seed-000 design, exactly as the README's config writes it."""
+    """The seed-000 design, exactly as the configs table (docs/train.md) writes it."""
     cfg = load_config(
         None,
         [

@@ -54,12 +54,12 @@ class ModelConfig:
     beta: float = 1.0  # weight of the KL term; beta-VAE is this number
     free_bits: float = 0.0  # nats per latent dimension below which the KL is not penalised
     ssim_weight: float = 0.0  # weight of a (1 - SSIM) reconstruction term added to the loss (not the ELBO); 0 = off
-    # model families (README "Model families"): objective x posterior x prior x stochastic layers
+    # model families (docs/families.md): objective x posterior x prior x stochastic layers
     objective: str = "elbo"  # elbo | iwae (Burda 2016) | miwae | ciwae (Rainforth 2018)
     iw_samples: int = 5  # K, importance samples per image of iwae / miwae / ciwae
     iw_groups: int = 1  # M, independent K-sample bounds averaged by miwae
     ciwae_beta: float = 0.5  # ciwae: weight of the ELBO against the K-sample bound
-    # disentangling objectives (README "Disentanglement"): tc (beta-TCVAE: model.beta weighs the TC), factor, dip
+    # disentangling objectives (docs/disentanglement.md): tc (beta-TCVAE: model.beta weighs the TC), factor, dip
     gamma: float = 35.0  # factor: weight of the total-correlation term (Kim & Mnih 2018 use 35 on dSprites)
     disc_hidden: list[int] = field(default_factory=lambda: [1000] * 6)  # factor: the discriminator's MLP widths
     disc_lr: float = 1e-4  # factor: the discriminator's Adam learning rate (its own optimizer)
@@ -75,7 +75,7 @@ class ModelConfig:
     layer_inference: str = "ladder"  # ladder (top-down, precision-weighted, Sonderby 2016) | bottomup (q(z_l|x), Burda 2016)
     prior: str = "normal"  # normal N(0, I) | mog (learned mixture) | class (N(mu_y, sigma_y) per class) | vamp (Tomczak 2018)
     prior_components: int = 10  # components of the mog prior; pseudo-inputs of the vamp prior
-    # regularised autoencoders (README "Generators"): objective=mmd (InfoVAE / WAE-MMD) and objective=rae
+    # regularised autoencoders (docs/generators.md): objective=mmd (InfoVAE / WAE-MMD) and objective=rae
     mmd_weight: float = 10.0  # weight of MMD^2(q(z), p(z)) (Zhao 2019's alpha + lambda - 1; Tolstikhin 2018's lambda)
     mmd_kernel: str = "imq"  # imq | rbf
     rae_reg: str = "l2"  # l2 (decoder weights) | gp (decoder gradient penalty), Ghosh et al. 2020
@@ -245,7 +245,7 @@ FAMILIES: dict[str, dict[str, str]] = {
 
 def families_text() -> str:
     """The model families as YAML comments (the tail of `vaelab config show`)."""
-    lines = ["# model families: combine one of each (see README 'Model families')"]
+    lines = ["# model families: combine one of each (see docs/families.md)"]
     for key, entries in FAMILIES.items():
         for value, text in entries.items():
             lines.append(f"#   {key}={value}: {text}")

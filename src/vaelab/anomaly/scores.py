@@ -14,7 +14,7 @@ its own test images (Nalisnick et al. 2019), because the likelihood of an image 
 its pixels are to predict, not by what it shows. Both corrections remove that part: `complexity` with a
 generic compressor's code length (PNG here, no second model), `ratio` with a model of the same family
 that only learned the low-level statistics (its inputs had a share of their pixels replaced by noise).
-How well each works here is measured by benchmarks/anomaly.py (README): with a Bernoulli VAE on grey
+How well each works here is measured by benchmarks/anomaly.py (docs/anomaly.md): with a Bernoulli VAE on grey
 levels the code length dominates `complexity`, and a VAE background model did not make `ratio` work.
 
 The likelihood terms come from `evaluate.likelihood.likelihood_terms` and the reconstruction terms from
