@@ -264,6 +264,15 @@ async function start() {
   if (info.labels) { fillSelect($("afrom"), info.class_names); fillSelect($("ato"), info.class_names); $("ato").value = String(Math.min(1, info.class_names.length - 1)); }
   else { $("amodeSets").checked = true; }
   if (!info.slerp) $("imode").querySelector('[value="slerp"]').disabled = true;
+  const sel = $("sampler");
+  Object.entries(info.samplers).forEach(([name, what]) => { const o = document.createElement("option"); o.value = name; o.textContent = what; sel.append(o); });
+  if (info.sampler_note) { $("samplenote").hidden = false; $("samplenote").textContent = `Code prior: ${info.sampler_note}.`; }
+  if (info.quantized) {
+    const q = info.quantized;
+    $("vqnote").hidden = false;
+    $("vqnote").textContent = `A VQ latent: ${q.positions} position(s) × ${q.code_dim} dims, ${q.codebook_size} codes. Every point (map, sliders, interpolation, attribute shift) ` +
+      "decodes through the nearest codebook entry at each position, so the image changes in steps.";
+  }
   $("idx").max = info.n - 1;
   setupView(); drawBase(); buildSliders(); drawMap();
 
