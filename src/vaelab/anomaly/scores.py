@@ -17,9 +17,11 @@ that only learned the low-level statistics (its inputs had a share of their pixe
 How well each works here is measured by benchmarks/anomaly.py (README): with a Bernoulli VAE on grey
 levels the code length dominates `complexity`, and a VAE background model did not make `ratio` work.
 
-The likelihood terms come from `evaluate.likelihood.likelihood_terms` and the reconstruction terms from
+The likelihood terms come from `evaluate.likelihood.likelihood_terms` (a VQ run: its code bound,
+`models.vq_prior.code_bound_terms`) and the reconstruction terms from
 `evaluate.reconstruction.reconstruction_metrics`, so a score here is the same number `vaelab evaluate`
-reports per image.
+reports per image. A family without a likelihood bound (a deterministic encoder; a VQ run before
+`vaelab train-prior`) gets the reconstruction scores only: `why_not` says why, in one line.
 """
 
 from __future__ import annotations
@@ -113,6 +115,55 @@ def perturb(x: torch.Tensor, rate: float, generator: torch.Generator | None = No
     return torch.where(mask, noise, x)
 
 
+LIKELIHOOD_SCORES = ("elbo", "nll", "complexity", "ratio")  # the scores built on a likelihood bound
+
+
+def why_not(run, name: str, where: str = "") -> tuple[str, str] | None:
+    """(why, what to do) when the score `name` does not apply to this run's family, else None.
+
+    The likelihood scores need a bound on log p(x). A deterministic encoder (model.posterior=delta: RAE,
+    WAE) has none. A VQ run has one once its code prior is trained: log p(x) >= log p(x|z_q) + log p(z_q)
+    (q(z|x) is a point mass on the code map z_q, so this is also its ELBO). The other families (iwae,
+    miwae, ciwae, mmd, tc, factor, dip, iaf, vamp, mog, stacked layers) have a Gaussian-latent bound."""
+    if name not in LIKELIHOOD_SCORES:
+        return None
+    model = run.model
+    reason = getattr(model, "no_density", None)
+    if not reason:
+        return None
+    if getattr(model, "quantizer", None) is not None:
+        from ..models.vq_prior import load_prior
+
+        try:
+            load_prior(run)
+            return None
+        except VaelabError as e:
+            return (f"the '{name}' score of a VQ run{where} needs its code prior (log p(x) >= log p(x|z_q) + log p(z_q)), and {e.message}",
+                    f"{e.hint}, or use --score ssim,recon")
+    return f"the '{name}' score needs a likelihood{where}: {reason}", "use --score ssim,recon"
+
+
+def check_applies(run, names: Sequence[str], background=None) -> None:
+    """One clear error for the first requested score that this run's family (or the background's) cannot give."""
+    for name in names:
+        problem = why_not(run, name) or (why_not(background, name, " (the background run)") if name == "ratio" and background is not None else None)
+        if problem:
+            raise VaelabError(*problem)
+
+
+def _likelihood(run, images: torch.Tensor, k: int, batch_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(-log p(x) bound, -ELBO) per image, nats: the IWAE bound with k samples, or a VQ run's code bound."""
+    if getattr(run.model, "quantizer", None) is not None:
+        from ..models.vq_prior import code_bound_terms
+
+        rec, code = code_bound_terms(run, images, batch_size)
+        return rec + code, rec + code  # a point-mass q(z|x): the bound and the ELBO coincide
+    from ..evaluate.likelihood import likelihood_terms
+
+    lt = likelihood_terms(run.model.eval(), images, None, k, batch_size=batch_size, seed=seed)
+    return lt.nll, lt.elbo_loss
+
+
 def check_scorable(run, where: str = "this run") -> None:
     if getattr(run.model, "conditional", False):
         raise VaelabError(
@@ -137,18 +188,17 @@ def score_images(
     `k`: importance samples of the NLL (also the samples the ELBO terms average over); `background`: the
     run of the background model for 'ratio'. Returns {score: (N,) float64}, larger = more anomalous.
     """
-    from ..evaluate.likelihood import likelihood_terms
     from ..evaluate.reconstruction import reconstruction_metrics
 
     check_scorable(run)
+    check_applies(run, scores, background)
     model = run.model.eval()
     out: dict[str, np.ndarray] = {}
     need_lik = {"elbo", "nll", "complexity", "ratio"} & set(scores)
     if need_lik:
-        lt = likelihood_terms(model, images, None, k, batch_size=batch_size, seed=seed)
-        nll = lt.nll
+        nll, elbo_loss = _likelihood(run, images, k, batch_size, seed)
         if "elbo" in scores:
-            out["elbo"] = lt.elbo_loss
+            out["elbo"] = elbo_loss
         if "nll" in scores:
             out["nll"] = nll
         if "complexity" in scores:
@@ -158,8 +208,7 @@ def score_images(
             if background is None:
                 raise VaelabError("the 'ratio' score needs a background model", "give --background RUN2")
             check_scorable(background, "the background run")
-            bg = likelihood_terms(background.model.eval(), images, None, k, batch_size=batch_size, seed=seed)
-            out["ratio"] = nll - bg.nll
+            out["ratio"] = nll - _likelihood(background, images, k, batch_size, seed)[0]
     if {"recon", "ssim"} & set(scores):
         rec = reconstruction_metrics(model, images, None, batch_size=batch_size)
         if "recon" in scores:
