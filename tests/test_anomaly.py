@@ -281,3 +281,70 @@ def test_a_run_without_validation_images_cannot_calibrate(tmp_path, capsys):
     assert cli("anomaly", run, "--split", "train", "--nll-samples", "2") == 2
     err = capsys.readouterr().err
     assert "no 'val' split" in err and "data.val_fraction" in err and len(err.strip().splitlines()) == 1
+
+
+# -- families whose likelihood needs care (issue 25 audit) ------------------------------------------------
+def _family_run(tmp_path, name: str, *overrides: str) -> Path:
+    from conftest import tiny_config
+    from vaelab.train import fit
+
+    cfg = tiny_config(tmp_path, "train.epochs=1", "data.limit=150", "model.latent_dim=3", f"name={name}", *overrides)
+    return Path(fit(cfg, quiet=True)["run_dir"])
+
+
+def test_a_deterministic_encoder_gets_reconstruction_scores_and_one_line_refusals(tmp_path, capsys):
+    run = _family_run(tmp_path, "rae", "model.objective=rae")
+    assert cli("anomaly", run, "--split", "val", "--limit", "30") == 0  # the defaults it can give
+    out = capsys.readouterr().out
+    rep = json.loads((run / "anomaly" / "val.json").read_text())
+    assert list(rep["scores"]) == ["ssim", "recon"] and set(rep["skipped_scores"]) == {"nll", "elbo", "complexity"}
+    assert "deterministic encoder" in rep["skipped_scores"]["nll"] and "not scored: nll" in out
+    for score in ("nll", "elbo", "complexity"):
+        assert cli("anomaly", run, "--split", "val", "--score", score) == 2
+        err = capsys.readouterr().err
+        assert f"'{score}' score needs a likelihood" in err and "deterministic encoder" in err and "--score ssim,recon" in err
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_a_vq_run_scores_its_code_bound_once_its_code_prior_is_trained(tmp_path, capsys):
+    from vaelab import load_run
+    from vaelab.models.vq_prior import code_bound, code_bound_terms
+
+    run = _family_run(tmp_path, "vq", "model.latent=vq", "model.objective=vq", "model.latent_dim=4", "model.code_dim=2",
+                      "model.codebook_size=8")
+    assert cli("anomaly", run, "--split", "val", "--score", "nll") == 2
+    err = capsys.readouterr().err
+    assert "code prior" in err and "vaelab train-prior" in err and len(err.strip().splitlines()) == 1
+    assert cli("train-prior", run, "--epochs", "1", "--width", "8", "--layers", "1") == 0
+    r = load_run(run)
+    images = r.data().split("val").images[:12]
+    s = score_images(r, images, ["nll", "elbo", "complexity", "recon"], k=4)
+    rec, code = code_bound_terms(r, images)
+    np.testing.assert_allclose(s["nll"], rec + code)
+    np.testing.assert_allclose(s["elbo"], s["nll"])  # a point-mass q(z|x): the bound is the ELBO
+    assert np.isfinite(s["complexity"]).all() and (code > 0).all()
+    assert abs(code_bound(r, images)["nll"] - float((rec + code).mean())) < 1e-6
+
+
+def test_conditional_runs_and_bad_fpr_are_refused_in_one_line(tiny_conditional_run, tiny_run, tmp_path, capsys):
+    assert cli("anomaly", tiny_conditional_run, "--split", "val") == 2
+    err = capsys.readouterr().err
+    assert "conditional model" in err and len(err.strip().splitlines()) == 1
+    run = copy_run(tiny_run, tmp_path)
+    for fpr in ("-0.1", "nan", "1"):
+        assert cli("anomaly", run, "--split", "val", "--fpr", fpr) == 2
+        err = capsys.readouterr().err
+        assert "--fpr is" in err and "[0, 1)" in err and len(err.strip().splitlines()) == 1
+    assert not (run / "anomaly").exists()
+
+
+def test_a_pretrained_folder_is_scored_like_its_run(tiny_run, tmp_path):
+    from vaelab import load_run
+    from vaelab.anomaly import detect
+
+    folder = load_run(tiny_run).save_pretrained(tmp_path / "pretrained")
+    a = detect(tiny_run, split="val", scores="nll,ssim", k=4, limit=30)
+    b = detect(folder, split="val", scores="nll,ssim", k=4, limit=30)
+    for name in ("nll", "ssim"):
+        np.testing.assert_allclose(a.scores[name], b.scores[name], rtol=1e-5)
+        assert a.threshold(name) == pytest.approx(b.threshold(name), rel=1e-5)
