@@ -326,10 +326,28 @@ def test_a_vq_run_scores_its_code_bound_once_its_code_prior_is_trained(tmp_path,
     assert abs(code_bound(r, images)["nll"] - float((rec + code).mean())) < 1e-6
 
 
-def test_conditional_runs_and_bad_fpr_are_refused_in_one_line(tiny_conditional_run, tiny_run, tmp_path, capsys):
-    assert cli("anomaly", tiny_conditional_run, "--split", "val") == 2
-    err = capsys.readouterr().err
-    assert "conditional model" in err and len(err.strip().splitlines()) == 1
+def test_a_conditional_run_scores_the_likelihood_marginalised_over_its_classes(tiny_conditional_run, tmp_path, capsys):
+    from scipy.special import logsumexp
+
+    from vaelab import load_run
+    from vaelab.anomaly.scores import best_class
+    from vaelab.evaluate.likelihood import likelihood_terms
+    from vaelab.evaluate.reconstruction import reconstruction_metrics
+
+    r = load_run(tiny_conditional_run)
+    x = r.data().split("val").images[:10]
+    s = score_images(r, x, ["nll", "elbo", "recon"], k=4)
+    per = [likelihood_terms(r.model, x, torch.full((10,), y), 4) for y in range(3)]
+    np.testing.assert_allclose(s["nll"], np.log(3) - logsumexp(np.stack([-p.nll for p in per]), 0))
+    assert (s["nll"] <= np.min([p.nll for p in per], 0) + np.log(3) + 1e-9).all()  # never worse than the best class by more than log K
+    np.testing.assert_allclose(s["recon"], reconstruction_metrics(r.model, x, best_class(r, x))["mse"])
+    run = copy_run(tiny_conditional_run, tmp_path)
+    assert cli("anomaly", run, "--split", "val", "--limit", "20", "--nll-samples", "2", "--score", "nll,ssim") == 0
+    rep = json.loads((run / "anomaly" / "val.json").read_text())
+    assert "marginalised" in rep["conditional"] and np.isfinite(rep["scores"]["nll"]["threshold"])
+
+
+def test_bad_fpr_is_refused_in_one_line(tiny_run, tmp_path, capsys):
     run = copy_run(tiny_run, tmp_path)
     for fpr in ("-0.1", "nan", "1"):
         assert cli("anomaly", run, "--split", "val", "--fpr", fpr) == 2
@@ -338,7 +356,9 @@ def test_conditional_runs_and_bad_fpr_are_refused_in_one_line(tiny_conditional_r
     assert not (run / "anomaly").exists()
 
 
-def test_a_pretrained_folder_is_scored_like_its_run(tiny_run, tmp_path):
+def test_a_pretrained_folder_is_scored_like_its_run_and_flags_with_predict(tiny_run, tmp_path, capsys):
+    from PIL import Image
+
     from vaelab import load_run
     from vaelab.anomaly import detect
 
@@ -348,3 +368,8 @@ def test_a_pretrained_folder_is_scored_like_its_run(tiny_run, tmp_path):
     for name in ("nll", "ssim"):
         np.testing.assert_allclose(a.scores[name], b.scores[name], rtol=1e-5)
         assert a.threshold(name) == pytest.approx(b.threshold(name), rel=1e-5)
+    assert cli("anomaly", folder, "--split", "val", "--limit", "30", "--nll-samples", "4", "--score", "nll") == 0
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)).save(tmp_path / "noise.png")
+    capsys.readouterr()
+    assert cli("predict", folder, tmp_path / "noise.png", "--anomaly") == 0  # the saved threshold of the folder
+    assert "1 of 1 images flagged" in capsys.readouterr().out

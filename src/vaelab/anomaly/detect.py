@@ -279,6 +279,8 @@ def detect(
     }
     if skipped:
         report["skipped_scores"] = skipped
+    if run.model.conditional:  # an anomaly has no class: see scores._likelihood and scores.best_class
+        report["conditional"] = "likelihoods marginalised over the classes (p(y) uniform); recon and ssim of each image as its best class"
     if both:
         best = max(roc, key=lambda n: roc[n][2])
         report["best_score"] = {"name": best, "auroc": roc[best][2]}

@@ -152,22 +152,51 @@ def check_applies(run, names: Sequence[str], background=None) -> None:
 
 
 def _likelihood(run, images: torch.Tensor, k: int, batch_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(-log p(x) bound, -ELBO) per image, nats: the IWAE bound with k samples, or a VQ run's code bound."""
-    if getattr(run.model, "quantizer", None) is not None:
+    """(-log p(x) bound, -ELBO) per image, nats: the IWAE bound with k samples, or a VQ run's code bound.
+
+    A conditional model has p(x|y), and an anomaly has no class: its score is the marginal over the
+    classes, p(x) = sum_y p(y) p(x|y) with p(y) uniform, bounded by log-sum-exp over y of each class's
+    bound (log is concave: E log sum_y p(y) w_y <= log sum_y p(y) E w_y = log p(x), the IWAE bound
+    with a proposal stratified over the classes), so it costs one pass per class."""
+    model = run.model.eval()
+    if getattr(model, "quantizer", None) is not None:
         from ..models.vq_prior import code_bound_terms
 
         rec, code = code_bound_terms(run, images, batch_size)
         return rec + code, rec + code  # a point-mass q(z|x): the bound and the ELBO coincide
     from ..evaluate.likelihood import likelihood_terms
 
-    lt = likelihood_terms(run.model.eval(), images, None, k, batch_size=batch_size, seed=seed)
-    return lt.nll, lt.elbo_loss
+    if not model.conditional:
+        lt = likelihood_terms(model, images, None, k, batch_size=batch_size, seed=seed)
+        return lt.nll, lt.elbo_loss
+    from scipy.special import logsumexp
+
+    log_px, elbo = [], []
+    for y in range(model.num_classes):
+        lt = likelihood_terms(model, images, torch.full((len(images),), y, dtype=torch.long), k, batch_size=batch_size, seed=seed)
+        log_px.append(-lt.nll)
+        elbo.append(-lt.elbo_loss)
+    log_k = math.log(model.num_classes)
+    return log_k - logsumexp(np.stack(log_px), 0), log_k - logsumexp(np.stack(elbo), 0)
+
+
+def best_class(run, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor | None:
+    """A conditional model's class for each image (N,): the one whose decoder explains it best,
+    argmin_y -log p(x | z = E(x, y), y); None for an unconditional model."""
+    model = run.model
+    if not model.conditional:
+        return None
+    from ..evaluate.nodensity import point_terms
+
+    n = len(images)
+    rec = [point_terms(model, images, torch.full((n,), y, dtype=torch.long), batch_size=batch_size).recon for y in range(model.num_classes)]
+    return torch.as_tensor(np.stack(rec).argmin(0), dtype=torch.long)
 
 
 def check_scorable(run, where: str = "this run") -> None:
-    if getattr(run.model, "conditional", False):
+    if getattr(run.model, "conditional", False) and getattr(run.model, "quantizer", None) is not None:
         raise VaelabError(
-            f"{where} is a conditional model: its likelihood needs each image's class, which an anomaly does not have",
+            f"{where} is a conditional VQ model: its code bound has no class to condition on",
             "score with an unconditional run (model.conditional=false)",
         )
 
@@ -209,8 +238,8 @@ def score_images(
                 raise VaelabError("the 'ratio' score needs a background model", "give --background RUN2")
             check_scorable(background, "the background run")
             out["ratio"] = nll - _likelihood(background, images, k, batch_size, seed)[0]
-    if {"recon", "ssim"} & set(scores):
-        rec = reconstruction_metrics(model, images, None, batch_size=batch_size)
+    if {"recon", "ssim"} & set(scores):  # a conditional model reconstructs each image as its best class
+        rec = reconstruction_metrics(model, images, best_class(run, images, batch_size), batch_size=batch_size)
         if "recon" in scores:
             out["recon"] = rec["mse"]
         if "ssim" in scores:
