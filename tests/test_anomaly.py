@@ -299,6 +299,12 @@ def test_a_deterministic_encoder_gets_reconstruction_scores_and_one_line_refusal
     rep = json.loads((run / "anomaly" / "val.json").read_text())
     assert list(rep["scores"]) == ["ssim", "recon"] and set(rep["skipped_scores"]) == {"nll", "elbo", "complexity"}
     assert "deterministic encoder" in rep["skipped_scores"]["nll"] and "not scored: nll" in out
+    from vaelab import load_run
+    from vaelab.report import build_report
+
+    page = build_report(load_run(run), dpi=30, animations=False)
+    section = page[page.index('<section id="anomaly">') : page.index("</section>", page.index('<section id="anomaly">'))]
+    assert "not scored: nll" in section and "deterministic encoder" in section
     for score in ("nll", "elbo", "complexity"):
         assert cli("anomaly", run, "--split", "val", "--score", score) == 2
         err = capsys.readouterr().err

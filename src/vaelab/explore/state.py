@@ -263,6 +263,10 @@ class Explorer:
         elif self._code_prior_missing is None:
             out[self.model.native_sampler] = "the code prior over code maps"
         out["gmm"] = "a GMM fitted to the training codes" + (" (per class)" if self.model.conditional else "")
+        from ..latent.expost import CACHE_DIR
+
+        if not self.model.conditional and (self.run.path / CACHE_DIR / "maf.safetensors").is_file():
+            out["maf"] = "the MAF fitted to the training codes (vaelab sample --sampler maf)"  # offered once fitted
         return out
 
     def _refusal(self, name: str) -> VaelabError:
@@ -297,7 +301,7 @@ class Explorer:
             if name not in self._samplers:
                 from ..latent.expost import get_sampler
 
-                train, own = (self._train_codes() if name == "gmm" else (None, True))
+                train, own = (self._train_codes() if name in ("gmm", "maf") else (None, True))
                 cache = own and self.cache_path is not None
                 try:
                     sampler = get_sampler(self.run, name, train_latents=train, cache=cache)
@@ -323,7 +327,7 @@ class Explorer:
         y = self.label_array(label, n)
         s = self._sampler(sampler)
         yt = None if y is None else torch.as_tensor(y)
-        if sampler == "gmm":
+        if sampler == "gmm":  # the mixture's draws take a numpy stream; the others a torch generator
             z = s.sample(n, yt, temperature=temperature, rng=np.random.default_rng(seed))
         else:
             z = s.sample(n, yt, generator=torch.Generator().manual_seed(seed), temperature=temperature)
