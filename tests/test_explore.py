@@ -546,7 +546,10 @@ def test_gmm_samples_are_fitted_once_and_seeded_per_draw(tiny_run, tmp_path):
     from vaelab import load_run
     from vaelab.explore import Explorer
 
+    import shutil
+
     run = copy_run(tiny_run, tmp_path)
+    shutil.rmtree(run / "samplers", ignore_errors=True)  # other tests may have fitted samplers in the shared run
     ex = Explorer(load_run(run), method="pca")
     try:
         first = ex.samples_png("gmm", 6, seed=1)
