@@ -543,10 +543,10 @@ def test_vq_codes_decode_through_the_codebook_and_sample_from_the_code_prior(tin
 
 
 def test_gmm_samples_are_fitted_once_and_seeded_per_draw(tiny_run, tmp_path):
+    import shutil
+
     from vaelab import load_run
     from vaelab.explore import Explorer
-
-    import shutil
 
     run = copy_run(tiny_run, tmp_path)
     shutil.rmtree(run / "samplers", ignore_errors=True)  # other tests may have fitted samplers in the shared run

@@ -25,7 +25,7 @@ import torch
 from ..data import ImageSet, load
 from ..errors import VaelabError
 from .metrics import detection_metrics, flag, roc_points, threshold_at_fpr, threshold_at_quantile
-from .scores import SCORES, check_applies, check_scorable, parse_scores, score_images, why_not
+from .scores import SCORES, check_applies, parse_scores, score_images, why_not
 
 
 @dataclass
@@ -163,7 +163,6 @@ def detect(
     else:
         threshold_at_quantile(np.zeros(1), quantile)
     run = _as_run(run)
-    check_scorable(run)
     bg = _as_run(background) if background is not None else None
     if bg is not None and tuple(bg.model.image_shape) != tuple(run.model.image_shape):
         raise VaelabError(

@@ -193,14 +193,6 @@ def best_class(run, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor
     return torch.as_tensor(np.stack(rec).argmin(0), dtype=torch.long)
 
 
-def check_scorable(run, where: str = "this run") -> None:
-    if getattr(run.model, "conditional", False) and getattr(run.model, "quantizer", None) is not None:
-        raise VaelabError(
-            f"{where} is a conditional VQ model: its code bound has no class to condition on",
-            "score with an unconditional run (model.conditional=false)",
-        )
-
-
 def score_images(
     run,
     images: torch.Tensor,
@@ -219,7 +211,6 @@ def score_images(
     """
     from ..evaluate.reconstruction import reconstruction_metrics
 
-    check_scorable(run)
     check_applies(run, scores, background)
     model = run.model.eval()
     out: dict[str, np.ndarray] = {}
@@ -236,7 +227,6 @@ def score_images(
         if "ratio" in scores:
             if background is None:
                 raise VaelabError("the 'ratio' score needs a background model", "give --background RUN2")
-            check_scorable(background, "the background run")
             out["ratio"] = nll - _likelihood(background, images, k, batch_size, seed)[0]
     if {"recon", "ssim"} & set(scores):  # a conditional model reconstructs each image as its best class
         rec = reconstruction_metrics(model, images, best_class(run, images, batch_size), batch_size=batch_size)
