@@ -49,12 +49,8 @@ def explore(
         import webbrowser
 
         webbrowser.open(url)
-    try:
-        server.serve_forever(poll_interval=0.25)
-    except KeyboardInterrupt:
-        console.print("stopped", highlight=False)
-    finally:
-        server.server_close()
+    server.serve_until_interrupted()  # Ctrl-C: stops between requests, closes the app
+    console.print("stopped", highlight=False)
 
 
 @app.command()

@@ -73,29 +73,72 @@ class ExploreServer(ThreadingHTTPServer):
 
     def process_request(self, request, client_address):
         self._slots.acquire()  # blocks the accept loop while MAX_THREADS requests are being handled
+        slot = _Slot(self._slots)
         try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
+            t = threading.Thread(target=self._handle, args=(request, client_address, slot), daemon=True)
+            t.start()
+        except BaseException:  # the thread could not start (or an interrupt came while it did): the slot goes back once
+            slot.release()
             raise
 
-    def process_request_thread(self, request, client_address):
+    def _handle(self, request, client_address, slot):
         try:
-            super().process_request_thread(request, client_address)
+            self.process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            slot.release()
 
     def handle_error(self, request, client_address):  # a client that hung up is not worth a traceback
         import sys
 
         exc = sys.exc_info()[1]
-        if isinstance(exc, (ConnectionError, TimeoutError, socket.timeout)):
+        if isinstance(exc, (OSError, TimeoutError, socket.timeout)):  # hung up, reset, or closed under us at shutdown
             return
         super().handle_error(request, client_address)
+
+    def serve_until_interrupted(self, poll_interval: float = 0.25) -> None:
+        """Serve until Ctrl-C (SIGINT), then stop cleanly: the server loop runs in a thread, and SIGINT only
+        sets a flag, so no KeyboardInterrupt lands inside the accept loop, a lock or a request being answered;
+        the loop is shut down between requests and the app closed (see `server_close`). Main thread only."""
+        import signal
+
+        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+            try:
+                self.serve_forever(poll_interval)
+            finally:
+                self.server_close()
+            return
+        stop = threading.Event()
+        previous = signal.signal(signal.SIGINT, lambda *_: stop.set())  # a second Ctrl-C while closing: ignored too
+        loop = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": poll_interval}, name="vaelab-explore-serve")
+        try:
+            loop.start()
+            while loop.is_alive() and not stop.wait(poll_interval):
+                pass
+        finally:
+            try:
+                if loop.ident is not None:  # started: shutdown() returns once serve_forever has left its loop
+                    self.shutdown()
+                    loop.join()
+                self.server_close()
+            finally:
+                signal.signal(signal.SIGINT, previous)
 
     def server_close(self):
         super().server_close()
         self.explorer.close()
+
+
+class _Slot:
+    """One handler's share of the server's semaphore, given back exactly once by whichever side ends up with it."""
+
+    def __init__(self, semaphore: threading.BoundedSemaphore):
+        self._semaphore, self._lock, self._held = semaphore, threading.Lock(), True
+
+    def release(self) -> None:
+        with self._lock:
+            if self._held:
+                self._held = False
+                self._semaphore.release()
 
 
 def make_server(explorer, host: str = "127.0.0.1", port: int = 8765) -> ExploreServer:
