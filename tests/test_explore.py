@@ -595,3 +595,45 @@ def test_the_umap_map_without_umap_learn_names_the_extra(monkeypatch):
     with pytest.raises(VaelabError) as e:
         project(np.random.default_rng(0).normal(size=(10, 3)), "umap")
     assert "umap-learn" in str(e.value) and "vaelab[umap]" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_ctrl_c_with_requests_in_flight_stops_without_a_traceback(tiny_run, tmp_path):
+    run = copy_run(tiny_run, tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "vaelab", "explore", str(run), "--port", "0", "--no-browser"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    stop = threading.Event()
+    try:
+        line = ""
+        deadline = time.monotonic() + 120
+        while "http://" not in line and time.monotonic() < deadline and proc.poll() is None:
+            line = proc.stdout.readline()
+        host, port = line.split("http://", 1)[1].split()[0].rstrip("/").split(":")
+        answered = []
+
+        def hammer(k: int):
+            i = 0
+            while not stop.is_set():
+                try:
+                    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+                    conn.request("GET", f"/api/decode?z={k / 10},{i / 100}")
+                    answered.append(conn.getresponse().status)
+                    conn.close()
+                except OSError:
+                    pass
+                i += 1
+
+        clients = [threading.Thread(target=hammer, args=(k,), daemon=True) for k in range(8)]
+        for c in clients:
+            c.start()
+        while len(answered) < 50 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)  # while 8 clients keep asking
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and "stopped" in out, err
+        assert "Traceback" not in err and "Exception" not in err, err
+        assert set(answered) == {200}
+    finally:
+        stop.set()
+        if proc.poll() is None:
+            proc.kill()

@@ -14,6 +14,7 @@ static files from the package (nothing else on disk is ever served).
 
 Bad values get a 400 with a one-line JSON message. The server bounds its worker threads (extra
 connections wait in the listen backlog), times out stalled clients, and ignores clients that hang up.
+`serve_until_interrupted` (what `vaelab explore` runs) stops it on Ctrl-C between requests.
 """
 
 from __future__ import annotations
