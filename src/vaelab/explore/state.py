@@ -148,7 +148,7 @@ class Explorer:
             self._save_cache()
         self.z = self.projection.z
         self.limit = limit
-        self.data_spec_is_runs = data is None
+        self._own_data = data is None  # the run's own data (its train split's codes are the GMM's)
         self.worker = DecodeWorker(self.model)
         self._lock = threading.Lock()
         self._samplers: dict = {}
@@ -314,7 +314,7 @@ class Explorer:
         """(the training codes, whether they are the run's own training split): those a GMM is fitted to."""
         from ..latent.encode import Latents, encode
 
-        if self.split == "train" and self.data_spec_is_runs and self.limit is None:
+        if self.split == "train" and self._own_data and self.limit is None:
             return Latents(self.z, self.labels, self.class_names), True
         try:
             return encode(self.run, split="train"), True
