@@ -281,3 +281,101 @@ def test_a_run_without_validation_images_cannot_calibrate(tmp_path, capsys):
     assert cli("anomaly", run, "--split", "train", "--nll-samples", "2") == 2
     err = capsys.readouterr().err
     assert "no 'val' split" in err and "data.val_fraction" in err and len(err.strip().splitlines()) == 1
+
+
+# -- families whose likelihood needs care (issue 25 audit) ------------------------------------------------
+def _family_run(tmp_path, name: str, *overrides: str) -> Path:
+    from conftest import tiny_config
+    from vaelab.train import fit
+
+    cfg = tiny_config(tmp_path, "train.epochs=1", "data.limit=150", "model.latent_dim=3", f"name={name}", *overrides)
+    return Path(fit(cfg, quiet=True)["run_dir"])
+
+
+def test_a_deterministic_encoder_gets_reconstruction_scores_and_one_line_refusals(tmp_path, capsys):
+    run = _family_run(tmp_path, "rae", "model.objective=rae")
+    assert cli("anomaly", run, "--split", "val", "--limit", "30") == 0  # the defaults it can give
+    out = capsys.readouterr().out
+    rep = json.loads((run / "anomaly" / "val.json").read_text())
+    assert list(rep["scores"]) == ["ssim", "recon"] and set(rep["skipped_scores"]) == {"nll", "elbo", "complexity"}
+    assert "deterministic encoder" in rep["skipped_scores"]["nll"] and "not scored: nll" in out
+    from vaelab import load_run
+    from vaelab.report import build_report
+
+    page = build_report(load_run(run), dpi=30, animations=False)
+    section = page[page.index('<section id="anomaly">') : page.index("</section>", page.index('<section id="anomaly">'))]
+    assert "not scored: nll" in section and "deterministic encoder" in section
+    for score in ("nll", "elbo", "complexity"):
+        assert cli("anomaly", run, "--split", "val", "--score", score) == 2
+        err = capsys.readouterr().err
+        assert f"'{score}' score needs a likelihood" in err and "deterministic encoder" in err and "--score ssim,recon" in err
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_a_vq_run_scores_its_code_bound_once_its_code_prior_is_trained(tmp_path, capsys):
+    from vaelab import load_run
+    from vaelab.models.vq_prior import code_bound, code_bound_terms
+
+    run = _family_run(tmp_path, "vq", "model.latent=vq", "model.objective=vq", "model.latent_dim=4", "model.code_dim=2",
+                      "model.codebook_size=8")
+    assert cli("anomaly", run, "--split", "val", "--score", "nll") == 2
+    err = capsys.readouterr().err
+    assert "code prior" in err and "vaelab train-prior" in err and len(err.strip().splitlines()) == 1
+    assert cli("train-prior", run, "--epochs", "1", "--width", "8", "--layers", "1") == 0
+    r = load_run(run)
+    images = r.data().split("val").images[:12]
+    s = score_images(r, images, ["nll", "elbo", "complexity", "recon"], k=4)
+    rec, code = code_bound_terms(r, images)
+    np.testing.assert_allclose(s["nll"], rec + code)
+    np.testing.assert_allclose(s["elbo"], s["nll"])  # a point-mass q(z|x): the bound is the ELBO
+    assert np.isfinite(s["complexity"]).all() and (code > 0).all()
+    assert abs(code_bound(r, images)["nll"] - float((rec + code).mean())) < 1e-6
+
+
+def test_a_conditional_run_scores_the_likelihood_marginalised_over_its_classes(tiny_conditional_run, tmp_path, capsys):
+    from scipy.special import logsumexp
+
+    from vaelab import load_run
+    from vaelab.anomaly.scores import best_class
+    from vaelab.evaluate.likelihood import likelihood_terms
+    from vaelab.evaluate.reconstruction import reconstruction_metrics
+
+    r = load_run(tiny_conditional_run)
+    x = r.data().split("val").images[:10]
+    s = score_images(r, x, ["nll", "elbo", "recon"], k=4)
+    per = [likelihood_terms(r.model, x, torch.full((10,), y), 4) for y in range(3)]
+    np.testing.assert_allclose(s["nll"], np.log(3) - logsumexp(np.stack([-p.nll for p in per]), 0))
+    assert (s["nll"] <= np.min([p.nll for p in per], 0) + np.log(3) + 1e-9).all()  # never worse than the best class by more than log K
+    np.testing.assert_allclose(s["recon"], reconstruction_metrics(r.model, x, best_class(r, x))["mse"])
+    run = copy_run(tiny_conditional_run, tmp_path)
+    assert cli("anomaly", run, "--split", "val", "--limit", "20", "--nll-samples", "2", "--score", "nll,ssim") == 0
+    rep = json.loads((run / "anomaly" / "val.json").read_text())
+    assert "marginalised" in rep["conditional"] and np.isfinite(rep["scores"]["nll"]["threshold"])
+
+
+def test_bad_fpr_is_refused_in_one_line(tiny_run, tmp_path, capsys):
+    run = copy_run(tiny_run, tmp_path)
+    for fpr in ("-0.1", "nan", "1"):
+        assert cli("anomaly", run, "--split", "val", "--fpr", fpr) == 2
+        err = capsys.readouterr().err
+        assert "--fpr is" in err and "[0, 1)" in err and len(err.strip().splitlines()) == 1
+    assert not (run / "anomaly").exists()
+
+
+def test_a_pretrained_folder_is_scored_like_its_run_and_flags_with_predict(tiny_run, tmp_path, capsys):
+    from PIL import Image
+
+    from vaelab import load_run
+    from vaelab.anomaly import detect
+
+    folder = load_run(tiny_run).save_pretrained(tmp_path / "pretrained")
+    a = detect(tiny_run, split="val", scores="nll,ssim", k=4, limit=30)
+    b = detect(folder, split="val", scores="nll,ssim", k=4, limit=30)
+    for name in ("nll", "ssim"):
+        np.testing.assert_allclose(a.scores[name], b.scores[name], rtol=1e-5)
+        assert a.threshold(name) == pytest.approx(b.threshold(name), rel=1e-5)
+    assert cli("anomaly", folder, "--split", "val", "--limit", "30", "--nll-samples", "4", "--score", "nll") == 0
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)).save(tmp_path / "noise.png")
+    capsys.readouterr()
+    assert cli("predict", folder, tmp_path / "noise.png", "--anomaly") == 0  # the saved threshold of the folder
+    assert "1 of 1 images flagged" in capsys.readouterr().out

@@ -441,8 +441,199 @@ def test_the_app_works_in_headless_chromium(app, tmp_path):
             page.mouse.move(*dot)  # hovering a dot shows its image
             page.wait_for_function("!document.getElementById('tooltip').hidden && document.getElementById('tipimg').complete"
                                    " && document.getElementById('tipimg').naturalWidth === 28", timeout=20000)
+            assert page.eval_on_selector_all("#sampler option", "os => os.map(o => o.value)")[:2] == ["prior", "gmm"]
+            page.select_option("#sampler", "gmm")
+            page.click("#sample")  # samples from the sampler the run offers
+            page.wait_for_function("document.getElementById('samples').complete && document.getElementById('samples').naturalWidth > 28", timeout=20000)
             page.screenshot(path=str(tmp_path / "explore.png"))
             assert not problems, problems
             assert not outside, outside  # everything comes from the app
         finally:
             browser.close()
+
+
+# -- every family, pretrained folders, the umap extra (issue 25 audit) ----------------------------------------
+def _tiny_family(tmp_path_factory, name: str, *overrides: str) -> Path:
+    from conftest import tiny_config
+    from vaelab.train import fit
+
+    root = tmp_path_factory.mktemp(f"family-{name}")
+    cfg = tiny_config(root, "train.epochs=1", "data.limit=150", "model.latent_dim=3", f"name={name}", *overrides)
+    return Path(fit(cfg, quiet=True)["run_dir"])
+
+
+@pytest.fixture(scope="module")
+def tiny_vq_run(tmp_path_factory) -> Path:
+    return _tiny_family(tmp_path_factory, "vq", "model.latent=vq", "model.objective=vq", "model.latent_dim=4",
+                        "model.code_dim=2", "model.codebook_size=8")
+
+
+FAMILIES = {
+    "iwae": ["model.objective=iwae"],
+    "iaf": ["model.posterior=iaf"],
+    "rae": ["model.objective=rae"],  # a deterministic (delta) encoder
+    "vamp": ["model.prior=vamp", "model.prior_components=3"],
+    "two-layers": ["model.stochastic_layers=2", "model.layer_hidden=[16]"],
+    "class-prior": ["model.prior=class", "model.conditional=true"],
+}
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_every_family_explores(family, tmp_path_factory):
+    from vaelab import load_run
+    from vaelab.explore import Explorer
+
+    ex = Explorer(load_run(_tiny_family(tmp_path_factory, family, *FAMILIES[family])), cache=False)
+    try:
+        info = ex.info()
+        label = 0 if info["conditional"] else None
+        assert info["quantized"] is None and info["slerp"] and set(info["samplers"]) == {"prior", "gmm"}
+        a, b = ex.decode_png(ex.at(info["xy"][0]), label), ex.decode_png(ex.at(info["xy"][1]), label)
+        assert a.startswith(PNG) and b.startswith(PNG)
+        assert ex.interpolation_png(0, 1, 4, "slerp", label).startswith(PNG)
+        for sampler in ("prior", "gmm"):
+            assert ex.samples_png(sampler, 4, 0, label).startswith(PNG)
+    finally:
+        ex.close()
+
+
+@pytest.mark.filterwarnings("ignore:Number of distinct clusters")  # a GMM on a few discrete codes
+def test_vq_codes_decode_through_the_codebook_and_sample_from_the_code_prior(tiny_vq_run, tmp_path):
+    import torch
+
+    from vaelab import load_run
+    from vaelab.errors import VaelabError
+    from vaelab.explore import Explorer
+    from vaelab.latent.edit import edit, snap
+
+    run = copy_run(tiny_vq_run, tmp_path)
+    r = load_run(run)
+    q = r.model.quantizer
+    ex = Explorer(r, cache=False)
+    try:
+        info = ex.info()
+        assert info["quantized"] == {"codebook_size": 8, "code_dim": 2, "positions": 2} and not info["slerp"]
+        # a point between codes decodes as its nearest code map: snapped codes are codebook entries
+        z = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+        snapped = snap(r.model, z)
+        book = q.codebook.detach().numpy()
+        assert all(np.abs(book - v).sum(1).min() < 1e-6 for v in snapped.reshape(-1, 2))
+        np.testing.assert_array_equal(ex.decode(z).numpy(), ex.decode(snapped).numpy())
+        np.testing.assert_array_equal(snap(r.model, snapped), snapped)
+        assert ex.decode(z + 1e-3).numpy().tobytes() == ex.decode(z).numpy().tobytes()  # the image changes in steps
+        with pytest.raises(VaelabError, match="Gaussian latent"):
+            ex.interpolation_png(0, 1, 4, "slerp")
+        assert set(info["samplers"]) == {"gmm"} and "train-prior" in info["sampler_note"]
+        for name, text in (("prior", "no Gaussian prior"), ("vq-prior", "no code prior")):
+            with pytest.raises(VaelabError, match=text) as e:
+                ex.samples_png(name, 4)
+            assert "train-prior" in str(e.value) and "\n" not in str(e.value)
+        assert ex.samples_png("gmm", 4).startswith(PNG)
+        out = edit(r, r.data().split("val").images[:2], "1", "8", strength=0.7)
+        np.testing.assert_array_equal(out.z, snap(r.model, torch.as_tensor(out.z)).numpy())
+    finally:
+        ex.close()
+    assert cli("train-prior", run, "--epochs", "1", "--width", "8", "--layers", "1") == 0
+    ex = Explorer(load_run(run), cache=False)
+    try:
+        assert list(ex.info()["samplers"]) == ["vq-prior", "gmm"] and ex.info()["sampler_note"] is None
+        assert ex.samples_png("vq-prior", 4, seed=1) == ex.samples_png("vq-prior", 4, seed=1)
+    finally:
+        ex.close()
+
+
+def test_gmm_samples_are_fitted_once_and_seeded_per_draw(tiny_run, tmp_path):
+    import shutil
+
+    from vaelab import load_run
+    from vaelab.explore import Explorer
+
+    run = copy_run(tiny_run, tmp_path)
+    shutil.rmtree(run / "samplers", ignore_errors=True)  # other tests may have fitted samplers in the shared run
+    ex = Explorer(load_run(run), method="pca")
+    try:
+        first = ex.samples_png("gmm", 6, seed=1)
+        assert ex.samples_png("gmm", 6, seed=2) != first and ex.samples_png("gmm", 6, seed=1) == first
+        assert list(ex._samplers) == ["gmm"] and (run / "samplers" / "gmm.safetensors").is_file()  # shared with vaelab sample
+        assert "maf" not in ex.info()["samplers"]
+    finally:
+        ex.close()
+    assert cli("sample", run, "-n", "2", "--sampler", "maf", "--out", tmp_path / "maf.png") == 0
+    ex = Explorer(load_run(run), method="pca")
+    try:  # a MAF fitted by vaelab sample is offered too
+        assert list(ex.info()["samplers"]) == ["prior", "gmm", "maf"] and ex.samples_png("maf", 4, seed=1).startswith(PNG)
+    finally:
+        ex.close()
+
+
+def test_a_pretrained_folder_explores_and_edits(tiny_run, tmp_path, capsys):
+    from PIL import Image
+
+    from vaelab import load_run
+
+    folder = load_run(tiny_run).save_pretrained(tmp_path / "pretrained")
+    a = start_app(folder)
+    try:
+        status, info = a.json("/api/info")
+        assert status == 200 and info["n"] > 2 and (folder / "explore").is_dir()
+        assert a.get("/api/decode?at=0.5,-0.5")[2].startswith(PNG)
+        assert a.get("/api/samples?sampler=gmm&n=4")[0] == 200
+    finally:
+        a.server.shutdown()
+        a.server.server_close()
+    img = load_run(folder).data().split("val").images[0, 0].numpy()
+    Image.fromarray(img).save(tmp_path / "digit.png")
+    assert cli("edit", folder, tmp_path / "digit.png", "--from", "1", "--to", "8", "--out", tmp_path / "e.png") == 0
+
+
+def test_the_umap_map_without_umap_learn_names_the_extra(monkeypatch):
+    from vaelab import extras
+    from vaelab.errors import VaelabError
+    from vaelab.latent.project import project
+
+    monkeypatch.setattr(extras, "missing", lambda extra: ["umap"] if extra == "umap" else [])
+    with pytest.raises(VaelabError) as e:
+        project(np.random.default_rng(0).normal(size=(10, 3)), "umap")
+    assert "umap-learn" in str(e.value) and "vaelab[umap]" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_ctrl_c_with_requests_in_flight_stops_without_a_traceback(tiny_run, tmp_path):
+    run = copy_run(tiny_run, tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "vaelab", "explore", str(run), "--port", "0", "--no-browser"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    stop = threading.Event()
+    try:
+        line = ""
+        deadline = time.monotonic() + 120
+        while "http://" not in line and time.monotonic() < deadline and proc.poll() is None:
+            line = proc.stdout.readline()
+        host, port = line.split("http://", 1)[1].split()[0].rstrip("/").split(":")
+        answered = []
+
+        def hammer(k: int):
+            i = 0
+            while not stop.is_set():
+                try:
+                    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+                    conn.request("GET", f"/api/decode?z={k / 10},{i / 100}")
+                    answered.append(conn.getresponse().status)
+                    conn.close()
+                except OSError:
+                    pass
+                i += 1
+
+        clients = [threading.Thread(target=hammer, args=(k,), daemon=True) for k in range(8)]
+        for c in clients:
+            c.start()
+        while len(answered) < 50 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)  # while 8 clients keep asking
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and "stopped" in out, err
+        assert "Traceback" not in err and "Exception" not in err, err
+        assert set(answered) == {200}
+    finally:
+        stop.set()
+        if proc.poll() is None:
+            proc.kill()

@@ -13,6 +13,7 @@ EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
     "video": (("imageio", "imageio_ffmpeg"), "MP4 output"),
     "wandb": (("wandb",), "train.logger=wandb"),
     "mlflow": (("mlflow",), "train.logger=mlflow"),
+    "umap": (("umap",), "the umap map (vaelab explore --method umap)"),
 }
 
 

@@ -25,7 +25,7 @@ import torch
 from ..data import ImageSet, load
 from ..errors import VaelabError
 from .metrics import detection_metrics, flag, roc_points, threshold_at_fpr, threshold_at_quantile
-from .scores import SCORES, check_scorable, parse_scores, score_images
+from .scores import SCORES, check_applies, parse_scores, score_images, why_not
 
 
 @dataclass
@@ -163,7 +163,6 @@ def detect(
     else:
         threshold_at_quantile(np.zeros(1), quantile)
     run = _as_run(run)
-    check_scorable(run)
     bg = _as_run(background) if background is not None else None
     if bg is not None and tuple(bg.model.image_shape) != tuple(run.model.image_shape):
         raise VaelabError(
@@ -171,6 +170,14 @@ def detect(
             "train the background model on the same data (with train.perturb)",
         )
     names = parse_scores(scores, background=bg is not None)
+    skipped: dict[str, str] = {}
+    if scores is None:  # the defaults: those this family can give (a deterministic encoder: no likelihood)
+        for name in list(names):
+            problem = why_not(run, name) or (why_not(bg, name, " (the background run)") if name == "ratio" and bg is not None else None)
+            if problem:
+                skipped[name] = problem[0]
+                names.remove(name)
+    check_applies(run, names, bg)  # a score asked for by name: one line saying why it cannot be given
 
     # -- the images to score -----------------------------------------------------------------------------
     own = data is None
@@ -269,6 +276,10 @@ def detect(
         "seed": seed,
         "scores": per_score,
     }
+    if skipped:
+        report["skipped_scores"] = skipped
+    if run.model.conditional:  # an anomaly has no class: see scores._likelihood and scores.best_class
+        report["conditional"] = "likelihoods marginalised over the classes (p(y) uniform); recon and ssim of each image as its best class"
     if both:
         best = max(roc, key=lambda n: roc[n][2])
         report["best_score"] = {"name": best, "auroc": roc[best][2]}

@@ -17,9 +17,11 @@ that only learned the low-level statistics (its inputs had a share of their pixe
 How well each works here is measured by benchmarks/anomaly.py (docs/anomaly.md): with a Bernoulli VAE on grey
 levels the code length dominates `complexity`, and a VAE background model did not make `ratio` work.
 
-The likelihood terms come from `evaluate.likelihood.likelihood_terms` and the reconstruction terms from
+The likelihood terms come from `evaluate.likelihood.likelihood_terms` (a VQ run: its code bound,
+`models.vq_prior.code_bound_terms`) and the reconstruction terms from
 `evaluate.reconstruction.reconstruction_metrics`, so a score here is the same number `vaelab evaluate`
-reports per image.
+reports per image. A family without a likelihood bound (a deterministic encoder; a VQ run before
+`vaelab train-prior`) gets the reconstruction scores only: `why_not` says why, in one line.
 """
 
 from __future__ import annotations
@@ -113,12 +115,82 @@ def perturb(x: torch.Tensor, rate: float, generator: torch.Generator | None = No
     return torch.where(mask, noise, x)
 
 
-def check_scorable(run, where: str = "this run") -> None:
-    if getattr(run.model, "conditional", False):
-        raise VaelabError(
-            f"{where} is a conditional model: its likelihood needs each image's class, which an anomaly does not have",
-            "score with an unconditional run (model.conditional=false)",
-        )
+LIKELIHOOD_SCORES = ("elbo", "nll", "complexity", "ratio")  # the scores built on a likelihood bound
+
+
+def why_not(run, name: str, where: str = "") -> tuple[str, str] | None:
+    """(why, what to do) when the score `name` does not apply to this run's family, else None.
+
+    The likelihood scores need a bound on log p(x). A deterministic encoder (model.posterior=delta: RAE,
+    WAE) has none. A VQ run has one once its code prior is trained: log p(x) >= log p(x|z_q) + log p(z_q)
+    (q(z|x) is a point mass on the code map z_q, so this is also its ELBO). The other families (iwae,
+    miwae, ciwae, mmd, tc, factor, dip, iaf, vamp, mog, stacked layers) have a Gaussian-latent bound."""
+    if name not in LIKELIHOOD_SCORES:
+        return None
+    model = run.model
+    reason = getattr(model, "no_density", None)
+    if not reason:
+        return None
+    if getattr(model, "quantizer", None) is not None:
+        from ..models.vq_prior import load_prior
+
+        try:
+            load_prior(run)
+            return None
+        except VaelabError as e:
+            return (f"the '{name}' score of a VQ run{where} needs its code prior (log p(x) >= log p(x|z_q) + log p(z_q)), and {e.message}",
+                    f"{e.hint}, or use --score ssim,recon")
+    return f"the '{name}' score needs a likelihood{where}: {reason}", "use --score ssim,recon"
+
+
+def check_applies(run, names: Sequence[str], background=None) -> None:
+    """One clear error for the first requested score that this run's family (or the background's) cannot give."""
+    for name in names:
+        problem = why_not(run, name) or (why_not(background, name, " (the background run)") if name == "ratio" and background is not None else None)
+        if problem:
+            raise VaelabError(*problem)
+
+
+def _likelihood(run, images: torch.Tensor, k: int, batch_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(-log p(x) bound, -ELBO) per image, nats: the IWAE bound with k samples, or a VQ run's code bound.
+
+    A conditional model has p(x|y), and an anomaly has no class: its score is the marginal over the
+    classes, p(x) = sum_y p(y) p(x|y) with p(y) uniform, bounded by log-sum-exp over y of each class's
+    bound (log is concave: E log sum_y p(y) w_y <= log sum_y p(y) E w_y = log p(x), the IWAE bound
+    with a proposal stratified over the classes), so it costs one pass per class."""
+    model = run.model.eval()
+    if getattr(model, "quantizer", None) is not None:
+        from ..models.vq_prior import code_bound_terms
+
+        rec, code = code_bound_terms(run, images, batch_size)
+        return rec + code, rec + code  # a point-mass q(z|x): the bound and the ELBO coincide
+    from ..evaluate.likelihood import likelihood_terms
+
+    if not model.conditional:
+        lt = likelihood_terms(model, images, None, k, batch_size=batch_size, seed=seed)
+        return lt.nll, lt.elbo_loss
+    from scipy.special import logsumexp
+
+    log_px, elbo = [], []
+    for y in range(model.num_classes):
+        lt = likelihood_terms(model, images, torch.full((len(images),), y, dtype=torch.long), k, batch_size=batch_size, seed=seed)
+        log_px.append(-lt.nll)
+        elbo.append(-lt.elbo_loss)
+    log_k = math.log(model.num_classes)
+    return log_k - logsumexp(np.stack(log_px), 0), log_k - logsumexp(np.stack(elbo), 0)
+
+
+def best_class(run, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor | None:
+    """A conditional model's class for each image (N,): the one whose decoder explains it best,
+    argmin_y -log p(x | z = E(x, y), y); None for an unconditional model."""
+    model = run.model
+    if not model.conditional:
+        return None
+    from ..evaluate.nodensity import point_terms
+
+    n = len(images)
+    rec = [point_terms(model, images, torch.full((n,), y, dtype=torch.long), batch_size=batch_size).recon for y in range(model.num_classes)]
+    return torch.as_tensor(np.stack(rec).argmin(0), dtype=torch.long)
 
 
 def score_images(
@@ -137,18 +209,16 @@ def score_images(
     `k`: importance samples of the NLL (also the samples the ELBO terms average over); `background`: the
     run of the background model for 'ratio'. Returns {score: (N,) float64}, larger = more anomalous.
     """
-    from ..evaluate.likelihood import likelihood_terms
     from ..evaluate.reconstruction import reconstruction_metrics
 
-    check_scorable(run)
+    check_applies(run, scores, background)
     model = run.model.eval()
     out: dict[str, np.ndarray] = {}
     need_lik = {"elbo", "nll", "complexity", "ratio"} & set(scores)
     if need_lik:
-        lt = likelihood_terms(model, images, None, k, batch_size=batch_size, seed=seed)
-        nll = lt.nll
+        nll, elbo_loss = _likelihood(run, images, k, batch_size, seed)
         if "elbo" in scores:
-            out["elbo"] = lt.elbo_loss
+            out["elbo"] = elbo_loss
         if "nll" in scores:
             out["nll"] = nll
         if "complexity" in scores:
@@ -157,11 +227,9 @@ def score_images(
         if "ratio" in scores:
             if background is None:
                 raise VaelabError("the 'ratio' score needs a background model", "give --background RUN2")
-            check_scorable(background, "the background run")
-            bg = likelihood_terms(background.model.eval(), images, None, k, batch_size=batch_size, seed=seed)
-            out["ratio"] = nll - bg.nll
-    if {"recon", "ssim"} & set(scores):
-        rec = reconstruction_metrics(model, images, None, batch_size=batch_size)
+            out["ratio"] = nll - _likelihood(background, images, k, batch_size, seed)[0]
+    if {"recon", "ssim"} & set(scores):  # a conditional model reconstructs each image as its best class
+        rec = reconstruction_metrics(model, images, best_class(run, images, batch_size), batch_size=batch_size)
         if "recon" in scores:
             out["recon"] = rec["mse"]
         if "ssim" in scores:

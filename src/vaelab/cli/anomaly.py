@@ -13,13 +13,14 @@ from ._common import Table, _say_dim, _write_bytes, app, console
 SCORES_HELP = (
     "Comma list of scores; the first flags the images: ssim (1 - SSIM), recon (MSE), nll (IWAE), elbo (-ELBO), "
     "complexity (NLL minus PNG code length, Serra et al. 2020), ratio (vs --background, Ren et al. 2019). "
-    "Default: all of them, in this order."
+    "Default: all of them that the run's family gives, in this order (a deterministic encoder or a VQ run "
+    "without its code prior has no likelihood: ssim and recon only)."
 )
 
 
 @app.command()
 def anomaly(
-    run: Annotated[Path, typer.Argument(help="A run directory.")],
+    run: Annotated[Path, typer.Argument(help="A run directory or pretrained folder.")],
     data: Annotated[str | None, typer.Option(help="Score this data spec (default: the run's own data).")] = None,
     split: Annotated[str, typer.Option(help="Which split of the data to score.")] = "test",
     normal: Annotated[
@@ -103,6 +104,8 @@ def anomaly(
             row += [_fmt(e.get("test_fpr")), _fmt(e.get("auroc")), _fmt(e.get("auprc")), _fmt(e.get("fpr_at_95_tpr"))]
         table.add_row(*row)
     console.print(table)
+    for sname, why in rep.get("skipped_scores", {}).items():
+        console.print(f"not scored: {sname} ({why})", style="dim", highlight=False, markup=False, soft_wrap=True)
     if rep.get("normal_classes"):
         console.print(f"normal classes: {', '.join(rep['normal_classes'])}; {rep['n_anomalies']} anomalies", highlight=False)
     if "best_score" in rep:

@@ -13,7 +13,7 @@ from ._common import _say_dim, _write_bytes, app, console
 
 @app.command()
 def explore(
-    run: Annotated[Path, typer.Argument(help="A run directory.", show_default=False)],
+    run: Annotated[Path, typer.Argument(help="A run directory or pretrained folder.", show_default=False)],
     host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8765,
     split: Annotated[str | None, typer.Option(help="Images on the map: val, test or train (default: the first present).")] = None,
@@ -49,17 +49,13 @@ def explore(
         import webbrowser
 
         webbrowser.open(url)
-    try:
-        server.serve_forever(poll_interval=0.25)
-    except KeyboardInterrupt:
-        console.print("stopped", highlight=False)
-    finally:
-        server.server_close()
+    server.serve_until_interrupted()  # Ctrl-C: stops between requests, closes the app
+    console.print("stopped", highlight=False)
 
 
 @app.command()
 def edit(
-    run: Annotated[Path, typer.Argument(help="A run directory.", show_default=False)],
+    run: Annotated[Path, typer.Argument(help="A run directory or pretrained folder.", show_default=False)],
     images: Annotated[list[Path], typer.Argument(help="Image files (resized to the model's size).", show_default=False)],
     from_: Annotated[str, typer.Option("--from", help="Set A: a class (name or index) of the run's data, or a folder of images without the attribute.")],
     to: Annotated[str, typer.Option("--to", help="Set B: a class, or a folder of images with the attribute.")],

@@ -217,11 +217,14 @@ def _flag_anomalies(run: Path, images: list[Path] | None, data: str | None, whic
     from ..anomaly.metrics import flag
     from ..anomaly.outputs import saved_result
     from ..latent import fewlabels
+    from ..pretrained import is_pretrained_dir
     from ..run import load_run, require_run_dir
 
-    require_run_dir(run)
+    if not is_pretrained_dir(run):
+        require_run_dir(run)
     stem, saved = saved_result(run, which)
-    r = load_run(run, checkpoint=saved.get("checkpoint") if Path(saved.get("checkpoint") or "").is_file() else "best")
+    ckpt = Path(saved.get("checkpoint") or "")  # the checkpoint the threshold was set on (a pretrained folder has one)
+    r = load_run(run, checkpoint=str(ckpt) if ckpt.suffix == ".ckpt" and ckpt.is_file() else "best")
     ds = fewlabels.images_from_files(images, r.model.image_shape) if images else load_like_run(r, data)
     primary = saved["primary"]
     if primary == "ratio" and not (saved.get("background") and Path(saved["background"]).is_dir()):

@@ -5,7 +5,7 @@ the package: nothing is fetched from the network.
     >>> from vaelab import load_run
     >>> from vaelab.explore import Explorer, make_server
     >>> server = make_server(Explorer(load_run("runs/mnist")), port=0)
-    >>> server.serve_forever()        # server.url is the page
+    >>> server.serve_until_interrupted()   # server.url is the page; Ctrl-C stops it cleanly
 """
 
 from .server import ExploreServer, make_server

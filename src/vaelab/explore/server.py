@@ -10,10 +10,11 @@ static files from the package (nothing else on disk is ever served).
                                 PNG, with the code (before the shift) in the X-Latent header
     GET /api/interpolate?a=N&b=M&steps=8&mode=linear|slerp       a strip of decoded images (PNG)
     GET /api/attribute?from=A&to=B   (or from_set=1,2&to_set=3,4) the attribute vector (JSON)
-    GET /api/samples?sampler=prior|gmm&n=16&seed=0&temperature=1  a grid of samples (PNG)
+    GET /api/samples?sampler=prior|gmm|vq-prior&n=16&seed=0&temperature=1  a grid of samples (PNG)
 
 Bad values get a 400 with a one-line JSON message. The server bounds its worker threads (extra
 connections wait in the listen backlog), times out stalled clients, and ignores clients that hang up.
+`serve_until_interrupted` (what `vaelab explore` runs) stops it on Ctrl-C between requests.
 """
 
 from __future__ import annotations
@@ -73,29 +74,72 @@ class ExploreServer(ThreadingHTTPServer):
 
     def process_request(self, request, client_address):
         self._slots.acquire()  # blocks the accept loop while MAX_THREADS requests are being handled
+        slot = _Slot(self._slots)
         try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
+            t = threading.Thread(target=self._handle, args=(request, client_address, slot), daemon=True)
+            t.start()
+        except BaseException:  # the thread could not start (or an interrupt came while it did): the slot goes back once
+            slot.release()
             raise
 
-    def process_request_thread(self, request, client_address):
+    def _handle(self, request, client_address, slot):
         try:
-            super().process_request_thread(request, client_address)
+            self.process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            slot.release()
 
     def handle_error(self, request, client_address):  # a client that hung up is not worth a traceback
         import sys
 
         exc = sys.exc_info()[1]
-        if isinstance(exc, (ConnectionError, TimeoutError, socket.timeout)):
+        if isinstance(exc, (OSError, TimeoutError, socket.timeout)):  # hung up, reset, or closed under us at shutdown
             return
         super().handle_error(request, client_address)
+
+    def serve_until_interrupted(self, poll_interval: float = 0.25) -> None:
+        """Serve until Ctrl-C (SIGINT), then stop cleanly: the server loop runs in a thread, and SIGINT only
+        sets a flag, so no KeyboardInterrupt lands inside the accept loop, a lock or a request being answered;
+        the loop is shut down between requests and the app closed (see `server_close`). Main thread only."""
+        import signal
+
+        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+            try:
+                self.serve_forever(poll_interval)
+            finally:
+                self.server_close()
+            return
+        stop = threading.Event()
+        previous = signal.signal(signal.SIGINT, lambda *_: stop.set())  # a second Ctrl-C while closing: ignored too
+        loop = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": poll_interval}, name="vaelab-explore-serve")
+        try:
+            loop.start()
+            while loop.is_alive() and not stop.wait(poll_interval):
+                pass
+        finally:
+            try:
+                if loop.ident is not None:  # started: shutdown() returns once serve_forever has left its loop
+                    self.shutdown()
+                    loop.join()
+                self.server_close()
+            finally:
+                signal.signal(signal.SIGINT, previous)
 
     def server_close(self):
         super().server_close()
         self.explorer.close()
+
+
+class _Slot:
+    """One handler's share of the server's semaphore, given back exactly once by whichever side ends up with it."""
+
+    def __init__(self, semaphore: threading.BoundedSemaphore):
+        self._semaphore, self._lock, self._held = semaphore, threading.Lock(), True
+
+    def release(self) -> None:
+        with self._lock:
+            if self._held:
+                self._held = False
+                self._semaphore.release()
 
 
 def make_server(explorer, host: str = "127.0.0.1", port: int = 8765) -> ExploreServer:
@@ -315,8 +359,8 @@ def _route_attribute(h: Handler, q):
 
 def _route_samples(h: Handler, q):
     sampler = _one(q, "sampler", "prior")
-    if sampler not in ("prior", "gmm"):
-        raise BadRequest("sampler must be prior or gmm")
+    if len(sampler) > 40:
+        raise BadRequest("sampler is not a sampler name")  # the explorer says which of its samplers apply
     n = _int(q, "n", 16, 1, MAX_SAMPLES)
     seed = _int(q, "seed", 0, 0, 2**31 - 1)
     temperature = _float(q, "temperature", 1.0, 1e-3, 10.0)

@@ -147,10 +147,12 @@ class Explorer:
             self.projection = project(codes, self.method)
             self._save_cache()
         self.z = self.projection.z
+        self.limit = limit
+        self._own_data = data is None  # the run's own data (its train split's codes are the GMM's)
         self.worker = DecodeWorker(self.model)
         self._lock = threading.Lock()
         self._samplers: dict = {}
-        self._train_latents = None
+        self._code_prior_missing = self._code_prior_status()
 
     # -- cache ---------------------------------------------------------------------------------------------
     def _load_cache(self) -> Projection | None:
@@ -199,13 +201,22 @@ class Explorer:
             "xy": np.round(p.xy.astype(np.float64), 4).tolist(),
             "ranges": np.round(np.stack([lo - pad, hi + pad], 1).astype(np.float64), 4).tolist(),
             "slerp": latent_edit.gaussian_latent(self.model),
-            "samplers": ["prior", "gmm"],
+            "samplers": self.sampler_choices(),
+            "sampler_note": self._code_prior_missing,  # a VQ run without its code prior: how to get one
+            "quantized": self._quantized(),
             "cached": self.cached,
         }
         if p.method == "pca":
             out["pca"] = {"mean": p.mean.tolist(), "components": p.components.tolist(),
                           "explained": [float(v) for v in p.explained]}
         return out
+
+    def _quantized(self) -> dict | None:
+        """A VQ latent: its codebook size, code size and positions (the page says the codes snap to it)."""
+        q = getattr(self.model, "quantizer", None)
+        if q is None:
+            return None
+        return {"codebook_size": int(q.k), "code_dim": int(q.dim), "positions": int(q.positions)}
 
     def label_array(self, label: int | None, n: int) -> np.ndarray | None:
         """Labels for n decodes: conditional models need a class; others ignore it."""
@@ -219,7 +230,8 @@ class Explorer:
         return latent_edit.class_index(value, self.class_names, len(self.class_names))
 
     def decode(self, z: np.ndarray, label: int | None = None) -> torch.Tensor:
-        z = np.asarray(z, np.float32).reshape(-1, self.model.latent_dim)
+        """Codes (n, D) -> images; a VQ model's codes go through the nearest codebook entries (`edit.snap`)."""
+        z = latent_edit.snap(self.model, np.asarray(z, np.float32).reshape(-1, self.model.latent_dim))
         return self.worker.decode(z, self.label_array(label, len(z)))
 
     def decode_png(self, z: np.ndarray, label: int | None = None) -> bytes:
@@ -241,47 +253,86 @@ class Explorer:
     def attribute(self, source, target) -> np.ndarray:
         return latent_edit.attribute_vector(self.z, source, target, self.labels, self.class_names)
 
+    # -- samplers ------------------------------------------------------------------------------------------
+    def sampler_choices(self) -> dict[str, str]:
+        """The samplers of `vaelab sample` this run offers on the page: name -> what it draws from. A VQ run
+        has no Gaussian prior: its own sampler is the code prior (once `vaelab train-prior` fitted it)."""
+        out = {}
+        if self.model.native_sampler is None:
+            out["prior"] = "the prior p(z|y)" if getattr(self.model.cfg, "prior", "normal") == "class" else "the prior p(z)"
+        elif self._code_prior_missing is None:
+            out[self.model.native_sampler] = "the code prior over code maps"
+        out["gmm"] = "a GMM fitted to the training codes" + (" (per class)" if self.model.conditional else "")
+        from ..latent.expost import CACHE_DIR
+
+        if not self.model.conditional and (self.run.path / CACHE_DIR / "maf.safetensors").is_file():
+            out["maf"] = "the MAF fitted to the training codes (vaelab sample --sampler maf)"  # offered once fitted
+        return out
+
+    def _refusal(self, name: str) -> VaelabError:
+        native = self.model.native_sampler
+        if name == "prior" and native is not None:
+            hint = "pick the code prior" if self._code_prior_missing is None else self._code_prior_missing
+            return VaelabError("a VQ latent has no Gaussian prior to sample: its samples come from the code prior", hint)
+        if name == "vq-prior" and native is not None:
+            return VaelabError(f"{self.run.path.name} has no code prior to sample yet", self._code_prior_missing)
+        if name == "vq-prior":
+            return VaelabError("vq-prior draws code maps of a VQ run; this run has a continuous latent", "use prior or gmm")
+        return VaelabError(f"unknown sampler '{name}'", f"use one of: {', '.join(self.sampler_choices())}")
+
+    def _code_prior_status(self) -> str | None:
+        """None when a VQ run's code prior is ready (or the run is not VQ); else what to do about it."""
+        if self.model.native_sampler is None:
+            return None
+        from ..models.vq_prior import load_prior
+
+        try:
+            load_prior(self.run)
+        except VaelabError as e:
+            return e.hint or str(e)
+        return None
+
+    def _sampler(self, name: str):
+        """The named sampler of `vaelab.latent.expost`, fitted once (the GMM is cached in RUN/samplers/ as
+        `vaelab sample --sampler gmm` caches it, and shared with it)."""
+        if name not in self.sampler_choices():
+            raise self._refusal(name)
+        with self._lock:
+            if name not in self._samplers:
+                from ..latent.expost import get_sampler
+
+                train, own = (self._train_codes() if name in ("gmm", "maf") else (None, True))
+                cache = own and self.cache_path is not None
+                try:
+                    sampler = get_sampler(self.run, name, train_latents=train, cache=cache)
+                except OSError:  # a read-only folder: fitted, not cached
+                    sampler = get_sampler(self.run, name, train_latents=train, cache=False)
+                self._samplers[name] = sampler
+            return self._samplers[name]
+
+    def _train_codes(self):
+        """(the training codes, whether they are the run's own training split): those a GMM is fitted to."""
+        from ..latent.encode import Latents, encode
+
+        if self.split == "train" and self._own_data and self.limit is None:
+            return Latents(self.z, self.labels, self.class_names), True
+        try:
+            return encode(self.run, split="train"), True
+        except VaelabError:  # no train split in this data: the shown codes
+            return Latents(self.z, self.labels, self.class_names), False
+
     def samples_png(self, sampler: str = "prior", n: int = 16, seed: int = 0, label: int | None = None,
                     temperature: float = 1.0) -> bytes:
+        """A grid of n samples; each (sampler, seed) gives the same images every time."""
         y = self.label_array(label, n)
-        if sampler == "prior":
-            g = torch.Generator().manual_seed(seed)
-            z = self.model.prior.sample(n, None if y is None else torch.as_tensor(y), generator=g, temperature=temperature)
-            z = z.float().cpu().numpy()
-        elif sampler == "gmm":
-            z = self._gmm(seed, y, n, temperature)
+        s = self._sampler(sampler)
+        yt = None if y is None else torch.as_tensor(y)
+        if sampler == "gmm":  # the mixture's draws take a numpy stream; the others a torch generator
+            z = s.sample(n, yt, temperature=temperature, rng=np.random.default_rng(seed))
         else:
-            raise VaelabError(f"unknown sampler '{sampler}'", "use prior or gmm")
-        return strip_png(self.worker.decode(z, y))
-
-    def _gmm(self, seed: int, y, n: int, temperature: float) -> np.ndarray:
-        """The ex-post GMM of `vaelab sample --sampler gmm`, fitted once on the training codes (per class
-        for conditional models)."""
-        from ..latent.samplers import ClassGMMSampler, GMMSampler
-
-        with self._lock:
-            if self._train_latents is None:
-                if self.split == "train":
-                    self._train_latents = (self.z, self.labels)
-                else:
-                    from ..latent.encode import encode
-
-                    try:
-                        lat = encode(self.run, split="train")
-                        self._train_latents = (lat.z, lat.labels)
-                    except VaelabError:  # no train split in this data: the shown codes
-                        self._train_latents = (self.z, self.labels)
-            z_train, y_train = self._train_latents
-            key = ("gmm", seed)
-            if key not in self._samplers:
-                if self.model.conditional:
-                    self._samplers[key] = ClassGMMSampler(5, seed=seed).fit(z_train, y_train, self.model.num_classes, self.class_names)
-                else:
-                    self._samplers[key] = GMMSampler(10, seed=seed).fit(z_train)
-            sampler = self._samplers[key]
-            if self.model.conditional:
-                return sampler.sample(y, temperature)
-            return sampler.sample(n, temperature=temperature)
+            z = s.sample(n, yt, generator=torch.Generator().manual_seed(seed), temperature=temperature)
+        z = z.float().cpu().numpy() if isinstance(z, torch.Tensor) else np.asarray(z, np.float32)
+        return strip_png(self.worker.decode(latent_edit.snap(self.model, z), y))
 
 
 def _stamp(path) -> str:

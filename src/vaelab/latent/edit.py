@@ -115,6 +115,19 @@ def gaussian_latent(model) -> bool:
     return str(getattr(model.cfg, "latent", "gaussian") or "gaussian") == "gaussian"
 
 
+def snap(model, z):
+    """Codes ready to decode: a VQ model's codes snapped to the nearest codebook entry at every position
+    (its decoder only ever saw codebook entries, so an interpolant, a shifted code or a map point between
+    codes decodes through the nearest code map); any other latent unchanged. Array or tensor (N, D)."""
+    q = getattr(model, "quantizer", None)
+    if q is None:
+        return z
+    if isinstance(z, torch.Tensor):
+        return q.snap(z)
+    with torch.no_grad():
+        return q.snap(torch.as_tensor(np.asarray(z, np.float32))).cpu().numpy()
+
+
 @dataclass
 class Edit:
     """What `edit` returns: the edited images (N, C, H, W) in [0, 1], their codes and the vector added."""
@@ -133,7 +146,8 @@ def edit(run, images, source, target, strength: float = 1.0, latents=None, label
     takes. ``latents`` (a `Latents`, default the
     run's training codes) defines the sets: classes by name/index, or lists of indices. A conditional model
     encodes the images as class A (``labels`` overrides) and decodes them as class B; the vector between
-    the two sets' mean codes, times ``strength``, is added in either case."""
+    the two sets' mean codes, times ``strength``, is added in either case (a VQ model's result is snapped
+    to its codebook before decoding, see `snap`)."""
     from .encode import encode
 
     if not np.isfinite(strength):
@@ -161,6 +175,6 @@ def edit(run, images, source, target, strength: float = 1.0, latents=None, label
         else:
             y_out = y_in
     z = model.encode(x.to(device), y_in).mean.float()
-    z = z + float(strength) * torch.as_tensor(vector, device=device)
+    z = snap(model, z + float(strength) * torch.as_tensor(vector, device=device))
     out = model.generate(z, y_out).float().cpu()
     return Edit(out, z.cpu().numpy(), vector, to_label)

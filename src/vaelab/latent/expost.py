@@ -119,16 +119,17 @@ class GMMExPost:
             s._rng = np.random.default_rng(s.seed)
             self.parts.append(s)
 
-    def sample(self, n, labels=None, generator=None, temperature=1.0) -> torch.Tensor:
+    def sample(self, n, labels=None, generator=None, temperature=1.0, rng: np.random.Generator | None = None) -> torch.Tensor:
+        """(n, D) codes; ``rng`` draws from a given stream instead of the mixtures' own (one reproducible draw)."""
         if not self.conditional:
-            return torch.from_numpy(self.parts[0].sample(n, temperature=temperature))
+            return torch.from_numpy(self.parts[0].sample(n, temperature=temperature, rng=rng))
         labels = torch.arange(n) % len(self.parts) if labels is None else torch.as_tensor(labels)
         labels = labels.cpu().numpy()
         out = np.zeros((len(labels), self.parts[0].means_.shape[1]), np.float32)
         for k, s in enumerate(self.parts):
             idx = np.flatnonzero(labels == k)
             if len(idx):
-                out[idx] = s.sample(len(idx), temperature=temperature)
+                out[idx] = s.sample(len(idx), temperature=temperature, rng=rng)
         return torch.from_numpy(out)
 
     def describe(self) -> str:

@@ -71,10 +71,11 @@ def resolve_method(method: str, latent_dim: int) -> str:
     if method == "identity" and latent_dim != 2:
         raise VaelabError(f"the latent space has {latent_dim} dimensions, so it is not its own 2-D map", "use pca or tsne")
     if method == "umap":
-        try:
-            import umap  # noqa: F401
-        except ImportError:
-            raise VaelabError("the umap map needs umap-learn", "pip install umap-learn, or use pca or tsne") from None
+        from ..extras import missing
+
+        if missing("umap"):
+            raise VaelabError("the umap map needs umap-learn, which is not installed",
+                              "pip install 'vaelab[umap]' (the umap extra), or use --method pca or tsne")
     return method
 
 

@@ -45,22 +45,24 @@ class GMMSampler:
         self._rng = np.random.default_rng(self.seed)
         return self
 
-    def sample(self, n: int, return_components: bool = False, temperature: float = 1.0):
+    def sample(self, n: int, return_components: bool = False, temperature: float = 1.0, rng: np.random.Generator | None = None):
         """`n` draws (n, D) float32 from the fitted mixture, in random order (and their components (n,)).
 
-        ``temperature`` scales every component's spread (its covariance by temperature^2)."""
+        ``temperature`` scales every component's spread (its covariance by temperature^2); ``rng`` (default
+        the sampler's own stream, seeded at fit) makes one draw reproducible on its own."""
         if not hasattr(self, "mixture_"):
             raise VaelabError("the GMM sampler is not fitted", "call .fit(z) first")
-        counts = self._rng.multinomial(n, self.weights_ / self.weights_.sum())
+        rng = self._rng if rng is None else rng
+        counts = rng.multinomial(n, self.weights_ / self.weights_.sum())
         parts, comps = [], []
         for c, m in enumerate(counts):
             if m:
-                draws = self._rng.multivariate_normal(self.means_[c], self.covariances_[c], size=m, method="eigh")
+                draws = rng.multivariate_normal(self.means_[c], self.covariances_[c], size=m, method="eigh")
                 parts.append(self.means_[c] + temperature * (draws - self.means_[c]))
                 comps.append(np.full(m, c))
         z = np.concatenate(parts) if parts else np.zeros((0, self.means_.shape[1]))
         comp = np.concatenate(comps) if comps else np.zeros(0, dtype=int)
-        order = self._rng.permutation(len(z))
+        order = rng.permutation(len(z))
         z, comp = z[order].astype(np.float32), comp[order]
         return (z, comp) if return_components else z
 

@@ -123,6 +123,13 @@ class VectorQuantizer(nn.Module):
         code = VQCode(mean=z_q.reshape(b, -1), indices=idx.view(b, *self.map_shape), z_e=z_e)
         return code, stats
 
+    def snap(self, z: torch.Tensor) -> torch.Tensor:
+        """Any codes (B, latent_dim) -> the nearest codebook entry at every position (B, latent_dim): what the
+        decoder of a VQ model was trained on (a point between codes is not one of its inputs)."""
+        b = z.shape[0]
+        idx = self.nearest(z.float().reshape(b * self.positions, self.dim).to(self.codebook.device))
+        return self.codebook[idx].reshape(b, -1).to(z.dtype)
+
     def embed(self, indices: torch.Tensor) -> torch.Tensor:
         """Code maps (B, H, W) -> flattened quantised codes (B, latent_dim)."""
         return self.codebook[indices.reshape(indices.shape[0], -1)].reshape(indices.shape[0], -1)

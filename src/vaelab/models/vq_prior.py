@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -135,26 +136,36 @@ class CodePriorSampler:
 
 
 @torch.no_grad()
-def code_bound(run, images: torch.Tensor, batch_size: int = 500) -> dict | None:
-    """-log p(x|z_q) - log p(z_q) per image (mean, nats and bits/dim), or None without a code prior."""
+def code_bound_terms(run, images: torch.Tensor, batch_size: int = 500, prior: CodePrior | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per image (N,) each, in nats: -log p(x|z_q) at the image's code map, and -log p(z_q) under the code
+    prior (their sum bounds -log p(x) from above: p(x) >= p(x|z_q) p(z_q)). Raises without a code prior."""
     from ..data import to_float
 
-    try:
-        prior = load_prior(run)
-    except VaelabError:
-        return None
+    prior = load_prior(run) if prior is None else prior
     model = run.model.eval()
     device = next(model.parameters()).device
     rec, code = [], []
     for s in range(0, len(images), batch_size):
         x = to_float(images[s : s + batch_size]).to(device)
         c = model.encode(x)
-        rec.append(-model.likelihood.log_prob(model.decode(c.mean), x).double().cpu())
+        params = model.decode(c.mean, context=x) if getattr(model, "autoregressive", False) else model.decode(c.mean)
+        rec.append(-model.likelihood.log_prob(params, x).double().cpu())
         code.append(-prior.log_prob(c.indices.cpu()).double())
-    rec_t, code_t = torch.cat(rec), torch.cat(code)
-    total = float((rec_t + code_t).mean())
-    dims = math.prod(model.image_shape)
-    return {"nll": total, "recon": float(rec_t.mean()), "code_nll": float(code_t.mean()), "bits_per_dim": total / (dims * math.log(2))}
+    if not rec:
+        return np.zeros(0), np.zeros(0)
+    return torch.cat(rec).numpy(), torch.cat(code).numpy()
 
 
-__all__ = ["CodePrior", "CodePriorSampler", "code_bound", "load_prior", "train_prior"]
+def code_bound(run, images: torch.Tensor, batch_size: int = 500) -> dict | None:
+    """-log p(x|z_q) - log p(z_q) per image (mean, nats and bits/dim), or None without a code prior."""
+    try:
+        prior = load_prior(run)
+    except VaelabError:
+        return None
+    rec, code = code_bound_terms(run, images, batch_size, prior)
+    total = float((rec + code).mean())
+    dims = math.prod(run.model.image_shape)
+    return {"nll": total, "recon": float(rec.mean()), "code_nll": float(code.mean()), "bits_per_dim": total / (dims * math.log(2))}
+
+
+__all__ = ["CodePrior", "CodePriorSampler", "code_bound", "code_bound_terms", "load_prior", "train_prior"]

@@ -277,6 +277,10 @@ def anomaly_section(ctx: ReportContext) -> list[str]:
             ("normal classes", ", ".join(map(str, rep.get("normal_classes") or [])) or "n/a"),
             ("threshold", f"{rule_text} of {(rep.get('calibration') or {}).get('n_images')} validation images; flags by {rep.get('primary')}"),
         ]
+        if rep.get("conditional"):
+            about.append(("conditional model", rep["conditional"]))
+        for name, why in (rep.get("skipped_scores") or {}).items():
+            about.append((f"not scored: {name}", why))
         rows = [{"score": name, **{k: e.get(k) for k in keys if k in e}} for name, e in rep["scores"].items() if isinstance(e, dict)]
         out.append(f"<h3>{esc(stem)}</h3>" + kv_table(about) + (rows_table(rows) if rows else ""))
         for suffix, title, caption in (

@@ -157,7 +157,7 @@ function selectImage(i) {
   if (!(i >= 0 && i < n)) { status(`image # must be in 0..${n - 1}`); return; }
   S.index = i; $("idx").value = i;
   if (S.info.conditional && S.info.labels) { S.label = S.info.labels[i]; $("cls").value = String(S.label); }
-  $("where").textContent = `image #${i}'s posterior mean` + (S.info.labels ? ` (class ${S.info.class_names[S.info.labels[i]]})` : "");
+  $("where").textContent = `image #${i}'s ${S.info.quantized ? "code map" : "posterior mean"}` + (S.info.labels ? ` (class ${S.info.class_names[S.info.labels[i]]})` : "");
   decodeQuery({ query: `i=${i}`, setZ: true });
 }
 function decodeAt(px, py) {
@@ -264,6 +264,16 @@ async function start() {
   if (info.labels) { fillSelect($("afrom"), info.class_names); fillSelect($("ato"), info.class_names); $("ato").value = String(Math.min(1, info.class_names.length - 1)); }
   else { $("amodeSets").checked = true; }
   if (!info.slerp) $("imode").querySelector('[value="slerp"]').disabled = true;
+  const sel = $("sampler");
+  Object.entries(info.samplers).forEach(([name, what]) => { const o = document.createElement("option"); o.value = name; o.textContent = what; sel.append(o); });
+  if (info.sampler_note) { $("samplenote").hidden = false; $("samplenote").textContent = `Code prior: ${info.sampler_note}.`; }
+  if (info.quantized) {
+    const q = info.quantized;
+    $("vqnote").hidden = false;
+    $("reset").textContent = "reset to its code map";
+    $("vqnote").textContent = `A VQ latent: ${q.positions} position(s) × ${q.code_dim} dims, ${q.codebook_size} codes. Every point (map, sliders, interpolation, attribute shift) ` +
+      "decodes through the nearest codebook entry at each position, so the image changes in steps.";
+  }
   $("idx").max = info.n - 1;
   setupView(); drawBase(); buildSliders(); drawMap();
 
