@@ -283,3 +283,53 @@ def test_a_checkpoint_from_before_the_new_keys_still_resumes(tmp_path):
     save_checkpoint(path, state)
     out = fit(tiny_config(tmp_path, "train.epochs=2", "name=old", *over), run_dir=run, resume=True, quiet=True)
     assert out["epochs"] == 2
+
+
+# -- audit of issue 22 on main: every path keeps the factors, every objective x option is checked ---------
+
+
+def test_factors_survive_classes_limit_and_resize():
+    from vaelab.data.transform import resize_images
+
+    ds = load("dsprites", factors=["shape", "posx"], classes=["heart", "square"], limit=10, image_size=32, val_fraction=0.25, seed=1)
+    assert ds.images.shape[1:] == (1, 32, 32) and len(ds) == len(ds.factors) == len(ds.labels)
+    # the limit holds after the class filter (only hearts and squares are drawn); rows, then resized
+    assert ds.split_counts()["train"] == 10 and ds.split_counts()["val"] >= 3
+    assert ds.class_names == ["heart", "square"] and torch.equal(ds.factors[:, 0], torch.where(ds.labels == 0, 2, 0))
+    full = np.zeros((len(ds), 5), dtype=np.int64)
+    full[:, 0], full[:, 3] = ds.factors[:, 0].numpy(), ds.factors[:, 1].numpy()
+    want = resize_images(torch.from_numpy(render(full)).unsqueeze(1), 32)
+    assert torch.equal(ds.images, want)  # each image is the one its factors describe
+    val = ds.split("val")
+    assert torch.equal(val.factors, ds.factors[ds.split_ids == 1]) and val.factor_values[1][-1] == 1.0
+
+
+def test_a_limited_set_resized_gathers_its_own_images():
+    ds = load("mnist-sample", classes=[1, 4], limit=20, image_size=16)
+    assert ds.pixels[torch.arange(len(ds))].shape == (len(ds), 1, 16, 16)  # used to index the old rows
+
+
+def test_in_memory_data_keeps_its_factors_through_the_run(tmp_path):
+    import vaelab
+
+    data = load("dsprites", factors=["shape", "scale"], val_fraction=0.0)
+    run = vaelab.fit({"model.hidden": [16], "model.latent_dim": 2, "model.objective": "factor", "model.disc_hidden": [8],
+                      "train.epochs": 1, "train.batch_size": 8, "data.val_fraction": 0.25, "train.images_every": 0, "train.save_latents": False},
+                     data, run_dir=tmp_path / "mem", quiet=True)
+    back = run.data()  # read from RUN/data.npz
+    assert back.factor_names == ["shape", "scale"] and back.factor_values == data.factor_values
+    assert back.factors.shape == (18, 2) and sorted(back.factors.tolist()) == sorted(data.factors.tolist())
+    assert cli("evaluate", run.path, "--no-fid", "--nll-samples", "1", "--disentanglement", "--metric-scale", "0.005") == 0
+    assert json.loads((Path(run.path) / "eval" / "val.json").read_text())["disentanglement"]["factors"] == ["shape", "scale"]
+
+
+@pytest.mark.parametrize("name", ["tc", "factor", "dip"])
+@pytest.mark.parametrize("bad", [
+    ("model.stochastic_layers=2", "stochastic_layers=1"), ("model.latent=vq", "latent=gaussian"),
+    ("model.posterior=delta", "posterior=gaussian"), ("model.posterior=iaf", "posterior=gaussian"),
+    ("model.prior=vamp", "prior=normal"), ("model.prior=mog", "prior=normal"), ("model.ema_decay=2", "ema_decay"),
+])
+def test_every_family_conflict_is_one_line(name, bad):
+    with pytest.raises(VaelabError, match=bad[1]) as e:
+        load_config(None, [*OBJ[name], bad[0], "model.latent_dim=8"])
+    assert "\n" not in str(e.value)

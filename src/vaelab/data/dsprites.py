@@ -149,16 +149,31 @@ def _cached_render(varying: list[int], indices: np.ndarray) -> np.ndarray:
     return images
 
 
+def _shape_indices(classes) -> list[int] | None:
+    """The shapes named by a class filter (names or indices); None when it names none (load's own class
+    filter then says what is wrong)."""
+    out = []
+    for c in classes or []:
+        c = str(c).strip().lower()
+        k = SHAPES.index(c) if c in SHAPES else int(c) if c.isdigit() and int(c) < len(SHAPES) else None
+        if k is not None and k not in out:
+            out.append(k)
+    return out or None
+
+
 def read_dsprites(
-    arg: str = "", spec: str = "dsprites", factors: list[str] | None = None, limit: int | None = None, seed: int = 0, **_
+    arg: str = "", spec: str = "dsprites", factors: list[str] | None = None, limit: int | None = None, seed: int = 0,
+    classes: list | None = None, **_
 ) -> ImageSet:
     """The dSprites images of a factor subset (all five by default); with `limit`, a seeded draw of
-    min(grid, 2 x limit + 2) of them, rendered on the spot."""
+    min(grid, 2 x limit + 2) of them (of the shapes in `classes` when given), rendered on the spot."""
     varying = parse_factors(factors)
     indices = grid_indices(varying)
-    if limit is not None and 2 * limit + 2 < len(indices):
+    shapes = _shape_indices(classes)
+    pool = np.arange(len(indices)) if shapes is None else np.flatnonzero(np.isin(indices[:, 0], shapes))
+    if limit is not None and 2 * limit + 2 < len(pool):
         rng = np.random.default_rng(seed + 7)
-        pick = np.sort(rng.choice(len(indices), size=2 * limit + 2, replace=False))
+        pick = pool[np.sort(rng.choice(len(pool), size=2 * limit + 2, replace=False))]
         indices = indices[pick]
         images = render(indices)
     else:

@@ -182,7 +182,8 @@ def prepare(ds: ImageSet, cfg) -> ImageSet:
 
 
 def npz_bytes(ds: ImageSet) -> bytes:
-    """The set as an uncompressed .npz: images (N, C, H, W) uint8, split ids, and labels with class names."""
+    """The set as an uncompressed .npz: images (N, C, H, W) uint8, split ids, labels with class names, and
+    ground-truth factors with their names and values when the set has them."""
     arrays: dict[str, np.ndarray] = {
         "format": np.array(_FORMAT),
         "images": ds.images.cpu().numpy(),
@@ -192,6 +193,11 @@ def npz_bytes(ds: ImageSet) -> bytes:
     if ds.labels is not None:
         arrays["labels"] = ds.labels.cpu().numpy().astype(np.int64)
         arrays["class_names"] = np.array([str(c) for c in ds.class_names], dtype=str)
+    if ds.factors is not None:  # ground-truth factors (issue 22): indices, names, and each factor's values
+        arrays["factors"] = ds.factors.cpu().numpy().astype(np.int64)
+        arrays["factor_names"] = np.array([str(n) for n in ds.factor_names], dtype=str)
+        for j, values in enumerate(ds.factor_values):
+            arrays[f"factor_values_{j}"] = np.asarray(values, dtype=np.float64)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     return buf.getvalue()
@@ -215,7 +221,13 @@ def load_npz(path: str | Path) -> ImageSet:
                 raise VaelabError(f"{path} is not a data file written by vaelab", "give the run directory's own data.npz")
             labels = torch.from_numpy(z["labels"]) if "labels" in z.files else None
             names = [str(c) for c in z["class_names"]] if "class_names" in z.files else []
-            return ImageSet(torch.from_numpy(z["images"]), labels, names, torch.from_numpy(z["split"]), str(z["source"]))
+            factors = torch.from_numpy(z["factors"]) if "factors" in z.files else None
+            factor_names = [str(n) for n in z["factor_names"]] if "factor_names" in z.files else []
+            values = [z[f"factor_values_{j}"].tolist() for j in range(len(factor_names)) if f"factor_values_{j}" in z.files]
+            return ImageSet(
+                torch.from_numpy(z["images"]), labels, names, torch.from_numpy(z["split"]), str(z["source"]),
+                factors=factors, factor_names=factor_names, factor_values=values if len(values) == len(factor_names) else [],
+            )
     except (ValueError, OSError, EOFError, KeyError) as e:
         raise VaelabError(f"cannot read {path} ({type(e).__name__}: {str(e)[:80]})", "the file is damaged; give the data with --data SPEC") from None
 
