@@ -224,7 +224,7 @@ def test_a_two_trial_sweep_on_tiny_dsprites_has_the_metric_columns(tmp_path, mon
 
         part = run.data().split("val")
         t = evaluate_terms(run.model, part.images, part.labels, run.config)
-        return {"split": "val", "n_images": t["n"], "loss": {"objective": t["loss"], "recon": t["recon"], "kl": t["kl"]}}
+        return {"split": "val", "n_images": t["n"], "loss": {"objective": t["loss"], "recon": t["recon"], "kl": t["kl"]}, "active_units": 2}
 
     mod = types.ModuleType("fake_disent_steps")
     mod.evaluate_run = fake_evaluate_run
@@ -251,6 +251,18 @@ def test_a_two_trial_sweep_on_tiny_dsprites_has_the_metric_columns(tmp_path, mon
     res = build_results(plan, tmp_path / "study", study_status(plan, tmp_path / "study"))
     assert all(0 <= r["mig"] <= 1 and "dci_d" in r and "total_corr" in r for r in res.rows)
     assert "MIG" in res.markdown() and "BetaVAE" in res.markdown()
+    # one traversal grid per model, captioned with its active units, total correlation and MIG
+    from vaelab.sweep import figures as sweep_figures
+    from vaelab.sweep.outputs import study_outputs
+
+    seen = {}
+    real = sweep_figures.traversal_panels
+    monkeypatch.setattr("vaelab.sweep.outputs.traversal_panels", lambda dirs, notes=None, **k: seen.update(notes) or real(dirs, notes, **k))
+    monkeypatch.setattr("vaelab.sweep.outputs.metric_figures", lambda *a, **k: {})  # drawn and tested elsewhere
+    monkeypatch.setattr("vaelab.sweep.outputs.data_overview", lambda *a, **k: ([], {}))
+    files = study_outputs(plan, tmp_path / "study", study_status(plan, tmp_path / "study"), results=res)
+    assert "figures/traversals.png" in files and sorted(seen) == sorted(r["trial"] for r in res.rows)
+    assert all(n.startswith("AU ") and " TC " in f" {n}" and "MIG" in n for n in seen.values()), seen
     from vaelab.sweep.grid import _metric_scale
 
     with pytest.raises(VaelabError, match="sweep.disentanglement"):
