@@ -69,9 +69,19 @@ def test_dsprites_source_subset_limit_and_cache(tmp_path, monkeypatch):
     ds = load("dsprites", factors=["shape", "posx"], val_fraction=0.0)
     assert len(ds) == 3 * 32 and ds.factor_names == ["shape", "posx"] and ds.factors.shape == (96, 2)
     assert ds.class_names == ["square", "ellipse", "heart"] and torch.equal(ds.labels, ds.factors[:, 0])
-    assert list((tmp_path / "dsprites").glob("*.npy"))  # cached, and read back the same
+    assert list((tmp_path / "dsprites").glob("*.u8"))  # cached, and read back the same, memory-mapped
     again = load("dsprites", factors=["shape", "posx"], val_fraction=0.0)
-    assert torch.equal(again.images, ds.images)
+    assert again.mapped and ds.mapped and torch.equal(again.images, ds.images)
+    full = np.zeros((96, 5), dtype=np.int64)
+    full[:, 0], full[:, 3] = again.factors[:, 0].numpy(), again.factors[:, 1].numpy()
+    assert np.array_equal(again.images[:, 0].numpy(), render(full))
+    import pickle  # a mapped set pickles as its file (data-loader workers) and keeps its factors
+
+    back = pickle.loads(pickle.dumps(again.split("train").subset([3, 1])))
+    assert back.mapped and torch.equal(back.images, again.images[[3, 1]]) and back.factors.tolist() == again.factors[[3, 1]].tolist()
+    monkeypatch.setenv("VAELAB_NO_CACHE", "1")
+    assert not load("dsprites", factors=["shape", "posx"], val_fraction=0.0).mapped
+    monkeypatch.delenv("VAELAB_NO_CACHE")
     lim = load("dsprites", limit=20, seed=3)
     assert lim.split_counts()["train"] == 20 and lim.factors.shape[1] == 5
     assert np.array_equal(lim.images[:, 0].numpy(), render(_rows(lim)))
@@ -345,3 +355,14 @@ def test_every_family_conflict_is_one_line(name, bad):
     with pytest.raises(VaelabError, match=bad[1]) as e:
         load_config(None, [*OBJ[name], bad[0], "model.latent_dim=8"])
     assert "\n" not in str(e.value)
+
+
+def test_the_spec_names_the_factors_and_other_specs_get_none():
+    from vaelab.data.dsprites import spec_factors
+
+    ds = load("dsprites:scale,shape", val_fraction=0.0)
+    assert ds.factor_names == ["shape", "scale"] and len(ds) == 18
+    assert spec_factors("dsprites", ["shape"]) == ["shape"] and spec_factors("dsprites:posx", ["shape"]) is None
+    assert spec_factors("npz:own.npz", ["shape"]) is None  # a run trained on dsprites scored on a user's npz
+    with pytest.raises(VaelabError, match="different factors"):
+        load("dsprites:shape", factors=["scale"])

@@ -41,9 +41,10 @@ def disentanglement_of_run(
         raise VaelabError(f"the metrics' sample scale is {scale}", "use a positive factor of disentanglement_lib's sample sizes, e.g. 1 or 0.1")
     if isinstance(data, str):
         from ..data import load
+        from ..data.dsprites import spec_factors
 
         dc = run.config.data
-        data = load(data, image_size=dc.image_size, channels=dc.channels, val_fraction=0.0, factors=dc.factors)
+        data = load(data, image_size=dc.image_size, channels=dc.channels, val_fraction=0.0, factors=spec_factors(data, dc.factors))
     full = run.data() if data is None else data
     part = factor_pool(full, pool, seed)
     codes = encode(run, part, batch_size=batch_size).z

@@ -57,8 +57,10 @@ def resolve_split(run, data: ImageSet | str | None, split: str | None) -> tuple[
     elif isinstance(data, str):
         # prepared as the run's own data was (resized only if training resized), never silently rescaled:
         # a likelihood on upsampled images does not compare with anything
+        from ..data.dsprites import spec_factors
+
         dc = run.config.data
-        full = load(data, image_size=dc.image_size, channels=dc.channels, val_fraction=0.0)
+        full = load(data, image_size=dc.image_size, channels=dc.channels, val_fraction=0.0, factors=spec_factors(data, dc.factors))
         if tuple(full.shape) != tuple(run.model.image_shape):
             raise VaelabError(
                 f"{data} has images of shape {tuple(full.shape)} but the model takes {tuple(run.model.image_shape)} (C, H, W)",
