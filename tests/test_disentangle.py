@@ -366,3 +366,17 @@ def test_the_spec_names_the_factors_and_other_specs_get_none():
     assert spec_factors("npz:own.npz", ["shape"]) is None  # a run trained on dsprites scored on a user's npz
     with pytest.raises(VaelabError, match="different factors"):
         load("dsprites:shape", factors=["scale"])
+
+
+def test_separate_val_and_test_files_keep_their_factors_aligned(tmp_path):
+    from vaelab.config import DataConfig
+    from vaelab.data import from_config
+
+    rng = np.random.default_rng(0)
+    for name, vals in (("train", [0.0, 0.5, 1.0, 1.5]), ("val", [1.0, 1.5]), ("test", [0.5])):
+        f = np.array([vals[i % len(vals)] for i in range(8)])
+        np.savez(tmp_path / f"{name}.npz", x=rng.integers(0, 255, (8, 8, 8), dtype=np.uint8), factors=f, factor_names=np.array(["size"]))
+    ds = from_config(DataConfig(source=f"npz:{tmp_path / 'train.npz'}", val=f"npz:{tmp_path / 'val.npz'}", test=f"npz:{tmp_path / 'test.npz'}"))
+    assert ds.factor_values == [[0.0, 0.5, 1.0, 1.5]] and ds.split_counts() == {"train": 8, "val": 8, "test": 8}
+    value = lambda part: [ds.factor_values[0][i] for i in ds.split(part).factors[:, 0].tolist()]  # noqa: E731
+    assert set(value("val")) == {1.0, 1.5} and set(value("test")) == {0.5} and set(value("train")) == {0.0, 0.5, 1.0, 1.5}
