@@ -380,3 +380,13 @@ def test_separate_val_and_test_files_keep_their_factors_aligned(tmp_path):
     assert ds.factor_values == [[0.0, 0.5, 1.0, 1.5]] and ds.split_counts() == {"train": 8, "val": 8, "test": 8}
     value = lambda part: [ds.factor_values[0][i] for i in ds.split(part).factors[:, 0].tolist()]  # noqa: E731
     assert set(value("val")) == {1.0, 1.5} and set(value("test")) == {0.5} and set(value("train")) == {0.0, 0.5, 1.0, 1.5}
+
+
+def test_the_training_summary_names_each_objective_s_own_terms():
+    from vaelab.train.callbacks import val_loss_terms
+
+    row = {"val/recon": 100.0, "val/kl": 5.0, "val/mi": 1.0, "val/tc": 0.5, "val/dwkl": 3.5, "val/dip": 2.0}
+    cfg = lambda *o: load_config(None, list(o)).model  # noqa: E731
+    assert val_loss_terms(row, cfg(*OBJ["tc"])) == "recon 100.00 + mi 1.00 + 6 x tc 0.50 + dwkl 3.50"
+    assert val_loss_terms(row, cfg(*OBJ["factor"])) == "recon 100.00 + kl 5.00 + 35 x tc 0.50"
+    assert val_loss_terms(row, cfg(*OBJ["dip"], "model.beta=2")) == "recon 100.00 + 2 x kl 5.00 + dip 2.00"
