@@ -203,7 +203,11 @@ def test_evaluate_disentanglement_on_dsprites(tmp_path):
     run = tmp_path / "tc"
     assert cli("train", *DS, *OBJ["tc"], "train.epochs=1", "train.batch_size=32", *QUICK, "--run-dir", run, "-q") == 0
     assert cli("evaluate", run, "--no-fid", "--nll-samples", "2", "--disentanglement", "--metric-scale", "0.01") == 0
-    d = json.loads((run / "eval" / "val.json").read_text())["disentanglement"]
+    doc = json.loads((run / "eval" / "val.json").read_text())
+    d = doc["disentanglement"]
+    # beta-TCVAE's beta weighs the TC, not the KL: evaluate's 'objective' is the ELBO's, and a note says so
+    assert doc["loss"]["objective"] == pytest.approx(doc["loss"]["recon"] + doc["loss"]["kl"], rel=1e-6)
+    assert any("model.objective=tc" in n for n in doc["notes"])
     assert set(d["metrics"]) == {"beta_vae", "factor_vae", "mig", "sap", "dci"} and d["seed"] == 0
     assert d["metrics"]["mig"]["num_train"] == 100 and d["factors"] == ["shape", "scale"]
     assert all(0 <= v <= 1 for v in d["headline"].values())
