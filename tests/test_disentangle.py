@@ -394,3 +394,19 @@ def test_the_training_summary_names_each_objective_s_own_terms():
     assert val_loss_terms(row, cfg(*OBJ["tc"])) == "recon 100.00 + mi 1.00 + 6 x tc 0.50 + dwkl 3.50"
     assert val_loss_terms(row, cfg(*OBJ["factor"])) == "recon 100.00 + kl 5.00 + 35 x tc 0.50"
     assert val_loss_terms(row, cfg(*OBJ["dip"], "model.beta=2")) == "recon 100.00 + 2 x kl 5.00 + dip 2.00"
+
+
+def test_a_study_scoring_disentanglement_on_data_without_factors_stops_before_training(tmp_path):
+    import yaml
+
+    from vaelab.evaluate.disentangle_run import may_have_factors
+    from vaelab.sweep.grid import build_plan
+
+    np.savez(tmp_path / "f.npz", x=np.zeros((4, 8, 8), np.uint8), factors=np.arange(4))
+    np.savez(tmp_path / "plain.npz", x=np.zeros((4, 8, 8), np.uint8))
+    assert may_have_factors("dsprites:shape") and may_have_factors(f"npz:{tmp_path / 'f.npz'}") and may_have_factors(str(tmp_path / "f.npz"))
+    assert not may_have_factors(f"npz:{tmp_path / 'plain.npz'}") and not may_have_factors("mnist-sample")
+    cfg = {"data": {"source": "mnist-sample"}, "sweep": {"disentanglement": 0.1, "variants": [{"name": "a", "overrides": {}}, {"name": "b", "overrides": {"model.beta": 4}}]}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(VaelabError, match="data.source=mnist-sample has no ground-truth factors"):
+        build_plan(tmp_path / "s.yaml")
