@@ -410,3 +410,17 @@ def test_a_study_scoring_disentanglement_on_data_without_factors_stops_before_tr
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(cfg))
     with pytest.raises(VaelabError, match="data.source=mnist-sample has no ground-truth factors"):
         build_plan(tmp_path / "s.yaml")
+
+
+def test_arrays_in_python_carry_factors():
+    from vaelab import ImageSet
+
+    x = np.zeros((6, 8, 8), np.uint8)
+    ds = ImageSet.from_arrays(x, val=x[:2], factors=np.c_[np.arange(6) % 2, np.arange(6) * 0.5], val_factors=[[1, 3.0], [0, 0.25]],
+                              factor_names=["side", "size"])
+    assert ds.factor_names == ["side", "size"] and ds.factor_values == [[0.0, 1.0], [0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]]
+    assert ds.split("val").factors.tolist() == [[1, 7], [0, 1]]
+    with pytest.raises(VaelabError, match="val images have no factors"):
+        ImageSet.from_arrays(x, val=x[:2], factors=np.zeros(6))
+    with pytest.raises(VaelabError, match="test_factors given without test"):
+        ImageSet.from_arrays(x, factors=np.zeros(6), test_factors=np.zeros(2))
