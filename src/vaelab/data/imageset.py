@@ -335,7 +335,8 @@ class ImageSet:
         classes = f", {self.num_classes} classes" if self.labelled else ", unlabelled"
         src = f", source={self.source!r}" if self.source else ""
         where = f", mapped from {self.map_path}" if self.mapped else ""
-        return f"ImageSet({len(self)} images {c}x{h}x{w}{classes}: {counts}{src}{where})"
+        factors = f", factors {', '.join(self.factor_names)}" if self.factors is not None else ""
+        return f"ImageSet({len(self)} images {c}x{h}x{w}{classes}{factors}: {counts}{src}{where})"
 
     def _repr_html_(self) -> str:
         import html
@@ -346,6 +347,8 @@ class ImageSet:
         if self.labelled:
             names = ", ".join(self.class_names[:12]) + (" ..." if self.num_classes > 12 else "")
             rows.append(("classes", f"{self.num_classes}: {names}"))
+        if self.factors is not None:
+            rows.append(("factors", ", ".join(self.factor_names)))
         if self.source:
             rows.append(("source", self.source))
         body = "".join(f"<tr><th style='text-align:left'>{k}</th><td style='text-align:left'>{html.escape(v)}</td></tr>" for k, v in rows)
