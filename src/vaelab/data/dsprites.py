@@ -37,6 +37,7 @@ is the shape (3 classes); all factors are in ``ImageSet.factors``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 
@@ -154,6 +155,9 @@ def _cached_render(varying: list[int], indices: np.ndarray) -> tuple[torch.Tenso
                 atomic_write(path, write)
             except OSError:
                 path = None  # a read-only cache only costs the rendering next time
+            else:  # the .npy of earlier versions (the same grid, read into RAM) is not read any more
+                with contextlib.suppress(OSError):
+                    path.with_suffix(".npy").unlink(missing_ok=True)
         if path is not None:
             return open_map(path, shape), str(path)
     return torch.from_numpy(render(indices)).unsqueeze(1), None
