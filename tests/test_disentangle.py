@@ -424,3 +424,12 @@ def test_arrays_in_python_carry_factors():
         ImageSet.from_arrays(x, val=x[:2], factors=np.zeros(6))
     with pytest.raises(VaelabError, match="test_factors given without test"):
         ImageSet.from_arrays(x, factors=np.zeros(6), test_factors=np.zeros(2))
+
+
+def test_dip_vae_runs_through_evaluate_disentanglement(tmp_path):
+    # (tc above, factor through vaelab.fit on in-memory data): each objective reaches the metrics
+    run = tmp_path / "dip"
+    assert cli("train", *DS, *OBJ["dip-i"], "train.epochs=1", "train.batch_size=32", *QUICK, "--run-dir", run, "-q") == 0
+    assert cli("evaluate", run, "--no-fid", "--nll-samples", "1", "--disentanglement", "--metric-scale", "0.005") == 0
+    doc = json.loads((run / "eval" / "val.json").read_text())
+    assert set(doc["disentanglement"]["headline"]) >= {"mig", "dci_d"} and any("model.objective=dip" in n for n in doc["notes"])
