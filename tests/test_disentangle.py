@@ -347,6 +347,14 @@ def test_in_memory_data_keeps_its_factors_through_the_run(tmp_path):
     assert back.factors.shape == (18, 2) and sorted(back.factors.tolist()) == sorted(data.factors.tolist())
     assert cli("evaluate", run.path, "--no-fid", "--nll-samples", "1", "--disentanglement", "--metric-scale", "0.005") == 0
     assert json.loads((Path(run.path) / "eval" / "val.json").read_text())["disentanglement"]["factors"] == ["shape", "scale"]
+    # a pretrained folder carries the FactorVAE's discriminator and its data (with factors), and loads cleanly
+    from vaelab.run import load_run
+
+    assert cli("export", run.path, "--format", "pretrained", "--with-data", "--out", tmp_path / "pre") == 0
+    pre = load_run(tmp_path / "pre")
+    assert all(torch.equal(a, b) for a, b in zip(pre.model.aux.state_dict().values(), run.model.aux.state_dict().values(), strict=True))
+    assert pre.data().factor_names == ["shape", "scale"]
+    assert cli("export", run.path, "--format", "onnx", "--out", tmp_path / "onnx") == 0  # encoder + decoder only
 
 
 @pytest.mark.parametrize("name", ["tc", "factor", "dip"])
