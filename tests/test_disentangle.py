@@ -69,9 +69,19 @@ def test_dsprites_source_subset_limit_and_cache(tmp_path, monkeypatch):
     ds = load("dsprites", factors=["shape", "posx"], val_fraction=0.0)
     assert len(ds) == 3 * 32 and ds.factor_names == ["shape", "posx"] and ds.factors.shape == (96, 2)
     assert ds.class_names == ["square", "ellipse", "heart"] and torch.equal(ds.labels, ds.factors[:, 0])
-    assert list((tmp_path / "dsprites").glob("*.npy"))  # cached, and read back the same
+    assert list((tmp_path / "dsprites").glob("*.u8"))  # cached, and read back the same, memory-mapped
     again = load("dsprites", factors=["shape", "posx"], val_fraction=0.0)
-    assert torch.equal(again.images, ds.images)
+    assert again.mapped and ds.mapped and torch.equal(again.images, ds.images)
+    full = np.zeros((96, 5), dtype=np.int64)
+    full[:, 0], full[:, 3] = again.factors[:, 0].numpy(), again.factors[:, 1].numpy()
+    assert np.array_equal(again.images[:, 0].numpy(), render(full))
+    import pickle  # a mapped set pickles as its file (data-loader workers) and keeps its factors
+
+    back = pickle.loads(pickle.dumps(again.split("train").subset([3, 1])))
+    assert back.mapped and torch.equal(back.images, again.images[[3, 1]]) and back.factors.tolist() == again.factors[[3, 1]].tolist()
+    monkeypatch.setenv("VAELAB_NO_CACHE", "1")
+    assert not load("dsprites", factors=["shape", "posx"], val_fraction=0.0).mapped
+    monkeypatch.delenv("VAELAB_NO_CACHE")
     lim = load("dsprites", limit=20, seed=3)
     assert lim.split_counts()["train"] == 20 and lim.factors.shape[1] == 5
     assert np.array_equal(lim.images[:, 0].numpy(), render(_rows(lim)))
@@ -193,7 +203,11 @@ def test_evaluate_disentanglement_on_dsprites(tmp_path):
     run = tmp_path / "tc"
     assert cli("train", *DS, *OBJ["tc"], "train.epochs=1", "train.batch_size=32", *QUICK, "--run-dir", run, "-q") == 0
     assert cli("evaluate", run, "--no-fid", "--nll-samples", "2", "--disentanglement", "--metric-scale", "0.01") == 0
-    d = json.loads((run / "eval" / "val.json").read_text())["disentanglement"]
+    doc = json.loads((run / "eval" / "val.json").read_text())
+    d = doc["disentanglement"]
+    # beta-TCVAE's beta weighs the TC, not the KL: evaluate's 'objective' is the ELBO's, and a note says so
+    assert doc["loss"]["objective"] == pytest.approx(doc["loss"]["recon"] + doc["loss"]["kl"], rel=1e-6)
+    assert any("model.objective=tc" in n for n in doc["notes"])
     assert set(d["metrics"]) == {"beta_vae", "factor_vae", "mig", "sap", "dci"} and d["seed"] == 0
     assert d["metrics"]["mig"]["num_train"] == 100 and d["factors"] == ["shape", "scale"]
     assert all(0 <= v <= 1 for v in d["headline"].values())
@@ -224,7 +238,7 @@ def test_a_two_trial_sweep_on_tiny_dsprites_has_the_metric_columns(tmp_path, mon
 
         part = run.data().split("val")
         t = evaluate_terms(run.model, part.images, part.labels, run.config)
-        return {"split": "val", "n_images": t["n"], "loss": {"objective": t["loss"], "recon": t["recon"], "kl": t["kl"]}}
+        return {"split": "val", "n_images": t["n"], "loss": {"objective": t["loss"], "recon": t["recon"], "kl": t["kl"]}, "active_units": 2}
 
     mod = types.ModuleType("fake_disent_steps")
     mod.evaluate_run = fake_evaluate_run
@@ -251,6 +265,18 @@ def test_a_two_trial_sweep_on_tiny_dsprites_has_the_metric_columns(tmp_path, mon
     res = build_results(plan, tmp_path / "study", study_status(plan, tmp_path / "study"))
     assert all(0 <= r["mig"] <= 1 and "dci_d" in r and "total_corr" in r for r in res.rows)
     assert "MIG" in res.markdown() and "BetaVAE" in res.markdown()
+    # one traversal grid per model, captioned with its active units, total correlation and MIG
+    from vaelab.sweep import figures as sweep_figures
+    from vaelab.sweep.outputs import study_outputs
+
+    seen = {}
+    real = sweep_figures.traversal_panels
+    monkeypatch.setattr("vaelab.sweep.outputs.traversal_panels", lambda dirs, notes=None, **k: seen.update(notes) or real(dirs, notes, **k))
+    monkeypatch.setattr("vaelab.sweep.outputs.metric_figures", lambda *a, **k: {})  # drawn and tested elsewhere
+    monkeypatch.setattr("vaelab.sweep.outputs.data_overview", lambda *a, **k: ([], {}))
+    files = study_outputs(plan, tmp_path / "study", study_status(plan, tmp_path / "study"), results=res)
+    assert "figures/traversals.png" in files and sorted(seen) == sorted(r["trial"] for r in res.rows)
+    assert all(n.startswith("AU ") and " TC " in f" {n}" and "MIG" in n for n in seen.values()), seen
     from vaelab.sweep.grid import _metric_scale
 
     with pytest.raises(VaelabError, match="sweep.disentanglement"):
@@ -283,3 +309,135 @@ def test_a_checkpoint_from_before_the_new_keys_still_resumes(tmp_path):
     save_checkpoint(path, state)
     out = fit(tiny_config(tmp_path, "train.epochs=2", "name=old", *over), run_dir=run, resume=True, quiet=True)
     assert out["epochs"] == 2
+
+
+# -- audit of issue 22 on main: every path keeps the factors, every objective x option is checked ---------
+
+
+def test_factors_survive_classes_limit_and_resize():
+    from vaelab.data.transform import resize_images
+
+    ds = load("dsprites", factors=["shape", "posx"], classes=["heart", "square"], limit=10, image_size=32, val_fraction=0.25, seed=1)
+    assert ds.images.shape[1:] == (1, 32, 32) and len(ds) == len(ds.factors) == len(ds.labels)
+    # the limit holds after the class filter (only hearts and squares are drawn); rows, then resized
+    assert ds.split_counts()["train"] == 10 and ds.split_counts()["val"] >= 3
+    assert ds.class_names == ["heart", "square"] and torch.equal(ds.factors[:, 0], torch.where(ds.labels == 0, 2, 0))
+    full = np.zeros((len(ds), 5), dtype=np.int64)
+    full[:, 0], full[:, 3] = ds.factors[:, 0].numpy(), ds.factors[:, 1].numpy()
+    want = resize_images(torch.from_numpy(render(full)).unsqueeze(1), 32)
+    assert torch.equal(ds.images, want)  # each image is the one its factors describe
+    val = ds.split("val")
+    assert torch.equal(val.factors, ds.factors[ds.split_ids == 1]) and val.factor_values[1][-1] == 1.0
+
+
+def test_a_limited_set_resized_gathers_its_own_images():
+    ds = load("mnist-sample", classes=[1, 4], limit=20, image_size=16)
+    assert ds.pixels[torch.arange(len(ds))].shape == (len(ds), 1, 16, 16)  # used to index the old rows
+
+
+def test_in_memory_data_keeps_its_factors_through_the_run(tmp_path):
+    import vaelab
+
+    data = load("dsprites", factors=["shape", "scale"], val_fraction=0.0)
+    run = vaelab.fit({"model.hidden": [16], "model.latent_dim": 2, "model.objective": "factor", "model.disc_hidden": [8],
+                      "train.epochs": 1, "train.batch_size": 8, "data.val_fraction": 0.25, "train.images_every": 0, "train.save_latents": False},
+                     data, run_dir=tmp_path / "mem", quiet=True)
+    back = run.data()  # read from RUN/data.npz
+    assert back.factor_names == ["shape", "scale"] and back.factor_values == data.factor_values
+    assert back.factors.shape == (18, 2) and sorted(back.factors.tolist()) == sorted(data.factors.tolist())
+    assert cli("evaluate", run.path, "--no-fid", "--nll-samples", "1", "--disentanglement", "--metric-scale", "0.005") == 0
+    assert json.loads((Path(run.path) / "eval" / "val.json").read_text())["disentanglement"]["factors"] == ["shape", "scale"]
+    # a pretrained folder carries the FactorVAE's discriminator and its data (with factors), and loads cleanly
+    from vaelab.run import load_run
+
+    assert cli("export", run.path, "--format", "pretrained", "--with-data", "--out", tmp_path / "pre") == 0
+    pre = load_run(tmp_path / "pre")
+    assert all(torch.equal(a, b) for a, b in zip(pre.model.aux.state_dict().values(), run.model.aux.state_dict().values(), strict=True))
+    assert pre.data().factor_names == ["shape", "scale"]
+    assert cli("export", run.path, "--format", "onnx", "--out", tmp_path / "onnx") == 0  # encoder + decoder only
+
+
+@pytest.mark.parametrize("name", ["tc", "factor", "dip"])
+@pytest.mark.parametrize("bad", [
+    ("model.stochastic_layers=2", "stochastic_layers=1"), ("model.latent=vq", "latent=gaussian"),
+    ("model.posterior=delta", "posterior=gaussian"), ("model.posterior=iaf", "posterior=gaussian"),
+    ("model.prior=vamp", "prior=normal"), ("model.prior=mog", "prior=normal"), ("model.ema_decay=2", "ema_decay"),
+])
+def test_every_family_conflict_is_one_line(name, bad):
+    with pytest.raises(VaelabError, match=bad[1]) as e:
+        load_config(None, [*OBJ[name], bad[0], "model.latent_dim=8"])
+    assert "\n" not in str(e.value)
+
+
+def test_the_spec_names_the_factors_and_other_specs_get_none():
+    from vaelab.data.dsprites import spec_factors
+
+    ds = load("dsprites:scale,shape", val_fraction=0.0)
+    assert ds.factor_names == ["shape", "scale"] and len(ds) == 18
+    assert spec_factors("dsprites", ["shape"]) == ["shape"] and spec_factors("dsprites:posx", ["shape"]) is None
+    assert spec_factors("npz:own.npz", ["shape"]) is None  # a run trained on dsprites scored on a user's npz
+    with pytest.raises(VaelabError, match="different factors"):
+        load("dsprites:shape", factors=["scale"])
+
+
+def test_separate_val_and_test_files_keep_their_factors_aligned(tmp_path):
+    from vaelab.config import DataConfig
+    from vaelab.data import from_config
+
+    rng = np.random.default_rng(0)
+    for name, vals in (("train", [0.0, 0.5, 1.0, 1.5]), ("val", [1.0, 1.5]), ("test", [0.5])):
+        f = np.array([vals[i % len(vals)] for i in range(8)])
+        np.savez(tmp_path / f"{name}.npz", x=rng.integers(0, 255, (8, 8, 8), dtype=np.uint8), factors=f, factor_names=np.array(["size"]))
+    ds = from_config(DataConfig(source=f"npz:{tmp_path / 'train.npz'}", val=f"npz:{tmp_path / 'val.npz'}", test=f"npz:{tmp_path / 'test.npz'}"))
+    assert ds.factor_values == [[0.0, 0.5, 1.0, 1.5]] and ds.split_counts() == {"train": 8, "val": 8, "test": 8}
+    value = lambda part: [ds.factor_values[0][i] for i in ds.split(part).factors[:, 0].tolist()]  # noqa: E731
+    assert set(value("val")) == {1.0, 1.5} and set(value("test")) == {0.5} and set(value("train")) == {0.0, 0.5, 1.0, 1.5}
+
+
+def test_the_training_summary_names_each_objective_s_own_terms():
+    from vaelab.train.callbacks import val_loss_terms
+
+    row = {"val/recon": 100.0, "val/kl": 5.0, "val/mi": 1.0, "val/tc": 0.5, "val/dwkl": 3.5, "val/dip": 2.0}
+    cfg = lambda *o: load_config(None, list(o)).model  # noqa: E731
+    assert val_loss_terms(row, cfg(*OBJ["tc"])) == "recon 100.00 + mi 1.00 + 6 x tc 0.50 + dwkl 3.50"
+    assert val_loss_terms(row, cfg(*OBJ["factor"])) == "recon 100.00 + kl 5.00 + 35 x tc 0.50"
+    assert val_loss_terms(row, cfg(*OBJ["dip"], "model.beta=2")) == "recon 100.00 + 2 x kl 5.00 + dip 2.00"
+
+
+def test_a_study_scoring_disentanglement_on_data_without_factors_stops_before_training(tmp_path):
+    import yaml
+
+    from vaelab.evaluate.disentangle_run import may_have_factors
+    from vaelab.sweep.grid import build_plan
+
+    np.savez(tmp_path / "f.npz", x=np.zeros((4, 8, 8), np.uint8), factors=np.arange(4))
+    np.savez(tmp_path / "plain.npz", x=np.zeros((4, 8, 8), np.uint8))
+    assert may_have_factors("dsprites:shape") and may_have_factors(f"npz:{tmp_path / 'f.npz'}") and may_have_factors(str(tmp_path / "f.npz"))
+    assert not may_have_factors(f"npz:{tmp_path / 'plain.npz'}") and not may_have_factors("mnist-sample")
+    cfg = {"data": {"source": "mnist-sample"}, "sweep": {"disentanglement": 0.1, "variants": [{"name": "a", "overrides": {}}, {"name": "b", "overrides": {"model.beta": 4}}]}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(VaelabError, match="data.source=mnist-sample has no ground-truth factors"):
+        build_plan(tmp_path / "s.yaml")
+
+
+def test_arrays_in_python_carry_factors():
+    from vaelab import ImageSet
+
+    x = np.zeros((6, 8, 8), np.uint8)
+    ds = ImageSet.from_arrays(x, val=x[:2], factors=np.c_[np.arange(6) % 2, np.arange(6) * 0.5], val_factors=[[1, 3.0], [0, 0.25]],
+                              factor_names=["side", "size"])
+    assert ds.factor_names == ["side", "size"] and ds.factor_values == [[0.0, 1.0], [0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]]
+    assert ds.split("val").factors.tolist() == [[1, 7], [0, 1]]
+    with pytest.raises(VaelabError, match="val images have no factors"):
+        ImageSet.from_arrays(x, val=x[:2], factors=np.zeros(6))
+    with pytest.raises(VaelabError, match="test_factors given without test"):
+        ImageSet.from_arrays(x, factors=np.zeros(6), test_factors=np.zeros(2))
+
+
+def test_dip_vae_runs_through_evaluate_disentanglement(tmp_path):
+    # (tc above, factor through vaelab.fit on in-memory data): each objective reaches the metrics
+    run = tmp_path / "dip"
+    assert cli("train", *DS, *OBJ["dip-i"], "train.epochs=1", "train.batch_size=32", *QUICK, "--run-dir", run, "-q") == 0
+    assert cli("evaluate", run, "--no-fid", "--nll-samples", "1", "--disentanglement", "--metric-scale", "0.005") == 0
+    doc = json.loads((run / "eval" / "val.json").read_text())
+    assert set(doc["disentanglement"]["headline"]) >= {"mig", "dci_d"} and any("model.objective=dip" in n for n in doc["notes"])

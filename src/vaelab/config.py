@@ -590,9 +590,8 @@ def _check_family(m: ModelConfig) -> None:
         what = "model.free_bits" if m.free_bits > 0 else "model.ssim_weight"
         raise VaelabError(f"{what} is not part of model.objective={m.objective}", f"set {what}=0, or use model.objective=elbo")
     if m.objective in ("tc", "factor", "dip"):
-        _check_disentangling(m)
-        return
-    weighted = m.objective != "elbo"
+        _check_disentangling(m)  # then the checks below that still apply (vq, ema_decay, layer sizes, ...)
+    weighted = m.objective not in ("elbo", "tc", "factor", "dip")
     if m.free_bits > 0 and (m.prior in ("mog", "vamp") or m.posterior == "iaf" or weighted):
         what = f"model.objective={m.objective}" if weighted else f"model.prior={m.prior}" if m.prior in ("mog", "vamp") else "model.posterior=iaf"
         why = "is an importance-weighted bound" if weighted else "has no closed-form KL per latent dimension"
@@ -625,16 +624,21 @@ def _check_family(m: ModelConfig) -> None:
 
 
 def _check_disentangling(m: ModelConfig) -> None:
-    """tc / factor / dip work on one layer of a Gaussian posterior, without free bits or the SSIM term."""
+    """tc / factor / dip work on one layer of a Gaussian posterior under the N(0, I) prior, without free bits
+    or the SSIM term."""
     o = f"model.objective={m.objective}"
     for bad, what in (
         (m.posterior != "gaussian", "model.posterior=gaussian"),
         (m.stochastic_layers != 1, "model.stochastic_layers=1"),
+        (m.latent != "gaussian", "model.latent=gaussian"),
+        # the decompositions and the DIP moments are taken against p(z) = N(0, I) (Chen et al. 2018 sec. 3,
+        # Kim & Mnih 2018 sec. 2, Kumar et al. 2018 sec. 3); a learned prior makes the terms mean something else
+        (m.prior != "normal", "model.prior=normal"),
         (m.free_bits > 0, "model.free_bits=0"),
         (m.ssim_weight > 0, "model.ssim_weight=0"),
     ):
         if bad:
-            raise VaelabError(f"{o} needs {what} (one layer of Gaussian latents, the terms as published)", f"set {what} with {o}")
+            raise VaelabError(f"{o} needs {what} (one layer of Gaussian latents under N(0, I), the terms as published)", f"set {what} with {o}")
     if m.objective == "factor" and (not m.disc_hidden or any(int(v) < 1 for v in m.disc_hidden)):
         raise VaelabError("'model.disc_hidden' has a size below 1 (or none)", "give the discriminator's widths, e.g. [1000, 1000]")
 

@@ -24,16 +24,20 @@ in the shape's own frame (rotated by -orientation about the shape's centre, divi
 The shape's centre is at pixel (13 + 38 posx, 13 + 38 posy) (x to the right, y down), so every shape at
 every orientation stays inside the canvas. Rendering is vectorised NumPy over batches of images (about
 10,000 images/s on one core, measured 2026-12-03 on a 2-core CPU on 20,000 images) and deterministic;
-the rendered grid is cached as an uncompressed ``.npy`` under the vaelab cache and read back memory-mapped.
+the rendered grid is cached as a raw uint8 file under the vaelab cache (written chunk by chunk) and read
+back memory-mapped, like the folder cache: the full set (2.9 GiB) is never copied into RAM.
 
-Options (``data.factors``, ``data.limit``): a factor subset such as ``shape,scale,posx,posy`` keeps the
+Options (``data.factors``, ``data.limit``, ``data.classes``): a factor subset such as ``shape,scale,posx,posy``
+(also written in the spec, ``dsprites:shape,scale,posx,posy``, e.g. for ``--data``) keeps the
 named factors varying and holds the others at their first value (orientation 0), here 18,432 images; with
-``data.limit`` only a seeded draw of about twice the limit is rendered (no cache needed). The class label
+``data.limit`` only a seeded draw of about twice the limit (of the shapes kept by ``data.classes``) is rendered
+(no cache needed). The class label
 is the shape (3 classes); all factors are in ``ImageSet.factors``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 
@@ -124,46 +128,75 @@ def _cache_path(varying: list[int]):
     from .paths import cache_dir
 
     tag = "all" if len(varying) == len(FACTOR_NAMES) else "-".join(FACTOR_NAMES[i] for i in varying)
-    return cache_dir() / "dsprites" / f"dsprites-v1-{tag}.npy"
+    return cache_dir() / "dsprites" / f"dsprites-v1-{tag}.u8"
 
 
-def _cached_render(varying: list[int], indices: np.ndarray) -> np.ndarray:
-    """The whole grid of a factor subset, from the cache (memory-mapped) or rendered and cached."""
-    if os.environ.get("VAELAB_NO_CACHE") == "1":
-        return render(indices)
-    path = _cache_path(varying)
-    if path.is_file():
-        try:
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
-            if arr.shape == (len(indices), SIZE, SIZE) and arr.dtype == np.uint8:
-                return arr
-        except (ValueError, OSError):
-            pass  # a torn or foreign file: render again
-    images = render(indices)
-    try:
-        from ..train.checkpoint import atomic_write
+RENDER_CHUNK = 8192  # images rendered (and written) at a time while filling the cache: 32 MiB
 
-        atomic_write(path, lambda f: np.save(f, images, allow_pickle=False))
-    except OSError:
-        pass  # a read-only cache only costs the rendering next time
-    return images
+
+def _cached_render(varying: list[int], indices: np.ndarray) -> tuple[torch.Tensor, str | None]:
+    """The whole grid of a factor subset as (M, 1, 64, 64) uint8 and the cache file it is mapped from: the
+    raw cache file memory-mapped (`imageset.open_map`: pages read on demand, never a copy in RAM; all
+    737,280 images are 2.9 GiB), rendered into it chunk by chunk when it is missing. Without a usable cache
+    (``VAELAB_NO_CACHE=1``, a read-only cache) the grid is rendered into RAM: (images, None)."""
+    from .imageset import open_map
+
+    shape = (len(indices), 1, SIZE, SIZE)
+    if os.environ.get("VAELAB_NO_CACHE") != "1":
+        path = _cache_path(varying)
+        if not (path.is_file() and path.stat().st_size == math.prod(shape)):  # missing, torn or foreign: render
+            try:
+                from ..train.checkpoint import atomic_write
+
+                def write(f):
+                    for s in range(0, len(indices), RENDER_CHUNK):
+                        f.write(render(indices[s : s + RENDER_CHUNK]).tobytes())
+
+                atomic_write(path, write)
+            except OSError:
+                path = None  # a read-only cache only costs the rendering next time
+            else:  # the .npy of earlier versions (the same grid, read into RAM) is not read any more
+                with contextlib.suppress(OSError):
+                    path.with_suffix(".npy").unlink(missing_ok=True)
+        if path is not None:
+            return open_map(path, shape), str(path)
+    return torch.from_numpy(render(indices)).unsqueeze(1), None
+
+
+def _shape_indices(classes) -> list[int] | None:
+    """The shapes named by a class filter (names or indices); None when it names none (load's own class
+    filter then says what is wrong)."""
+    out = []
+    for c in classes or []:
+        c = str(c).strip().lower()
+        k = SHAPES.index(c) if c in SHAPES else int(c) if c.isdigit() and int(c) < len(SHAPES) else None
+        if k is not None and k not in out:
+            out.append(k)
+    return out or None
 
 
 def read_dsprites(
-    arg: str = "", spec: str = "dsprites", factors: list[str] | None = None, limit: int | None = None, seed: int = 0, **_
+    arg: str = "", spec: str = "dsprites", factors: list[str] | None = None, limit: int | None = None, seed: int = 0,
+    classes: list | None = None, **_
 ) -> ImageSet:
     """The dSprites images of a factor subset (all five by default); with `limit`, a seeded draw of
-    min(grid, 2 x limit + 2) of them, rendered on the spot."""
+    min(grid, 2 x limit + 2) of them (of the shapes in `classes` when given), rendered on the spot."""
+    if arg.strip():  # dsprites:shape,scale -> those factors vary (the spec says it, e.g. for --data)
+        named = [f for f in arg.split(",") if f.strip()]
+        if factors and parse_factors(factors) != parse_factors(named):
+            raise VaelabError(f"{spec} and data.factors={','.join(factors)} name different factors", "give the factors once")
+        factors = named
     varying = parse_factors(factors)
     indices = grid_indices(varying)
-    if limit is not None and 2 * limit + 2 < len(indices):
+    shapes = _shape_indices(classes)
+    pool = np.arange(len(indices)) if shapes is None else np.flatnonzero(np.isin(indices[:, 0], shapes))
+    if limit is not None and 2 * limit + 2 < len(pool):
         rng = np.random.default_rng(seed + 7)
-        pick = np.sort(rng.choice(len(indices), size=2 * limit + 2, replace=False))
+        pick = pool[np.sort(rng.choice(len(pool), size=2 * limit + 2, replace=False))]
         indices = indices[pick]
-        images = render(indices)
+        tensor, map_path = torch.from_numpy(render(indices)).unsqueeze(1), None  # (N, 1, 64, 64) in RAM
     else:
-        images = _cached_render(varying, indices)
-    tensor = torch.from_numpy(np.array(images, copy=True)).unsqueeze(1)  # one copy into RAM, (N, 1, 64, 64)
+        tensor, map_path = _cached_render(varying, indices)  # memory-mapped from the cache
     names = [FACTOR_NAMES[i] for i in varying]
     vals = factor_values()
     return ImageSet(
@@ -175,4 +208,14 @@ def read_dsprites(
         factors=torch.from_numpy(indices[:, varying].copy()),
         factor_names=names,
         factor_values=[vals[i] for i in varying],
+        map_path=map_path,
     )
+
+
+def spec_factors(spec: str, factors: list[str] | None) -> list[str] | None:
+    """The `factors` option to load `spec` with, for a run trained with data.factors=`factors`: a bare
+    ``dsprites`` spec gets the run's subset (the images it was trained on); another spec gets none."""
+    from .load import parse_spec
+
+    kind, arg = parse_spec(spec)
+    return factors if kind == "dsprites" and not arg.strip() else None

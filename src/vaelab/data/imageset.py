@@ -335,7 +335,8 @@ class ImageSet:
         classes = f", {self.num_classes} classes" if self.labelled else ", unlabelled"
         src = f", source={self.source!r}" if self.source else ""
         where = f", mapped from {self.map_path}" if self.mapped else ""
-        return f"ImageSet({len(self)} images {c}x{h}x{w}{classes}: {counts}{src}{where})"
+        factors = f", factors {', '.join(self.factor_names)}" if self.factors is not None else ""
+        return f"ImageSet({len(self)} images {c}x{h}x{w}{classes}{factors}: {counts}{src}{where})"
 
     def _repr_html_(self) -> str:
         import html
@@ -346,6 +347,8 @@ class ImageSet:
         if self.labelled:
             names = ", ".join(self.class_names[:12]) + (" ..." if self.num_classes > 12 else "")
             rows.append(("classes", f"{self.num_classes}: {names}"))
+        if self.factors is not None:
+            rows.append(("factors", ", ".join(self.factor_names)))
         if self.source:
             rows.append(("source", self.source))
         body = "".join(f"<tr><th style='text-align:left'>{k}</th><td style='text-align:left'>{html.escape(v)}</td></tr>" for k, v in rows)
@@ -380,6 +383,7 @@ def concat(parts: list[ImageSet], source: str = "") -> ImageSet:
             remap = torch.tensor([names.index(c) for c in p.class_names], dtype=torch.long)
             labels.append(remap[p.labels] if len(remap) else p.labels)
     same_factors = all(p.factors is not None and p.factor_names == first.factor_names for p in parts)
+    factors, values = (_joined_factors(parts) if same_factors else (None, []))
     return ImageSet(
         images=torch.cat([p.images for p in parts]),
         labels=torch.cat(labels) if labelled else None,
@@ -387,7 +391,23 @@ def concat(parts: list[ImageSet], source: str = "") -> ImageSet:
         split_ids=torch.cat([p.split_ids for p in parts]),
         source=source or " + ".join(p.source for p in parts),
         # factors survive a join only when every part has the same ones
-        factors=torch.cat([p.factors for p in parts]) if same_factors else None,
+        factors=factors,
         factor_names=list(first.factor_names) if same_factors else [],
-        factor_values=list(first.factor_values) if same_factors else [],
+        factor_values=values,
     )
+
+
+def _joined_factors(parts: list[ImageSet]) -> tuple[torch.Tensor, list[list[float]]]:
+    """The factors of sets with the same factor names, joined: each part's indices point into its own
+    values (an npz's distinct values), so they are mapped into the sorted union of every part's values."""
+    if not all(len(p.factor_values) == p.factors.shape[1] for p in parts):  # values unknown: indices as they are
+        return torch.cat([p.factors for p in parts]), list(parts[0].factor_values)
+    if all(p.factor_values == parts[0].factor_values for p in parts):
+        return torch.cat([p.factors for p in parts]), list(parts[0].factor_values)
+    width = parts[0].factors.shape[1]
+    union = [sorted({float(v) for p in parts for v in p.factor_values[j]}) for j in range(width)]
+    cols = []
+    for p in parts:
+        f = p.factors.numpy()
+        cols.append(np.stack([np.searchsorted(union[j], np.asarray(p.factor_values[j], dtype=np.float64)[f[:, j]]) for j in range(width)], 1))
+    return torch.from_numpy(np.concatenate(cols).astype(np.int64)), union

@@ -124,6 +124,7 @@ def load(
         labels_key=labels_key,
         factors=factors,  # dsprites: the factors that vary
         limit=limit,  # dsprites: render only about twice the limit
+        classes=classes,  # dsprites: ... of the kept shapes (select_classes below still relabels)
         seed=seed,
     )
     if getattr(ds, "streaming", False):  # shards: streamed as packed; selection is done when packing
@@ -167,7 +168,9 @@ def conform(ds: ImageSet, image_size: int | None, channels: int | None) -> Image
         images = to_channels(images, want_c)
     if images is ds.images:
         return ds
-    return ds.replace(images=images, rows=None, map_path=None)  # a new storage of the selected rows; keeps the factors
+    # the converted images are the set's own, in order: a new in-RAM storage with no row selection
+    # (a limited or class-filtered set is a selection of rows of its source's storage) and no map
+    return ds.replace(images=images, rows=None, map_path=None)  # keeps labels, splits and factors
 
 
 def from_config(cfg) -> ImageSet:

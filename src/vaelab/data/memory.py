@@ -57,12 +57,19 @@ def from_arrays(
     class_names: Sequence[str] | None = None,
     image_size: int | None = None,
     source: str = "arrays",
+    factors: Any = None,
+    val_factors: Any = None,
+    test_factors: Any = None,
+    factor_names: Sequence[str] | None = None,
 ) -> ImageSet:
     """An `ImageSet` from NumPy arrays or torch tensors (one per split), with optional labels.
 
     ``labels`` are class indices (or one-hot rows, or strings), one per training image; ``val_labels`` and
     ``test_labels`` go with ``val`` and ``test``. ``class_names`` names the label indices 0..k-1.
-    ``image_size`` tells the side of flattened (N, D) rows when D is ambiguous.
+    ``image_size`` tells the side of flattened (N, D) rows when D is ambiguous. ``factors`` (with
+    ``val_factors``, ``test_factors``): ground-truth factor values (N, F) per split, named ``factor_names``,
+    read as an npz's ``factors`` are (indices into each column's sorted distinct values), so
+    ``vaelab evaluate --disentanglement`` can score a run trained on them.
     """
     from .arrays import _label_values, relabel, to_images
 
@@ -95,7 +102,32 @@ def from_arrays(
     elif class_names is not None:
         raise VaelabError("class_names given without labels", "pass labels=... too, or leave class_names out")
     split_ids = torch.cat([torch.full((len(x),), SPLITS.index(s), dtype=torch.int8) for (s, _, _), x in zip(parts, images, strict=True)])
-    return ImageSet(torch.from_numpy(np.concatenate(images)), label_tensor, names, split_ids, source)
+    ds = ImageSet(torch.from_numpy(np.concatenate(images)), label_tensor, names, split_ids, source)
+    split_factors = {"train": factors, "val": val_factors, "test": test_factors}
+    for s_, x_ in (("val", val), ("test", test)):
+        if x_ is None and split_factors[s_] is not None:
+            raise VaelabError(f"{s_}_factors given without {s_} images", f"pass {s_}=images too")
+    if all(f is None for f in split_factors.values()):
+        if factor_names is not None:
+            raise VaelabError("factor_names given without factors", "pass factors=... too, or leave factor_names out")
+        return ds
+    from .arrays import _with_factors
+
+    cols = []
+    for (s, _, _), x in zip(parts, images, strict=True):
+        if split_factors[s] is None:
+            raise VaelabError(f"{s} images have no factors but the others do", f"give {'factors' if s == 'train' else s + '_factors'} too")
+        f = _as_numpy(split_factors[s], f"{s} factors")
+        f = f[:, None] if f.ndim == 1 else f
+        if f.ndim != 2 or len(f) != len(x) or f.dtype.kind not in "biuf":
+            raise VaelabError(f"{s} factors have shape {f.shape} ({f.dtype}) for {len(x)} images", "give a numeric (N, F) array of factor values per split")
+        cols.append(f)
+    if len({c.shape[1] for c in cols}) > 1:
+        raise VaelabError("the splits' factors have different numbers of columns", "give every split the same factors")
+    names_ = [str(n) for n in factor_names] if factor_names is not None else []
+    if names_ and len(names_) != cols[0].shape[1]:
+        raise VaelabError(f"{len(names_)} factor_names for {cols[0].shape[1]} factors", "give one name per column of factors")
+    return _with_factors(ds, np.concatenate(cols), names_, source)
 
 
 def from_dataset(dataset: Any, class_names: Sequence[str] | None = None, image_size: int | None = None, source: str = "dataset") -> ImageSet:
@@ -182,7 +214,8 @@ def prepare(ds: ImageSet, cfg) -> ImageSet:
 
 
 def npz_bytes(ds: ImageSet) -> bytes:
-    """The set as an uncompressed .npz: images (N, C, H, W) uint8, split ids, and labels with class names."""
+    """The set as an uncompressed .npz: images (N, C, H, W) uint8, split ids, labels with class names, and
+    ground-truth factors with their names and values when the set has them."""
     arrays: dict[str, np.ndarray] = {
         "format": np.array(_FORMAT),
         "images": ds.images.cpu().numpy(),
@@ -192,6 +225,11 @@ def npz_bytes(ds: ImageSet) -> bytes:
     if ds.labels is not None:
         arrays["labels"] = ds.labels.cpu().numpy().astype(np.int64)
         arrays["class_names"] = np.array([str(c) for c in ds.class_names], dtype=str)
+    if ds.factors is not None:  # ground-truth factors (issue 22): indices, names, and each factor's values
+        arrays["factors"] = ds.factors.cpu().numpy().astype(np.int64)
+        arrays["factor_names"] = np.array([str(n) for n in ds.factor_names], dtype=str)
+        for j, values in enumerate(ds.factor_values):
+            arrays[f"factor_values_{j}"] = np.asarray(values, dtype=np.float64)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     return buf.getvalue()
@@ -215,7 +253,13 @@ def load_npz(path: str | Path) -> ImageSet:
                 raise VaelabError(f"{path} is not a data file written by vaelab", "give the run directory's own data.npz")
             labels = torch.from_numpy(z["labels"]) if "labels" in z.files else None
             names = [str(c) for c in z["class_names"]] if "class_names" in z.files else []
-            return ImageSet(torch.from_numpy(z["images"]), labels, names, torch.from_numpy(z["split"]), str(z["source"]))
+            factors = torch.from_numpy(z["factors"]) if "factors" in z.files else None
+            factor_names = [str(n) for n in z["factor_names"]] if "factor_names" in z.files else []
+            values = [z[f"factor_values_{j}"].tolist() for j in range(len(factor_names)) if f"factor_values_{j}" in z.files]
+            return ImageSet(
+                torch.from_numpy(z["images"]), labels, names, torch.from_numpy(z["split"]), str(z["source"]),
+                factors=factors, factor_names=factor_names, factor_values=values if len(values) == len(factor_names) else [],
+            )
     except (ValueError, OSError, EOFError, KeyError) as e:
         raise VaelabError(f"cannot read {path} ({type(e).__name__}: {str(e)[:80]})", "the file is damaged; give the data with --data SPEC") from None
 

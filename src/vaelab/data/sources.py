@@ -211,8 +211,9 @@ def named_reader(kind: str) -> Callable[..., ImageSet] | None:
         return lambda spec, **_: read_mnist_sample()
     if kind == "dsprites":
         from .dsprites import read_dsprites
+        from .load import parse_spec
 
-        return lambda spec, **opts: read_dsprites("", spec, **opts)
+        return lambda spec, **opts: read_dsprites(parse_spec(spec)[1], spec, **opts)  # dsprites:shape,scale
     if kind in NAMED:
         ds = NAMED[kind]
         return lambda spec, **_: read_named(ds)

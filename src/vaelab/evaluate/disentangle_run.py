@@ -29,6 +29,28 @@ def factor_pool(data: ImageSet, pool: int, seed: int) -> ImageSet:
     return data
 
 
+def may_have_factors(spec: str) -> bool:
+    """Whether data spec `spec` can carry ground-truth factors (dsprites; an npz with a 'factors' array;
+    in-memory data may), read without loading the images: a study asked to score disentanglement stops
+    before training when it cannot."""
+    from pathlib import Path
+
+    from ..data.load import parse_spec
+    from ..data.memory import MEMORY_SOURCE
+
+    kind, arg = parse_spec(spec)
+    if kind in ("dsprites", MEMORY_SOURCE):
+        return True
+    path = Path(arg if kind in ("npz", "path") else spec).expanduser()
+    if kind in ("npz", "path") or path.suffix.lower() == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return "factors" in getattr(z, "files", [])
+        except (OSError, ValueError, TypeError):
+            return True  # unreadable here: loading it says what is wrong
+    return False
+
+
 def disentanglement_of_run(
     run, data: ImageSet | str | None = None, *, seed: int = 0, scale: float = 1.0, pool: int = 50_000, batch_size: int = 500, metrics=METRICS
 ) -> dict:
@@ -41,9 +63,10 @@ def disentanglement_of_run(
         raise VaelabError(f"the metrics' sample scale is {scale}", "use a positive factor of disentanglement_lib's sample sizes, e.g. 1 or 0.1")
     if isinstance(data, str):
         from ..data import load
+        from ..data.dsprites import spec_factors
 
         dc = run.config.data
-        data = load(data, image_size=dc.image_size, channels=dc.channels, val_fraction=0.0, factors=dc.factors)
+        data = load(data, image_size=dc.image_size, channels=dc.channels, val_fraction=0.0, factors=spec_factors(data, dc.factors))
     full = run.data() if data is None else data
     part = factor_pool(full, pool, seed)
     codes = encode(run, part, batch_size=batch_size).z

@@ -57,8 +57,10 @@ def resolve_split(run, data: ImageSet | str | None, split: str | None) -> tuple[
     elif isinstance(data, str):
         # prepared as the run's own data was (resized only if training resized), never silently rescaled:
         # a likelihood on upsampled images does not compare with anything
+        from ..data.dsprites import spec_factors
+
         dc = run.config.data
-        full = load(data, image_size=dc.image_size, channels=dc.channels, val_fraction=0.0)
+        full = load(data, image_size=dc.image_size, channels=dc.channels, val_fraction=0.0, factors=spec_factors(data, dc.factors))
         if tuple(full.shape) != tuple(run.model.image_shape):
             raise VaelabError(
                 f"{data} has images of shape {tuple(full.shape)} but the model takes {tuple(run.model.image_shape)} (C, H, W)",
@@ -187,7 +189,8 @@ def evaluate_run(
     c, h, w = model.image_shape
     dims = c * h * w
     batch_size = bounded_batch(batch_size, (c, h, w))  # the same on small images; bounded memory on large ones
-    beta = float(model.cfg.beta)
+    # the KL's weight in 'objective': beta, except for beta-TCVAE, whose beta weighs only the TC part of the KL
+    beta = 1.0 if getattr(model.cfg, "objective", "elbo") == "tc" else float(model.cfg.beta)
     is_bernoulli = model.cfg.likelihood == "bernoulli"
     timings: dict[str, float] = {}
     notes: list[str] = []
@@ -236,6 +239,9 @@ def evaluate_run(
         notes.append(f"the run trained with free bits {model.cfg.free_bits}; 'objective' is recon + beta * KL without them")
     if getattr(model.cfg, "objective", "elbo") in ("iwae", "miwae", "ciwae"):
         notes.append(f"the run trained with the {model.cfg.objective} bound (K={model.cfg.iw_samples}); 'objective' is recon + beta * KL, the ELBO's")
+    if getattr(model.cfg, "objective", "elbo") in ("tc", "factor", "dip"):
+        extra = {"tc": "its KL split with beta on the TC", "factor": "gamma x the discriminator's TC", "dip": "the DIP covariance penalty"}
+        notes.append(f"the run trained with model.objective={model.cfg.objective} ({extra[model.cfg.objective]}); 'objective' is recon + {beta:g} x KL, without that term")
     if model.cfg.ssim_weight > 0:
         notes.append(f"the run trained with an SSIM term (weight {model.cfg.ssim_weight}); 'objective' is recon + beta * KL without it")
     if no_density:

@@ -142,7 +142,7 @@ def load_for_run(
                 )
             from ..data.transform import to_channels
 
-            ds = ImageSet(to_channels(ds.images, c), ds.labels, ds.class_names, ds.split_ids, ds.source)
+            ds = ds.replace(images=to_channels(ds.images, c), rows=None, map_path=None)
     check_fits(run.model, ds, f"{what} {name}")
     if ds.labels is None or vocab is None:
         return ds

@@ -157,15 +157,32 @@ def traversal_image(model, max_dims: int = 10, steps: int = 9, span: float = 3.0
     return make_grid(images, nrow=steps)
 
 
-def traversal_panels(run_dirs: dict[str, str | Path], **kwargs) -> list[tuple[str, np.ndarray]]:
-    """(trial name, traversal image) for each trained run directory (best checkpoint)."""
+def traversal_panels(run_dirs: dict[str, str | Path], notes: dict[str, str] | None = None, **kwargs) -> list[tuple[str, np.ndarray]]:
+    """(trial name, traversal image) for each trained run directory (best checkpoint); `notes` adds a line
+    under a trial's name (the study's active units and total correlation of that model)."""
     from ..run import load_run
 
     panels = []
     for name, run_dir in run_dirs.items():
         run = load_run(run_dir)
-        panels.append((f"{name} (z={run.model.latent_dim})", traversal_image(run.model, **kwargs)))
+        note = (notes or {}).get(name)
+        title = f"{name} (z={run.model.latent_dim})" + (f"\n{note}" if note else "")
+        panels.append((title, traversal_image(run.model, **kwargs)))
     return panels
+
+
+def traversal_note(row: dict) -> str:
+    """'AU 4, TC 1.23 nats, MIG 0.120': what a results row measured about the code of its model (the active
+    units and the total correlation of the aggregate posterior need no factors; MIG is there on data with
+    factors), for the caption of its traversal grid."""
+    parts = []
+    if row.get("active_units") is not None:
+        parts.append(f"AU {row['active_units']:g}")
+    if row.get("total_corr") is not None:
+        parts.append(f"TC {row['total_corr']:.2f} nats")
+    if row.get("mig") is not None:
+        parts.append(f"MIG {row['mig']:.3f}")
+    return ", ".join(parts)
 
 
 def traversal_figure(panels: list[tuple[str, np.ndarray]], title: str = "latent traversals", ncols: int | None = None):

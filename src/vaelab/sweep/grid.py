@@ -417,8 +417,18 @@ def build_plan(
         if n_seeds == 1:
             raise VaelabError("nothing varies: give --grid KEY=V1,V2, a sweep: section with variants, --seeds N or --search",
                               "e.g. vaelab sweep CONFIG --grid model.beta=0.5,1,4")
+    sources = {str(base.data.source)}
     for spec in plan.trials():  # every trial config must be valid before anything starts
-        plan.trial_config(spec.overrides, spec.name, "trials")
+        sources.add(plan.trial_config(spec.overrides, spec.name, "trials").data.source)
+    if plan.disentanglement > 0:  # scoring disentanglement needs factors: say so before any training
+        from ..evaluate.disentangle_run import may_have_factors
+
+        for src in sorted(sources):
+            if not may_have_factors(src):
+                raise VaelabError(
+                    f"sweep.disentanglement is set but data.source={src} has no ground-truth factors",
+                    "use data with factors (dsprites, or an npz with a 'factors' array), or drop sweep.disentanglement",
+                )
     if plan.is_search:
         _check_space_bounds(plan)
     return plan

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import steps
-from .figures import metric_figures, png_bytes, traversal_figure, traversal_panels
+from .figures import metric_figures, png_bytes, traversal_figure, traversal_note, traversal_panels
 from .grid import StudyPlan
 from .report import study_html
 from .results import Results, build_results
@@ -95,13 +95,16 @@ def study_outputs(plan: StudyPlan, study_dir: str | Path, status: dict[str, dict
     if plan.is_search:
         rows = sorted(rows, key=lambda r: r.get("objective") or float("inf"))
     chosen: dict[str, Path] = {}
+    notes: dict[str, str] = {}  # each grid's caption: active units, total correlation (and MIG) of that model
     seen: set[str] = set()
     for r in rows:
         if r["point"] not in seen and len(chosen) < MAX_TRAVERSALS:
             seen.add(r["point"])
             chosen[r["trial"]] = study_dir / TRIALS_DIR / r["trial"]
+            notes[r["trial"]] = traversal_note(r)
     if chosen:
-        figures["traversals"] = png_bytes(traversal_figure(traversal_panels(chosen), title=f"{plan.name}: latent traversals"))
+        panels = traversal_panels(chosen, notes)
+        figures["traversals"] = png_bytes(traversal_figure(panels, title=f"{plan.name}: latent traversals"))
     data_rows, data_figures = data_overview(plan, data)
     for name, png in {**figures, **data_figures}.items():
         files[f"figures/{name}.png"] = png

@@ -30,6 +30,14 @@ def val_loss_terms(row: dict, model_cfg) -> str:
     objective = getattr(model_cfg, "objective", "elbo")
     if objective in ("mmd", "rae", "vq"):  # a regularised autoencoder: recon plus its own terms (extra columns)
         return f"{objective} loss; recon {row['val/recon']:.2f}"
+    if objective in ("tc", "factor", "dip"):  # the ELBO's terms and the objective's own (per image, nats)
+        g = lambda k: row.get(f"val/{k}", float("nan"))  # noqa: E731
+        own = {
+            "tc": f"mi {g('mi'):.2f} + {beta:g} x tc {g('tc'):.2f} + dwkl {g('dwkl'):.2f}",
+            "factor": f"{'' if beta == 1 else f'{beta:g} x '}kl {g('kl'):.2f} + {model_cfg.gamma:g} x tc {g('tc'):.2f}",
+            "dip": f"{'' if beta == 1 else f'{beta:g} x '}kl {g('kl'):.2f} + dip {g('dip'):.2f}",
+        }[objective]
+        return f"recon {g('recon'):.2f} + {own}"
     if objective != "elbo":  # an importance-weighted bound is not a sum of terms: name it, give the ELBO's beside
         k = f"K={model_cfg.iw_samples}" + (f", M={model_cfg.iw_groups}" if objective == "miwae" else "")
         return f"-{objective} bound, {k}; ELBO terms: recon {row['val/recon']:.2f} + kl {row['val/kl']:.2f}"

@@ -437,6 +437,10 @@ def train_epoch(ctx: Context, model, optimizer, scheduler, images, labels, stop:
             for o in ctx.aux_optimizers:  # the auxiliary module learns from its own loss only
                 o.zero_grad(set_to_none=True)
             fabric.backward(terms.aux_loss)
+            if world > 1:  # this second backward runs outside DDP's forward, so its gradients are averaged here
+                for o in ctx.aux_optimizers:
+                    for p in (p for g in o.param_groups for p in g["params"] if p.grad is not None):
+                        p.grad.copy_(fabric.all_reduce(p.grad, reduce_op="mean"))
         norm = None
         if cfg.train.grad_clip:
             norm = fabric.clip_gradients(model, optimizer, max_norm=cfg.train.grad_clip, error_if_nonfinite=False)
