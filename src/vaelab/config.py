@@ -55,9 +55,9 @@ class ModelConfig:
     free_bits: float = 0.0  # nats per latent dimension below which the KL is not penalised
     ssim_weight: float = 0.0  # weight of a (1 - SSIM) reconstruction term added to the loss (not the ELBO); 0 = off
     # model families (docs/families.md): objective x posterior x prior x stochastic layers
-    objective: str = "elbo"  # elbo | iwae (Burda 2016) | miwae | ciwae (Rainforth 2018)
-    iw_samples: int = 5  # K, importance samples per image of iwae / miwae / ciwae
-    iw_groups: int = 1  # M, independent K-sample bounds averaged by miwae
+    objective: str = "elbo"  # elbo | iwae (Burda 2016) | miwae | ciwae | piwae (Rainforth 2018)
+    iw_samples: int = 5  # K, importance samples per image of iwae / miwae / ciwae / piwae
+    iw_groups: int = 1  # M, independent K-sample bounds averaged by miwae (piwae: for the encoder)
     ciwae_beta: float = 0.5  # ciwae: weight of the ELBO against the K-sample bound
     # disentangling objectives (docs/disentanglement.md): tc (beta-TCVAE: model.beta weighs the TC), factor, dip
     gamma: float = 35.0  # factor: weight of the total-correlation term (Kim & Mnih 2018 use 35 on dSprites)
@@ -166,7 +166,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.arch": ("mlp", "conv"),
     "model.likelihood": ("bernoulli", "gaussian"),
     "model.prior": ("normal", "mog", "class", "vamp"),  # models.PRIORS
-    "model.objective": ("elbo", "iwae", "miwae", "ciwae", "mmd", "rae", "vq", "tc", "factor", "dip"),  # models.OBJECTIVES
+    "model.objective": ("elbo", "iwae", "miwae", "ciwae", "piwae", "mmd", "rae", "vq", "tc", "factor", "dip"),  # models.OBJECTIVES
     "model.posterior": ("gaussian", "iaf", "delta"),  # models.POSTERIORS
     "model.layer_inference": ("ladder", "bottomup"),  # models.hierarchy.LAYER_INFERENCE
     "model.mmd_kernel": ("imq", "rbf"),
@@ -210,6 +210,7 @@ FAMILIES: dict[str, dict[str, str]] = {
         "iwae": "the K-sample importance-weighted bound, K = model.iw_samples (Burda et al. 2016)",
         "miwae": "the mean of model.iw_groups K-sample bounds (Rainforth et al. 2018)",
         "ciwae": "model.ciwae_beta x ELBO + (1 - beta) x the K-sample bound (Rainforth et al. 2018)",
+        "piwae": "model.iw_groups groups of K samples train the encoder (MIWAE), all M x K the decoder and prior (IWAE) (PIWAE, Rainforth et al. 2018)",
         "mmd": "recon + beta KL + model.mmd_weight MMD(q(z), p(z)) (InfoVAE, Zhao et al. 2019); with model.posterior=delta, WAE-MMD (Tolstikhin et al. 2018)",
         "vq": "the VQ-VAE loss: recon + codebook + model.commitment x commitment (van den Oord et al. 2017; with model.latent=vq)",
         "rae": "deterministic encoder, recon + beta ||z||^2 / 2 + model.rae_weight x decoder L2 or gradient penalty (RAE, Ghosh et al. 2020)",

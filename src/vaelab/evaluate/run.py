@@ -237,7 +237,7 @@ def evaluate_run(
     }
     if model.cfg.free_bits > 0:
         notes.append(f"the run trained with free bits {model.cfg.free_bits}; 'objective' is recon + beta * KL without them")
-    if getattr(model.cfg, "objective", "elbo") in ("iwae", "miwae", "ciwae"):
+    if getattr(model.cfg, "objective", "elbo") in ("iwae", "miwae", "ciwae", "piwae"):
         notes.append(f"the run trained with the {model.cfg.objective} bound (K={model.cfg.iw_samples}); 'objective' is recon + beta * KL, the ELBO's")
     if getattr(model.cfg, "objective", "elbo") in ("tc", "factor", "dip"):
         extra = {"tc": "its KL split with beta on the TC", "factor": "gamma x the discriminator's TC", "dip": "the DIP covariance penalty"}

@@ -9,6 +9,8 @@ picked by name from `OBJECTIVES` (``model.objective``). The loop, the logs and t
             gradients through the normalised weights w~_k = w_k / sum_j w_j      (Burda et al. 2016, eq. 14)
     miwae:  (1/M) sum_m L_K over M independent groups of K samples              (Rainforth et al. 2018, sec. 4)
     ciwae:  beta_c * ELBO + (1 - beta_c) * L_K, on the same K samples          (Rainforth et al. 2018, sec. 4)
+    piwae:  on the same M*K samples, the inference network (encoder, flow) ascends MIWAE(M, K) and the
+            generative network (decoder, prior, top-down layers) L_MK           (Rainforth et al. 2018, sec. 4)
 
 Every term is per image, in nats, and the latent terms cover all stochastic layers (``model.infer``): log
 p(z) = log p(z_L) + sum_l log p(z_l | z_{l+1}), log q(z|x) likewise. The ELBO's KL is exact where it exists
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 import torch
 
@@ -88,11 +91,17 @@ def elbo(
 vae_loss = elbo  # the name of the objective before there were several
 
 
-def log_weights(model, x: torch.Tensor, y: torch.Tensor | None, target: torch.Tensor, n: int, kl_weight: float = 1.0):
+def log_weights(
+    model, x: torch.Tensor, y: torch.Tensor | None, target: torch.Tensor, n: int, kl_weight: float = 1.0, params=None
+):
     """n importance weights per image: log w_k = log p(x|z_k) + w (log p(z_k) - log q(z_k|x)), (n, B); and
     -log p(x|z_k), the KL term and the per-layer KLs, each (n, B). With n = 1 the latent term is the ELBO's
-    KL (closed form where one exists: the same bound, with less variance), so L_1 is the ELBO exactly."""
-    lat, tk, params = model(x, y, target, n=n)  # every layer (n, B, D_l); images repeated (n*B, C, H, W)
+    KL (closed form where one exists: the same bound, with less variance), so L_1 is the ELBO exactly.
+    ``params`` (name -> tensor, as from ``model.named_parameters()``) stand in for the model's own."""
+    if params is None:
+        lat, tk, params = model(x, y, target, n=n)  # every layer (n, B, D_l); images repeated (n*B, C, H, W)
+    else:
+        lat, tk, params = torch.func.functional_call(model, params, (x, y, target), {"n": n})
     log_px_z = model.likelihood.log_prob(params, tk).view(n, x.shape[0])
     kl = torch.stack(lat.kl).sum(0)
     latent = -kl if n == 1 else lat.log_p - lat.log_q
@@ -179,8 +188,60 @@ def ciwae(
     return _terms(-bound.mean(), recon, kl, kls)
 
 
+def _split_log_weights(model, x, y, target, n: int, kl_weight: float, live: str):
+    """`log_weights` with one network's parameters detached: ``live`` = "inference" (the modules named in
+    ``VAE.INFERENCE``) or "generative" (all the others). The pass goes through the model's forward (a wrapper
+    sees it) with `torch.func.functional_call`; both networks still take part in the values."""
+    inference = {id(p) for name in model.INFERENCE for p in attrgetter(name)(model).parameters()}
+    keep = live == "inference"
+    params = {k: p if (id(p) in inference) == keep else p.detach() for k, p in model.named_parameters()}
+    return log_weights(model, x, y, target, n, kl_weight, params=params)
+
+
+def piwae(
+    model,
+    x: torch.Tensor,
+    y: torch.Tensor | None = None,
+    *,
+    kl_weight: float = 1.0,
+    free_bits: float = 0.0,
+    ssim_weight: float = 0.0,
+    target: torch.Tensor | None = None,
+) -> LossTerms:
+    """PIWAE(M, K) (Rainforth et al. 2018, sec. 4): one draw of M*K samples per image; the inference network
+    (``VAE.INFERENCE``: encoder, bottom-up layers, posterior flow) gets the gradient of MIWAE(M, K), the mean
+    of M K-sample bounds (a better signal-to-noise ratio for it), and the generative network (decoder, top-down
+    layers, prior with the VampPrior's pseudo-inputs or the mixture) that of the tighter L_MK. One scalar
+    carries both: -L_MK with the inference network detached, plus -MIWAE with the generative network detached
+    (minus its value, so the loss reads -L_MK, nats per image, like iwae's). The two passes share their noise.
+    Without gradients (validation) one pass gives the same value. recon and kl average the M*K samples;
+    extra["miwae"] is -MIWAE(M, K)."""
+    _check("piwae", free_bits, ssim_weight)
+    m, k = int(model.cfg.iw_groups), int(model.cfg.iw_samples)
+    n = m * k
+    target = x if target is None else target
+
+    def miwae_of(log_w):  # (B,): the mean over the M groups of the K-sample bounds, as in miwae
+        return _bound(log_w.view(m, k, -1).transpose(0, 1)).mean(0)
+
+    if not torch.is_grad_enabled():
+        log_w, recon, kl, kls = log_weights(model, x, y, target, n, kl_weight)
+        terms = _terms(-_bound(log_w).mean(), recon, kl, kls)
+        terms.extra["miwae"] = -miwae_of(log_w).mean()
+        return terms
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, device_type=x.device.type):  # the second pass redraws the same noise
+        log_w_gen, *_ = _split_log_weights(model, x, y, target, n, kl_weight, live="generative")
+    log_w_inf, recon, kl, kls = _split_log_weights(model, x, y, target, n, kl_weight, live="inference")
+    iw = -_bound(log_w_gen).mean()  # L_MK: gradients to the generative network only
+    mi = -miwae_of(log_w_inf).mean()  # MIWAE(M, K): gradients to the inference network only
+    terms = _terms(iw + (mi - mi.detach()), recon.detach(), kl.detach(), [v.detach() for v in kls])
+    terms.extra["miwae"] = mi.detach()
+    return terms
+
+
 # model.objective -> the loss function; each returns LossTerms
-OBJECTIVES = {"elbo": elbo, "iwae": iwae, "miwae": miwae, "ciwae": ciwae}
+OBJECTIVES = {"elbo": elbo, "iwae": iwae, "miwae": miwae, "ciwae": ciwae, "piwae": piwae}
 
 # families beyond the Gaussian latent (issue 23): regularised autoencoders and the VQ-VAE
 from .regularized import mmd, rae  # noqa: E402

@@ -39,6 +39,10 @@ class VAE(PretrainedMixin, nn.Module):
 
     ``save_pretrained(folder)`` / ``VAE.from_pretrained(folder_or_repo_id)`` (see `vaelab.pretrained`)."""
 
+    # the inference network: its submodules (the rest, decoder, top-down p(z_l|z_l+1), prior incl. the VampPrior's
+    # pseudo-inputs, likelihood and head, is the generative network); PIWAE trains the two on different bounds
+    INFERENCE = ("encoder", "stack.up", "posterior")
+
     def __init__(self, cfg):
         super().__init__()
         if cfg.image_size is None or cfg.channels is None:

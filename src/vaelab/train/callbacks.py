@@ -39,7 +39,7 @@ def val_loss_terms(row: dict, model_cfg) -> str:
         }[objective]
         return f"recon {g('recon'):.2f} + {own}"
     if objective != "elbo":  # an importance-weighted bound is not a sum of terms: name it, give the ELBO's beside
-        k = f"K={model_cfg.iw_samples}" + (f", M={model_cfg.iw_groups}" if objective == "miwae" else "")
+        k = f"K={model_cfg.iw_samples}" + (f", M={model_cfg.iw_groups}" if objective in ("miwae", "piwae") else "")
         return f"-{objective} bound, {k}; ELBO terms: recon {row['val/recon']:.2f} + kl {row['val/kl']:.2f}"
     text = f"recon {row['val/recon']:.2f} + {'' if beta == 1 else f'{beta:g} x '}kl {row['val/kl']:.2f}"
     if gamma > 0 and "val/ssim" in row:
