@@ -1,4 +1,4 @@
-"""Model families (issue 21): IWAE (and MIWAE/CIWAE), VampPrior, stochastic layers, IAF posterior.
+"""Model families (issue 21): IWAE (and MIWAE/CIWAE/PIWAE), VampPrior, stochastic layers, IAF posterior.
 
 The bounds and densities are checked against their definitions; every family builds at 28/64/128 px, moves
 every parameter in one step, resumes exactly and runs through the commands.
@@ -23,6 +23,7 @@ from vaelab.train import fit
 # the families of the issue, as overrides of a tiny config
 FAMILIES = {
     "iwae": ("model.objective=iwae", "model.iw_samples=3"),
+    "piwae": ("model.objective=piwae", "model.iw_samples=2", "model.iw_groups=2"),
     "vamp": ("model.prior=vamp", "model.prior_components=4"),
     "two-layer": ("model.stochastic_layers=2", "model.layer_hidden=[16]"),
     "iaf": ("model.posterior=iaf", "model.flow_steps=2", "model.flow_hidden=16"),
@@ -183,11 +184,76 @@ def test_iaf_posterior_log_prob_is_the_change_of_variables():
         q.log_prob(z)
 
 
+def _loss_and_grads(model, name, x, seed=5, **cfg):
+    """One loss of `name` and every parameter's gradient (zeros where none), from the same noise."""
+    for key, value in cfg.items():
+        setattr(model.cfg, key, value)
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)
+    t = OBJECTIVES[name](model, x)
+    t.loss.backward()
+    return t, {k: torch.zeros_like(p) if p.grad is None else p.grad.clone() for k, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [(), ("model.prior=vamp", "model.prior_components=4"), ("model.stochastic_layers=2", "model.layer_hidden=[16]"),
+     ("model.posterior=iaf", "model.flow_steps=2", "model.flow_hidden=16")],
+)
+def test_piwae_trains_the_encoder_on_miwae_and_the_decoder_on_iwae(extra):
+    """PIWAE(M=2, K=3): the inference network's gradient is MIWAE(2, 3)'s, every other parameter's (decoder,
+    prior incl. the VampPrior's pseudo-inputs, top-down layers) the 6-sample IWAE's, on the same samples."""
+    model = model_for("model.objective=piwae", *extra)
+    x = batch(4)
+    p, gp = _loss_and_grads(model, "piwae", x, iw_samples=3, iw_groups=2)
+    m, gm = _loss_and_grads(model, "miwae", x)
+    i, gi = _loss_and_grads(model, "iwae", x, iw_samples=6, iw_groups=1)
+    inference = tuple(f"{name}." for name in model.INFERENCE)
+    assert any(k.startswith(inference) for k in gp) and any(not k.startswith(inference) for k in gp)
+    for k, g in gp.items():
+        want, other = (gm[k], gi[k]) if k.startswith(inference) else (gi[k], gm[k])
+        assert torch.allclose(g, want, rtol=1e-4, atol=1e-6), k
+        if "pseudo" not in k and g.abs().sum() > 0:  # the two bounds' gradients do differ: the test can fail
+            assert not torch.allclose(g, other, rtol=1e-3, atol=1e-6) or torch.equal(want, other), k
+    # the loss reads the IWAE bound of all M*K samples; train/miwae the encoder's; IWAE(6) >= MIWAE(2, 3)
+    assert p.loss.item() == pytest.approx(i.loss.item(), abs=1e-4)
+    assert p.extra["miwae"].item() == pytest.approx(m.loss.item(), abs=1e-4) and p.loss.item() <= m.loss.item() + 1e-4
+    assert p.recon.item() == pytest.approx(i.recon.item(), abs=1e-4) and p.kl.item() == pytest.approx(i.kl.item(), abs=1e-4)
+    model.cfg.iw_samples, model.cfg.iw_groups = 3, 2
+    with torch.no_grad():  # validation: one pass, the same values and the same use of the RNG
+        torch.manual_seed(5)
+        v = OBJECTIVES["piwae"](model, x)
+        after_eval = torch.rand(1)
+    torch.manual_seed(5)
+    OBJECTIVES["piwae"](model, x)
+    assert v.loss.item() == pytest.approx(p.loss.item(), abs=1e-4) and torch.equal(after_eval, torch.rand(1))
+
+
+def test_piwae_through_the_fabric_wrapper_leaves_the_parameters_in_place():
+    """Its detached passes swap parameters in and out of the wrapped model: afterwards every one is the model's
+    own Parameter again (the wrapper holds the module under two names), and every one got a gradient."""
+    from vaelab.train.fabric import fabric_class
+
+    fabric = fabric_class()(accelerator="cpu", devices=1)
+    model = model_for(*FAMILIES["piwae"], "model.prior=vamp", "model.prior_components=3")
+    own = dict(model.named_parameters())
+    wrapped, opt = fabric.setup(model, torch.optim.Adam(model.parameters(), lr=1e-3))
+    for _ in range(2):
+        opt.zero_grad()
+        fabric.backward(OBJECTIVES["piwae"](wrapped, batch(4)).loss)
+        opt.step()
+    now = dict(model.named_parameters())
+    assert now.keys() == own.keys() and all(now[k] is own[k] and own[k].requires_grad for k in own)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in own.values())
+
+
 @pytest.mark.parametrize(
     "overrides,conflict",
     [
         (("model.objective=iwae", "model.free_bits=0.5"), "free_bits conflicts with model.objective=iwae"),
         (("model.objective=iwae", "model.ssim_weight=0.5"), "ssim_weight conflicts"),
+        (("model.objective=piwae", "model.free_bits=0.5"), "free_bits conflicts with model.objective=piwae"),
+        (("model.objective=piwae", "model.ssim_weight=0.5"), "ssim_weight conflicts"),
         (("model.posterior=iaf", "model.free_bits=0.5"), "free_bits conflicts with model.posterior=iaf"),
         (("model.prior=vamp", "model.free_bits=0.5"), "free_bits conflicts with model.prior=vamp"),
         (("model.prior=vamp", "model.posterior=iaf"), "vamp conflicts with model.posterior=iaf"),
@@ -234,7 +300,7 @@ def test_two_layer_logs_the_kl_of_each_layer(tmp_path):
     assert row["train/kl_1"] + row["train/kl_2"] == pytest.approx(row["train/kl"], rel=1e-4)
 
 
-@pytest.mark.parametrize("family", ["iwae", "vamp", "two-layer", "iaf"])
+@pytest.mark.parametrize("family", ["iwae", "piwae", "vamp", "two-layer", "iaf"])
 def test_every_family_resumes_exactly(tmp_path, family):
     from vaelab.train.checkpoint import load_checkpoint
 
@@ -279,7 +345,7 @@ def idx_dir(tmp_path_factory) -> Path:
     return make_idx_dir(tmp_path_factory.mktemp("fam-idx"), n_train=60, n_test=15, size=12)
 
 
-@pytest.mark.parametrize("family", ["iwae", "vamp", "two-layer", "iaf"])
+@pytest.mark.parametrize("family", ["iwae", "piwae", "vamp", "two-layer", "iaf"])
 def test_every_family_runs_through_the_commands(tmp_path, idx_dir, family):
     run = tmp_path / family
     base = [f"data.source=idx:{idx_dir}", "model.hidden=[16]", "model.latent_dim=2", "train.epochs=2",

@@ -101,7 +101,7 @@ def log_weights(
     if params is None:
         lat, tk, params = model(x, y, target, n=n)  # every layer (n, B, D_l); images repeated (n*B, C, H, W)
     else:
-        lat, tk, params = torch.func.functional_call(model, params, (x, y, target), {"n": n})
+        lat, tk, params = torch.func.functional_call(model, params, (x, y, target), {"n": n}, tie_weights=False)
     log_px_z = model.likelihood.log_prob(params, tk).view(n, x.shape[0])
     kl = torch.stack(lat.kl).sum(0)
     latent = -kl if n == 1 else lat.log_p - lat.log_q
