@@ -124,7 +124,7 @@ def why_not(run, name: str, where: str = "") -> tuple[str, str] | None:
     The likelihood scores need a bound on log p(x). A deterministic encoder (model.posterior=delta: RAE,
     WAE) has none. A VQ run has one once its code prior is trained: log p(x) >= log p(x|z_q) + log p(z_q)
     (q(z|x) is a point mass on the code map z_q, so this is also its ELBO). The other families (iwae,
-    miwae, ciwae, mmd, tc, factor, dip, iaf, vamp, mog, stacked layers) have a Gaussian-latent bound."""
+    miwae, ciwae, piwae, mmd, tc, factor, dip, iaf, vamp, mog, stacked layers) have a Gaussian-latent bound."""
     if name not in LIKELIHOOD_SCORES:
         return None
     model = run.model
