@@ -101,6 +101,8 @@ def log_weights(
     if params is None:
         lat, tk, params = model(x, y, target, n=n)  # every layer (n, B, D_l); images repeated (n*B, C, H, W)
     else:
+        # tie_weights=False: a wrapper holds the module under two names (Fabric's _forward_module and
+        # _original_module); swapping both would put the stand-ins back as the model's own parameters
         lat, tk, params = torch.func.functional_call(model, params, (x, y, target), {"n": n}, tie_weights=False)
     log_px_z = model.likelihood.log_prob(params, tk).view(n, x.shape[0])
     kl = torch.stack(lat.kl).sum(0)
