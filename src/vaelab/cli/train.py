@@ -208,8 +208,7 @@ def demo(
     epochs: Annotated[int | None, typer.Option(help="Override the demo config's train.epochs.")] = None,
     quiet: Quiet = False,
 ):
-    """The main job on the embedded default: train a small conv VAE on the bundled MNIST sample, evaluate
-    it, classify from its latents with 10 labels per class, and write the HTML report; prints its path.
+    """The main job on the embedded default: train a small conv VAE on the bundled MNIST sample, evaluate it, classify from its latents with 10 labels per class, and write the HTML report; prints its path.
 
     A couple of minutes on a laptop CPU. Example: vaelab demo --out-dir runs --epochs 5
     """
