@@ -163,3 +163,12 @@ def test_report_shows_a_label_budget_as_its_largest_budget():
     assert row["accuracy"] == 0.9 and row["f1_macro"] == 0.88 and row["n_test"] == 50
     assert row["labels_per_class"] == "all (largest of the budget 1, all)"
     assert _largest_budget({"method": "gmm", "accuracy": 0.7}) == {"method": "gmm", "accuracy": 0.7}
+
+
+def test_train_names_the_family_it_trains():
+    from vaelab.cli.train import _family
+    from vaelab.config import load_config
+
+    assert _family(load_config(None, []).model) == ""
+    m = load_config(None, ["model.stochastic_layers=2", "model.prior=vamp", "model.objective=iwae"]).model
+    assert _family(m) == "; objective iwae, prior vamp, 2 stochastic layers"

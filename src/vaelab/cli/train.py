@@ -66,13 +66,25 @@ def train(
         cfg = load_config(config, overrides)
         target = run_dir if run_dir is not None else new_run_dir(cfg)
     console.print(
-        f"training [bold]{cfg.model.arch}[/] VAE (latent {cfg.model.latent_dim}, {cfg.model.likelihood}) on "
-        f"{escape(cfg.data.source)} -> {escape(str(target))}",
+        f"{'resuming' if resume is not None else 'training'} [bold]{cfg.model.arch}[/] VAE (latent {cfg.model.latent_dim}, "
+        f"{cfg.model.likelihood}{_family(cfg.model)}) on {escape(cfg.data.source)} -> {escape(str(target))}",
         highlight=False,
         soft_wrap=True,
     )
     result = fit(cfg, run_dir=target, resume=resume is not None, quiet=quiet)
     _print_fit_summary(result, cfg)
+
+
+def _family(m) -> str:
+    """The model's registry choices that differ from the plain VAE's, for the first line of `vaelab train`."""
+    parts = [f"{k} {v}" for k, v, plain in (
+        ("objective", m.objective, "elbo"), ("posterior", m.posterior, "gaussian"), ("prior", m.prior, "normal"), ("latent", m.latent, "gaussian"),
+    ) if v != plain]
+    if m.stochastic_layers > 1:
+        parts.append(f"{m.stochastic_layers} stochastic layers")
+    if m.conditional:
+        parts.append("conditional")
+    return "; " + ", ".join(parts) if parts else ""
 
 
 def _print_fit_summary(result: dict, cfg) -> None:
