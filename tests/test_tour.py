@@ -172,3 +172,15 @@ def test_train_names_the_family_it_trains():
     assert _family(load_config(None, []).model) == ""
     m = load_config(None, ["model.stochastic_layers=2", "model.prior=vamp", "model.objective=iwae"]).model
     assert _family(m) == "; objective iwae, prior vamp, 2 stochastic layers"
+
+
+def test_training_curves_tick_whole_epochs():
+    from vaelab.visualize.curves import curves_figure
+
+    for epochs in ((1, 2), (1,)):  # a 1-epoch run too
+        keys = ("loss", "recon", "kl")
+        rows = [{"epoch": e, "lr": 1e-3, **{f"{s}/{k}": 300.0 - 50 * e for s in ("train", "val") for k in keys}} for e in epochs]
+        fig = curves_figure(rows)
+        for ax in fig.axes[:4]:
+            ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+            assert ticks and all(float(t).is_integer() for t in ticks), (epochs, ticks)
