@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from ..errors import VaelabError
+from ..errors import VaelabError, shell
 from ._common import (
     ConfigArg,
     Overrides,
@@ -241,7 +241,7 @@ def demo(
     console.print(f"1/4 training the demo VAE on {cfg.data.source} into {run_dir}", highlight=False)
     _print_fit_summary(fit(cfg, run_dir=run_dir, quiet=quiet), cfg)
     run = load_run(run_dir)
-    console.print("2/4 evaluating on the validation split (FID: vaelab evaluate RUN --split val)", highlight=False)
+    console.print(f"2/4 evaluating on the validation split, without FID (for FID: {shell('vaelab', 'evaluate', run_dir, '--split', 'val')})", highlight=False, markup=False)
     result = evaluate_run(run, split="val", fid=False)
     _write_bytes(run_dir / "eval" / "val.json", json_bytes(result))
     _write_bytes(run_dir / "eval" / "val_per_image.npz", npz_bytes(result))
