@@ -191,7 +191,7 @@ def predict(
     clf = classifiers.load(path, run=r)
     source = fewlabels.images_from_files(images, r.model.image_shape) if images else data
     pred = fewlabels.predict(r, clf, source)
-    table = Table(title=f"{stem if stem != method else method} predictions ({len(pred.classes)} images)")
+    table = Table(title=f"{stem if stem != method else method} predictions ({len(pred.classes)} image{'' if len(pred.classes) == 1 else 's'})")
     table.add_column("image")
     table.add_column("class")
     table.add_column("probability", justify="right")
