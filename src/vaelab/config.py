@@ -461,6 +461,14 @@ def from_dict(data: dict | None, cls: type = Config, prefix: str = "", where: st
 # YAML files and overrides
 
 
+def _names_data(text: str) -> bool:
+    """Whether `text` is a data spec (a named dataset or kind:PATH) rather than a config name or file."""
+    from .data.sources import READERS, named_names
+
+    kind = text.split(":", 1)[0]
+    return text in named_names() or (":" in text and kind in READERS)
+
+
 def load_yaml(path: str | Path) -> dict:
     """Read a YAML mapping with `yaml.safe_load` (plain data only, never objects)."""
     from .recipes import resolve, suggestion
@@ -469,6 +477,8 @@ def load_yaml(path: str | Path) -> dict:
     if not p.is_file():
         close = suggestion(p)
         hint = f"did you mean '{close}'? " if close else ""
+        if _names_data(str(path)):  # `vaelab train mnist`: a data spec where a config goes
+            hint = f"'{path}' is a data spec, not a config: vaelab train data.source={path}; "
         raise VaelabError(f"config file not found: {p}", f"{hint}check the path; 'vaelab config list' names the shipped configs")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))

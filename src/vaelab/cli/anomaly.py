@@ -95,7 +95,7 @@ def anomaly(
     table = Table(title=f"{r.path}: {rep['n_images']} {split} images of {rep['data']}"
                   + (f" + {rep['outliers']}" if rep["outliers"] else "") + f"; thresholds at {rule} of {rep['calibration']['n_images']} validation images")
     metrics = bool(result.roc)
-    cols = ["score", "threshold", "flagged"] + (["test FPR", "AUROC", "AUPRC", "FPR@95%TPR"] if metrics else [])
+    cols = ["score", "threshold", "flagged"] + (["test FPR", "AUROC", "AUPRC", "FPR at 95% TPR"] if metrics else [])
     for c in cols:
         table.add_column(c, justify="left" if c == "score" else "right")
     for sname, e in rep["scores"].items():

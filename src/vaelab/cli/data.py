@@ -98,8 +98,7 @@ def config_show(
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides.")] = None,
     raw: Annotated[bool, typer.Option("--raw", help="Print a shipped config's file as it is (comments kept), to copy and edit.")] = False,
 ):
-    """Print the full resolved config (every key, then the model families as YAML comments), or with --raw
-    the file itself.
+    """Print the full resolved config (every key, then the model families as YAML comments), or with --raw the file itself.
 
     Examples:
 

@@ -107,7 +107,7 @@ def edit(
     path = out if out is not None else images[0].with_name(f"{images[0].stem}_edited.png")
     grid = make_grid(pairs, nrow=2)
     _write_bytes(path, png_bytes(grid, max(1, 256 // grid.shape[1])))
-    console.print(f"wrote {path} ({len(images)} image(s) and their edit, strength {strength:g}, ‖vector‖ {float(np.linalg.norm(result.vector)):.2f})",
+    console.print(f"wrote {path} ({len(images)} image{'' if len(images) == 1 else 's'} and {'its edit' if len(images) == 1 else 'their edits'}, strength {strength:g}, ‖vector‖ {float(np.linalg.norm(result.vector)):.2f})",
                   markup=False, highlight=False, soft_wrap=True)
 
 

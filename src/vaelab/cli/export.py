@@ -18,8 +18,7 @@ def export(
     checkpoint: Annotated[str, typer.Option(help="best, last, or a .ckpt file.")] = "best",
     with_data: Annotated[bool, typer.Option("--with-data", help="pretrained: ship the images of a run trained from Python (its data.npz) too.")] = False,
 ):
-    """Share or deploy a trained model: a pretrained folder (safetensors, no pickle), or the encoder and the
-    decoder as two graphs with a dynamic batch axis (ONNX: checked against torch in onnxruntime).
+    """Share or deploy a trained model: a pretrained folder (safetensors, no pickle), or the encoder and the decoder as two graphs with a dynamic batch axis (ONNX: checked against torch in onnxruntime).
 
     Examples:
 
@@ -27,6 +26,7 @@ def export(
 
       vaelab export runs/fashion-z10 --format onnx --out fashion-onnx
     """
+    from ..data.memory import DATA_FILE
     from ..export import check_exportable, export_run
     from ..run import load_run
 
@@ -37,5 +37,11 @@ def export(
     folder = result["out"]
     for name in result["files"]:
         console.print(str(folder / name), markup=False, highlight=False, soft_wrap=True)
+    if fmt == "pretrained" and not with_data and (Path(r.path) / DATA_FILE).is_file():
+        console.print(
+            f"note: the images {r.path} was trained on (its {DATA_FILE}) are not in the folder; evaluate, plot and anomaly "
+            "of the folder then need --data SPEC (--with-data ships them)",
+            highlight=False,
+        )
     if result["max_diff"] is not None:
         console.print(f"checked against torch on a batch of 3: largest difference {result['max_diff']:.2e}", highlight=False)

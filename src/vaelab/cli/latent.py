@@ -66,8 +66,7 @@ def classify(
 ):
     """Classify from the latent space with few labels; writes RUN/classify/<name>.json and the classifier.
 
-    <name> is --name, else the method (gmm.json), or the method and its -p parameters
-    (gmm_covariance_type-diag.json): a re-run with other parameters keeps the earlier result.
+    <name> is --name, else the method (gmm.json), or the method and its -p parameters (gmm_covariance_type-diag.json): a re-run with other parameters keeps the earlier result.
 
     Examples:
 
@@ -152,8 +151,7 @@ def predict(
 ):
     """Print the predicted class and its probability for each image, with the run's saved classifier.
 
-    With --anomaly, also each image's anomaly score and whether it lies above the saved threshold (the
-    class prediction is left out when the run has no saved classifier).
+    With --anomaly, also each image's anomaly score and whether it lies above the saved threshold (the class prediction is left out when the run has no saved classifier).
 
     Examples:
 
@@ -183,7 +181,8 @@ def predict(
             require_run_dir(run)
         if name is not None:
             raise VaelabError(f"{run} has no saved classifier named {name}", f"see the names in {Path(run) / 'classify'}")
-        raise VaelabError(f"{run} has no saved {method} classifier", f"run {shell('vaelab', 'classify', run, '--method', method)} first")
+        budget = " (a --budget table saves none)" if (Path(run) / "classify" / f"{method}_budget.json").is_file() else ""
+        raise VaelabError(f"{run} has no saved {method} classifier{budget}", f"run {shell('vaelab', 'classify', run, '--method', method)} first")
     meta = classifiers.read_meta(path)
     method = meta.get("method", method)
     # the checkpoint the classifier was fitted on (load() refuses it if that checkpoint changed since)
@@ -192,7 +191,7 @@ def predict(
     clf = classifiers.load(path, run=r)
     source = fewlabels.images_from_files(images, r.model.image_shape) if images else data
     pred = fewlabels.predict(r, clf, source)
-    table = Table(title=f"{stem if stem != method else method} predictions ({len(pred.classes)} images)")
+    table = Table(title=f"{stem if stem != method else method} predictions ({len(pred.classes)} image{'' if len(pred.classes) == 1 else 's'})")
     table.add_column("image")
     table.add_column("class")
     table.add_column("probability", justify="right")

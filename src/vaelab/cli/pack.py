@@ -24,8 +24,7 @@ def data_pack(
     image_format: Annotated[str, typer.Option("--format", help="png (lossless) or jpg (smaller).")] = "png",
     seed: int = 0,
 ):
-    """Pack a data set into tar shards ({key}.png + {key}.cls, one tar per --shard-size images and split)
-    plus shards.json, for training from local disks or object storage with data.source=shards:LOCATION.
+    """Pack a data set into tar shards ({key}.png + {key}.cls, one tar per --shard-size images and split) plus shards.json, for training from local disks or object storage with data.source=shards:LOCATION.
 
     Examples:
 

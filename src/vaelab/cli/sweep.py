@@ -35,9 +35,7 @@ def sweep(
 ):
     """Train a family of configs, evaluate each, and compare them in one table, figures and report.
 
-    Every trial is an ordinary run in STUDY/trials/<name>; the study state is an Optuna study, so an
-    interrupted sweep resumes (run the same command again) and workers on several machines can share
-    one study (--storage URL --worker).
+    Every trial is an ordinary run in STUDY/trials/<name>; the study state is an Optuna study, so an interrupted sweep resumes (run the same command again) and workers on several machines can share one study (--storage URL --worker).
 
     Examples:
 

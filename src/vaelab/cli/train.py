@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from ..errors import VaelabError
+from ..errors import VaelabError, shell
 from ._common import (
     ConfigArg,
     Overrides,
@@ -66,13 +66,25 @@ def train(
         cfg = load_config(config, overrides)
         target = run_dir if run_dir is not None else new_run_dir(cfg)
     console.print(
-        f"training [bold]{cfg.model.arch}[/] VAE (latent {cfg.model.latent_dim}, {cfg.model.likelihood}) on "
-        f"{escape(cfg.data.source)} -> {escape(str(target))}",
+        f"{'resuming' if resume is not None else 'training'} [bold]{cfg.model.arch}[/] VAE (latent {cfg.model.latent_dim}, "
+        f"{cfg.model.likelihood}{_family(cfg.model)}) on {escape(cfg.data.source)} -> {escape(str(target))}",
         highlight=False,
         soft_wrap=True,
     )
     result = fit(cfg, run_dir=target, resume=resume is not None, quiet=quiet)
     _print_fit_summary(result, cfg)
+
+
+def _family(m) -> str:
+    """The model's registry choices that differ from the plain VAE's, for the first line of `vaelab train`."""
+    parts = [f"{k} {v}" for k, v, plain in (
+        ("objective", m.objective, "elbo"), ("posterior", m.posterior, "gaussian"), ("prior", m.prior, "normal"), ("latent", m.latent, "gaussian"),
+    ) if v != plain]
+    if m.stochastic_layers > 1:
+        parts.append(f"{m.stochastic_layers} stochastic layers")
+    if m.conditional:
+        parts.append("conditional")
+    return "; " + ", ".join(parts) if parts else ""
 
 
 def _print_fit_summary(result: dict, cfg) -> None:
@@ -208,8 +220,7 @@ def demo(
     epochs: Annotated[int | None, typer.Option(help="Override the demo config's train.epochs.")] = None,
     quiet: Quiet = False,
 ):
-    """The main job on the embedded default: train a small conv VAE on the bundled MNIST sample, evaluate
-    it, classify from its latents with 10 labels per class, and write the HTML report; prints its path.
+    """The main job on the embedded default: train a small conv VAE on the bundled MNIST sample, evaluate it, classify from its latents with 10 labels per class, and write the HTML report; prints its path.
 
     A couple of minutes on a laptop CPU. Example: vaelab demo --out-dir runs --epochs 5
     """
@@ -230,7 +241,7 @@ def demo(
     console.print(f"1/4 training the demo VAE on {cfg.data.source} into {run_dir}", highlight=False)
     _print_fit_summary(fit(cfg, run_dir=run_dir, quiet=quiet), cfg)
     run = load_run(run_dir)
-    console.print("2/4 evaluating on the validation split (FID: vaelab evaluate RUN --split val)", highlight=False)
+    console.print(f"2/4 evaluating on the validation split, without FID (for FID: {shell('vaelab', 'evaluate', run_dir, '--split', 'val')})", highlight=False, markup=False)
     result = evaluate_run(run, split="val", fid=False)
     _write_bytes(run_dir / "eval" / "val.json", json_bytes(result))
     _write_bytes(run_dir / "eval" / "val_per_image.npz", npz_bytes(result))

@@ -71,7 +71,7 @@ def summary_rows(result: dict) -> list[tuple[str, str]]:
         prior_label = {"normal": "prior N(0, I)", "mog": "prior (learned mixture)", "class": "prior p(z|y)", "vamp": "prior (VampPrior)"}.get(prior, "prior")
         if fid.get("prior_sampler"):
             prior_label = f"{fid['prior_sampler']} sampler"
-        extra = tuple((name, what) for name, what in (fid.get("samplers") or {}).items())  # --sampler maf, ...
+        extra = tuple((name, f"{name.upper()} sampler") for name in (fid.get("samplers") or {}))  # --sampler maf, ...
         for key, label in (("prior", prior_label), ("gmm", f"GMM ({fid['gmm_components']} comp.)"), *extra, ("recon", "reconstructions")):
             rows.append(
                 (f"FID {label}", f"{_f(fid[key])}  (precision {_f(fid['precision'][key], 3)}, recall {_f(fid['recall'][key], 3)})")

@@ -349,6 +349,9 @@ def _features(fx, images, batch_size: int, tick=None) -> np.ndarray:
     return np.concatenate(parts) if parts else fx.features(images, batch_size)
 
 
+WEAK_FEATURES = 0.8  # a feature network below this held-out accuracy gets a note: its features barely know the classes
+
+
 def _generation_quality(
     run, part: ImageSet, train_latents, fx, *, max_generated, gmm_components, batch_size, seed, say, temperature=1.0, tick=None, sampler=None
 ):
@@ -416,6 +419,12 @@ def _generation_quality(
     out["precision"], out["recall"] = precision, recall
     if n < 2000:
         notes.append(f"FID from {n} images is biased upwards; compare only numbers computed with the same count")
+    acc = out["feature_net"].get("test_accuracy")
+    if isinstance(acc, (int, float)) and acc < WEAK_FEATURES:
+        notes.append(
+            f"the feature network {fx.name} classifies only {acc:.0%} of its held-out images, so its FID and precision/recall "
+            "say little; train it longer (vaelab features train SPEC --epochs N) or use --inception FILE"
+        )
     return out, notes
 
 

@@ -196,7 +196,8 @@ def _eval_rows(ev: dict) -> list[tuple[str, object, str]]:
         ("SSIM", rq.get("ssim"), "Gaussian 11x11 window, 1 is perfect"),
         ("active units", ev.get("active_units"), f"latent dimensions in use (of {ev['latent_dim']})" if "latent_dim" in ev else "latent dimensions in use"),
     ]
-    for key, what in (("prior", "prior samples"), ("gmm", "GMM-sampler samples"), ("recon", "reconstructions")):
+    extra = tuple((name, f"{name.upper()}-sampler samples") for name in (fid.get("samplers") or {}))  # evaluate --sampler maf
+    for key, what in (("prior", "prior samples"), ("gmm", "GMM-sampler samples"), *extra, ("recon", "reconstructions")):
         rows.append((f"FID, {what}", fid.get(key), "lower is better"))
     return rows
 
@@ -243,13 +244,23 @@ CLASSIFY_COLUMNS = (
 )
 
 
+def _largest_budget(result: dict) -> dict:
+    """A label-budget result (classify --budget) as its largest budget's numbers, named as such; others as they are."""
+    budget = result.get("budget")
+    if not (isinstance(budget, list) and budget and isinstance(budget[-1], dict)):
+        return result
+    levels = ", ".join(str(b.get("labels_per_class")) for b in budget)
+    largest = budget[-1]
+    return {**result, **largest, "labels_per_class": f"{largest.get('labels_per_class')} (largest of the budget {levels})"}
+
+
 def classification_section(ctx: ReportContext) -> list[str]:
     if not ctx.classify:
         return [note("No classification results yet", shell("vaelab", "classify", ctx.run_dir, "--method", "gmm"))]
     # one row per result file: several results of one method (label budgets, options) each get a row
     table = [
         {"result": stem, **{label: r.get(key, r.get("method", stem) if key == "method" else None) for key, label in CLASSIFY_COLUMNS}}
-        for stem, r in ctx.classify.items()
+        for stem, r in ((stem, _largest_budget(r)) for stem, r in ctx.classify.items())
     ]
     out = [rows_table(table), '<p class="muted">Accuracy on the test images, on a 0..1 scale; macro = the mean over classes.</p>']
     for stem, result in ctx.classify.items():

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ..errors import VaelabError
 from .style import new_figure
@@ -97,5 +98,7 @@ def curves_figure(rows: list[dict], title: str = "Training curves") -> Figure:
         twin.plot(ek, kw, color="tab:purple", linestyle="--")
         twin.set_ylabel("KL weight", fontsize=8, color="tab:purple")
         twin.tick_params(labelsize=7)
+    for ax in axes:  # epochs are whole numbers: no 1.2, 1.4 ... ticks on a short run
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     fig.suptitle(title, fontsize=10)
     return fig
