@@ -89,7 +89,16 @@ def fake_steps(monkeypatch):
     monkeypatch.setattr(steps, "EVALUATE", ("fake_vaelab_steps", "evaluate_run"))
     monkeypatch.setattr(steps, "CLASSIFY", ("fake_vaelab_steps", "classify_run"))
     monkeypatch.setattr(steps, "REPORT", ("fake_vaelab_steps", "build_report"))
+    # the fake evaluation takes no FID, so the CLI's one-off feature network training (minutes) is faked too
+    monkeypatch.setattr(steps, "train_feature_net", fake_train_feature_net)
     return mod
+
+
+def fake_train_feature_net(spec: str, shape: tuple[int, int, int], progress=None):
+    """Stands in for vaelab.sweep.steps.train_feature_net: trains and caches nothing."""
+    from vaelab.evaluate.features import cache_path
+
+    return types.SimpleNamespace(name="fake-net", path=cache_path(spec, shape))
 
 
 # ---------------------------------------------------------------------------------------------------------
