@@ -314,7 +314,7 @@ def test_every_family_runs_through_the_commands(tmp_path, idx_dir, family):
     assert cli("classify", run, "--method", "gmm") == 0
 
 
-def test_sweep_over_objectives(tmp_path, idx_dir):
+def test_sweep_over_objectives(tmp_path, idx_dir, fast_trial_reports):
     study = tmp_path / "study"
     code = cli("sweep", f"data.source=idx:{idx_dir}", "model.hidden=[16]", "model.latent_dim=2", "train.epochs=1",
                "train.batch_size=16", "model.iw_samples=3", "--grid", "model.objective=elbo,iwae",

@@ -30,6 +30,10 @@ from vaelab.train import Callback
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
+# each in-process trial writes a one-line report.html (conftest.fast_trial_reports): the subprocess sweeps
+# below still build the full run report
+pytestmark = pytest.mark.usefixtures("fast_trial_reports")
+
 
 def tiny_yaml(tmp_path: Path, sweep: dict | None = None, epochs: int = 1, **extra) -> Path:
     """A study file whose trials train in about a second: 150 MNIST-sample digits of 3 classes."""
