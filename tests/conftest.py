@@ -15,6 +15,13 @@ torch.set_num_threads(1)
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first (stable: otherwise in file order). Under CI's `-n 2 --dist loadgroup` the workers
+    take tests from the front of the list as they free up, so the long ones start early on both workers and
+    the many short ones even out the end, instead of one long test running alone while the other worker idles."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Tests never write into the user's cache dir."""
