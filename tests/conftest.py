@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,13 @@ import torch
 
 torch.set_num_threads(1)
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first (stable: otherwise in file order). Under CI's `-n 2 --dist loadgroup` the workers
+    take tests from the front of the list as they free up, so the long ones start early on both workers and
+    the many short ones even out the end, instead of one long test running alone while the other worker idles."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(autouse=True)
@@ -148,3 +156,18 @@ def cli(*args: str) -> int:
     except SystemExit as e:
         return int(e.code or 0)
     return 0
+
+
+def _tiny_trial_report(run) -> str:
+    return f"<html><body>{run.path.name}</body></html>"
+
+
+@pytest.fixture
+def fast_trial_reports(monkeypatch):
+    """In-process sweeps write a one-line page as each trial's report.html instead of the full run report
+    (a few seconds of figures per trial, and a failure there is only a warning of the sweep). The run report
+    itself is tested in test_report*.py; the sweeps run as subprocesses in test_sweep.py still build it."""
+    from vaelab.sweep import steps
+
+    monkeypatch.setitem(sys.modules, "vaelab_tests_tiny_report", sys.modules[__name__])
+    monkeypatch.setattr(steps, "REPORT", ("vaelab_tests_tiny_report", "_tiny_trial_report"))

@@ -126,7 +126,6 @@ def test_families_table_judges_targets_and_the_iaf_against_the_gaussian():
 
 @pytest.mark.slow
 @needs_data("mnist")
-@pytest.mark.skip(reason="after the merge of the shared binarized pass the quick run reports active units of the top layer only; to fix")
 def test_quick_families_end_to_end(tmp_path):
     env = {**os.environ, "VAELAB_DATA": str(shared_data()), "OMP_NUM_THREADS": "1", "VAELAB_CACHE": str(tmp_path / "cache")}
     cmd = [sys.executable, str(ROOT / "benchmarks" / "families.py"), "--only", "2layer,iaf", "--budget", "quick",

@@ -142,6 +142,24 @@ def test_two_layer_kl_matches_a_monte_carlo_estimate(inference):
     assert len(lat.kl) == 2 and lat.z.shape[-1] == 4 and lat.top.shape[-1] == 3
 
 
+@pytest.mark.parametrize("encode_binary", [False, True])
+def test_binarized_evaluation_keeps_the_terms_of_each_layer(encode_binary):
+    """The --binarized pass (one shared proposal, or the binary image encoded) reports every stochastic
+    layer, as the grey-level pass does: the benchmark's active units read 'of z1 + z2' from it."""
+    from vaelab.evaluate.likelihood import likelihood_terms, likelihood_terms_with_binarized
+
+    model = model_for("model.stochastic_layers=2", "model.layer_dims=[4]", "model.layer_hidden=[16]").eval()
+    images = (batch(10) * 255).to(torch.uint8)
+    grey, binary = likelihood_terms_with_binarized(model, images, k=3, batch_size=4, encode_binary=encode_binary)
+    plain = likelihood_terms(model, images, k=3, batch_size=4)
+    for t in (grey, binary):
+        assert [m.shape for m in t.layer_means] == [(10, 4), (10, 3)]  # bottom first
+        assert t.layer_kl.shape == (2, 10)
+        assert torch.allclose(torch.from_numpy(t.layer_kl.sum(0)), torch.from_numpy(t.kl), atol=1e-6)
+    for a, b in zip(grey.layer_means, plain.layer_means, strict=True):  # the means do not depend on the samples
+        assert torch.allclose(torch.from_numpy(a), torch.from_numpy(b), atol=1e-6)
+
+
 def test_bottom_up_inference_ignores_the_layer_above():
     model = model_for("model.stochastic_layers=2", "model.layer_inference=bottomup", "model.layer_hidden=[16]")
     joint = model.infer(batch(3))
@@ -362,7 +380,7 @@ def test_every_family_runs_through_the_commands(tmp_path, idx_dir, family):
     assert cli("classify", run, "--method", "gmm") == 0
 
 
-def test_sweep_over_objectives(tmp_path, idx_dir):
+def test_sweep_over_objectives(tmp_path, idx_dir, fast_trial_reports):
     study = tmp_path / "study"
     code = cli("sweep", f"data.source=idx:{idx_dir}", "model.hidden=[16]", "model.latent_dim=2", "train.epochs=1",
                "train.batch_size=16", "model.iw_samples=3", "--grid", "model.objective=elbo,iwae",

@@ -321,7 +321,7 @@ def test_evaluate_scores_the_chosen_sampler(tiny_run, tmp_path):
 
 
 @pytest.mark.slow  # two studies of two trials: about 30 s on 2 cores
-def test_two_trial_sweeps_of_the_generator_families(tmp_path, idx_dir):
+def test_two_trial_sweeps_of_the_generator_families(tmp_path, idx_dir, fast_trial_reports):
     base = [f"data.source=idx:{idx_dir}", "model.hidden=[16]", "train.epochs=1", "train.batch_size=16"]
     for name, extra, grid in (
         ("reg", ["model.latent_dim=2"], "model.objective=mmd,rae"),

@@ -2,10 +2,11 @@
 disk or an unwritable run dir gives one line, untrusted files run no code, two trainings never share a run.
 
 Trainings here use `tiny_idx_dir` (80 images of 8 x 8 px) so an epoch takes milliseconds and checkpoints
-are written many times a second. Processes killed at random points are real OS processes: the first two
-are started with ``python -m vaelab``; the kill -9 loop forks the already-imported test process and runs
-the real CLI entry (`vaelab.cli.main`) in the child, so each start costs milliseconds, not the seconds of
-importing torch and Lightning again.
+are written many times a second. Processes killed at random points are real OS processes, never forks of
+the test process (threads and locks left in it by earlier tests of the same worker, OpenMP pools or
+background writers, can hang a forked child): fresh interpreters running the CLI (`start_cli`), or, for the
+kill -9 loop, children forked by a `Zygote`, a fresh interpreter that imports torch and Lightning once and
+runs nothing else, so each of its children starts in milliseconds.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import dataclasses
 import errno
 import io
+import json
 import os
 import random
 import re
@@ -78,54 +80,25 @@ def one_line(stderr: str) -> str:
 # processes
 
 
-def warm_imports() -> None:
-    """Import in this process what a training imports lazily, so forked children start at once."""
-    import torch.utils.tensorboard  # noqa: F401
+def start_cli(argv: list, log: Path, patch: str = "") -> subprocess.Popen:
+    """``vaelab argv`` in a fresh interpreter (stdout and stderr to `log`); `patch`, Python source, runs in
+    the child first (test-side patches live only there). The child imports torch and Lightning itself: a
+    second or two, the price of never inheriting this process's state."""
+    code = f"import sys\n{patch}\nfrom vaelab.cli import main\nmain(sys.argv[1:])"
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("VAELAB_DEBUG", None)
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, "-c", code, *map(str, argv)], env=env, stdout=out, stderr=subprocess.STDOUT)
 
-    import vaelab.train.callbacks  # noqa: F401
-    import vaelab.train.loggers  # noqa: F401
-    from vaelab.train.fabric import fabric_class
 
-    fabric_class()  # lightning_fabric, as the training imports it
-    import vaelab.visualize.grid  # noqa: F401
-
-
-def fork_cli(argv: list, log: Path, before=None) -> int:
-    """Fork this (already imported) process and run ``vaelab.cli.main(argv)`` in the child; returns its pid.
-
-    `before` runs in the child first (test-side patches live only there). stdout/stderr go to `log`.
-    """
-    warm_imports()
-    pid = os.fork()
-    if pid:
-        return pid
-    code = 99
+def wait_proc(proc: subprocess.Popen, timeout: float = 120.0) -> int:
+    """Exit code of a child (negative signal number when killed), killing it on timeout."""
     try:
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
-        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        import torch
-
-        # keep the parent's thread count: changing OpenMP's pool in a forked child can hang (trainer.threads=0
-        # follows OMP_NUM_THREADS), and an earlier test in this process may have changed it
-        os.environ["OMP_NUM_THREADS"] = str(torch.get_num_threads())
-        if before is not None:
-            before()
-        try:
-            main([str(a) for a in argv])
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 1
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"process {proc.pid} did not finish in {timeout} s") from None
 
 
 def wait_pid(pid: int, timeout: float = 60.0) -> int:
@@ -139,6 +112,123 @@ def wait_pid(pid: int, timeout: float = 60.0) -> int:
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     raise AssertionError(f"process {pid} did not finish in {timeout} s")
+
+
+ZYGOTE = """
+import json, os, sys, traceback
+import torch.utils.tensorboard  # what a training imports lazily, so that the children start at once
+import vaelab.train.callbacks, vaelab.train.loggers, vaelab.visualize.grid
+from vaelab.train.fabric import fabric_class
+from vaelab.cli import main
+
+fabric_class()
+print("ready", flush=True)
+for line in sys.stdin:  # one request a line: fork, report the pid, wait for the child, report its exit code
+    req = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        code = 99
+        try:
+            fd = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            exec(req["patch"], {})
+            main(req["argv"])
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    print(pid, flush=True)
+    print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
+"""
+
+
+class Zygote:
+    """A fresh interpreter that imports the training code once, then forks one CLI child at a time on request:
+    children start in milliseconds, and inherit nothing from the test process."""
+
+    def __init__(self, log: Path):
+        import queue
+        import threading
+
+        # one OpenMP thread: nothing for a pool to inherit half-made across the forks (and tiny trainings)
+        env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+        env.pop("VAELAB_DEBUG", None)
+        with open(log, "wb") as err:
+            self.proc = subprocess.Popen([sys.executable, "-c", ZYGOTE], env=env, stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=err, text=True)
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=lambda: [self.lines.put(x.strip()) for x in self.proc.stdout], daemon=True).start()
+        self.log, self.pid, self.ready = log, None, False
+
+    def _line(self, timeout: float) -> str:
+        import queue
+
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"the zygote did not answer in {timeout} s: {self.log.read_text()[-2000:]}") from None
+
+    def start(self, argv: list, log: Path, patch: str = "") -> int:
+        """Fork ``vaelab argv`` (stdout and stderr to `log`, `patch` run first in the child); its pid."""
+        if not self.ready:
+            assert self._line(120) == "ready"
+            self.ready = True
+        self.proc.stdin.write(json.dumps({"argv": [str(a) for a in argv], "log": str(log), "patch": patch}) + "\n")
+        self.proc.stdin.flush()
+        self.pid = int(self._line(30))
+        return self.pid
+
+    def wait(self, timeout: float = 60.0) -> int:
+        """Exit code of the last child (negative signal number when killed), killing it on timeout."""
+        try:
+            return int(self._line(timeout))
+        except AssertionError:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            raise
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# run in a child: it dies by SIGKILL exactly in the middle of writing a checkpoint (half the bytes on disk)
+DIE_MID_WRITE = """
+import io, os, signal
+import torch
+import vaelab.train.checkpoint as ck
+
+real = torch.save
+
+def half_then_die(obj, f, *a, **k):
+    buf = io.BytesIO()
+    real(obj, buf, *a, **k)
+    f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+    f.flush()
+    os.fsync(f.fileno())
+    os.kill(os.getpid(), signal.SIGKILL)
+
+ck.torch.save = half_then_die
+"""
+
+# run in a child: it dies by SIGKILL right after its run dir and config are written
+DIE_AT_START = """
+import os, signal
+import vaelab.train.callbacks as cb
+
+cb.MetricsFile.on_fit_start = lambda self, ctx: os.kill(os.getpid(), signal.SIGKILL)
+"""
 
 
 def wait_for(cond, timeout: float = 60.0, what: str = "condition") -> None:
@@ -174,7 +264,6 @@ def stale_temp_files(run: Path) -> list[Path]:
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="its kill -9 forks can hang after earlier tests in the same worker since the merges; to fix")
 def test_interrupted_training_loses_at_most_the_current_epoch(tmp_path, tiny_idx_dir):
     seed = random.randrange(1_000_000)
     rng = random.Random(seed)
@@ -184,59 +273,50 @@ def test_interrupted_training_loses_at_most_the_current_epoch(tmp_path, tiny_idx
     args = ["train", *tiny_args(tiny_idx_dir, out, "train.epochs=100000", name="kill"), "-q"]
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
     env.pop("VAELAB_DEBUG", None)
+    zygote = Zygote(tmp_path / "zygote.log")  # imports while the first trainer below does
+    try:
+        # 1. a real `python -m vaelab train`, then Ctrl-C; 2. resumed (a zygote's child), then SIGTERM: each
+        # saves a checkpoint at the exact batch where it stopped, exits 128 + signal and prints the resume command
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            before = ckpt_epoch(run)
+            log = tmp_path / f"signal{sig}.log"
+            if sig == signal.SIGINT:
+                with open(log, "wb") as f:
+                    proc = subprocess.Popen([sys.executable, "-m", "vaelab", *args], env=env, stdout=f, stderr=f)
+                pid = proc.pid
+            else:
+                pid = zygote.start(["train", "--resume", run, "-q"], log)
+            try:
+                wait_for(lambda b=before: ckpt_epoch(run) > max(b, 0), timeout=120, what="an epoch checkpoint")
+                time.sleep(rng.uniform(0.0, 0.4))
+                os.kill(pid, sig)
+                code = wait_proc(proc, 60) if sig == signal.SIGINT else zygote.wait(60)
+            finally:
+                with contextlib.suppress(ProcessLookupError, ChildProcessError):
+                    os.kill(pid, signal.SIGKILL)
+            err = log.read_text()
+            assert code == 128 + sig, err
+            assert f"vaelab train --resume {run}" in err and "Traceback" not in err, err
+            stopped = err.split("training stopped at epoch ")[1]
+            epoch, batch = int(stopped.split(",")[0]), int(stopped.split("batch ")[1].split(";")[0])
+            state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["train_state"]
+            assert (state["epoch"], state["batch_in_epoch"]) == (epoch - 1, batch)  # saved where it stopped
+            check_run_after_stop(run)
 
-    # 1. a real `python -m vaelab train`, then Ctrl-C; 2. resumed (a forked CLI), then SIGTERM: each saves a
-    # checkpoint at the exact batch where it stopped, exits 128 + signal and prints the resume command
-    for sig, argv in ((signal.SIGINT, args), (signal.SIGTERM, ["train", "--resume", str(run), "-q"])):
+        # 3. kill -9 at random moments (startup, mid-epoch, mid-save), resuming each time
+        for i in range(4):
+            pid = zygote.start(["train", "--resume", run, "-q"], tmp_path / f"kill{i}.log")
+            time.sleep(rng.uniform(0.05, 1.0))
+            os.kill(pid, signal.SIGKILL)
+            assert zygote.wait() == -signal.SIGKILL, (tmp_path / f"kill{i}.log").read_text()
+            check_run_after_stop(run)
+
+        # 4. kill -9 exactly in the middle of writing a checkpoint: half the bytes are on disk, then the process dies
         before = ckpt_epoch(run)
-        # fresh interpreters, not forks: state left in this process by earlier tests can hang a forked child
-        proc = subprocess.Popen([sys.executable, "-m", "vaelab", *argv], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-        pid = proc.pid
-        try:
-            wait_for(lambda b=before: ckpt_epoch(run) > max(b, 0), timeout=120, what="an epoch checkpoint")
-            time.sleep(rng.uniform(0.0, 0.4))
-            os.kill(pid, sig)
-            _, err = proc.communicate(timeout=60)
-            code = proc.returncode
-        finally:
-            with contextlib.suppress(ProcessLookupError, ChildProcessError):
-                os.kill(pid, signal.SIGKILL)
-        assert code == 128 + sig, err
-        assert f"vaelab train --resume {run}" in err and "Traceback" not in err, err
-        stopped = err.split("training stopped at epoch ")[1]
-        epoch, batch = int(stopped.split(",")[0]), int(stopped.split("batch ")[1].split(";")[0])
-        state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["train_state"]
-        assert (state["epoch"], state["batch_in_epoch"]) == (epoch - 1, batch)  # saved where it stopped
-        check_run_after_stop(run)
-
-    # 3. kill -9 at random moments (startup, mid-epoch, mid-save), resuming each time
-    for i in range(4):
-        pid = fork_cli(["train", "--resume", run, "-q"], tmp_path / f"kill{i}.log")
-        time.sleep(rng.uniform(0.05, 1.0))
-        os.kill(pid, signal.SIGKILL)
-        assert wait_pid(pid) == -signal.SIGKILL
-        check_run_after_stop(run)
-
-    # 4. kill -9 exactly in the middle of writing a checkpoint: half the bytes are on disk, then the process dies
-    def die_mid_write():
-        import vaelab.train.checkpoint as ck
-
-        real = torch.save
-
-        def half_then_die(obj, f, *a, **k):
-            buf = io.BytesIO()
-            real(obj, buf, *a, **k)
-            f.write(buf.getvalue()[: len(buf.getvalue()) // 2])
-            f.flush()
-            os.fsync(f.fileno())
-            os.kill(os.getpid(), signal.SIGKILL)
-
-        ck.torch.save = half_then_die
-
-    before = ckpt_epoch(run)
-    pid = fork_cli(["train", "--resume", run, "-q"], tmp_path / "midwrite.log", before=die_mid_write)
-    assert wait_pid(pid) == -signal.SIGKILL
+        zygote.start(["train", "--resume", run, "-q"], tmp_path / "midwrite.log", patch=DIE_MID_WRITE)
+        assert zygote.wait() == -signal.SIGKILL, (tmp_path / "midwrite.log").read_text()
+    finally:
+        zygote.close()
     assert stale_temp_files(run), "the half-written temp file should be there"
     assert check_run_after_stop(run) == before  # the previous checkpoint, whole
 
@@ -254,14 +334,9 @@ def test_interrupted_training_loses_at_most_the_current_epoch(tmp_path, tiny_idx
 def test_kill_before_the_first_checkpoint_says_there_is_nothing_to_resume(tmp_path, tiny_idx_dir):
     out = tmp_path / "runs"
 
-    def die_at_start():  # the child dies by SIGKILL right after its run dir and config are written
-        import vaelab.train.callbacks as cb
-
-        cb.MetricsFile.on_fit_start = lambda self, ctx: os.kill(os.getpid(), signal.SIGKILL)
-
-    pid = fork_cli(["train", *tiny_args(tiny_idx_dir, out, "train.epochs=2", name="early"), "-q"],
-                   tmp_path / "early.log", before=die_at_start)
-    assert wait_pid(pid) == -signal.SIGKILL
+    proc = start_cli(["train", *tiny_args(tiny_idx_dir, out, "train.epochs=2", name="early"), "-q"],
+                     tmp_path / "early.log", patch=DIE_AT_START)
+    assert wait_proc(proc) == -signal.SIGKILL, (tmp_path / "early.log").read_text()
     run = out / "early"
     assert (run / "config.yaml").is_file() and not (run / "checkpoints" / "last.ckpt").exists()
     code, err = run_cli(["train", "--resume", run])
@@ -585,7 +660,7 @@ def test_two_trainings_in_one_run_dir_are_refused(tmp_path, tiny_idx_dir):
             assert code == 2 and f"another vaelab process is training in {run}" in one_line(err)
     finally:
         os.kill(pid, signal.SIGINT)
-        assert wait_pid(pid) == 130
+        assert wait_proc(proc) == 130
     check_run_after_stop(run)
     # once it has stopped, --run-dir on a trained run is still refused (it would overwrite it)...
     code, err = run_cli([*args, "--run-dir", run])

@@ -140,7 +140,7 @@ def test_interrupted_mid_epoch_resume_is_exact(tmp_path):
 def test_ctrl_c_on_the_cli_then_resume(tmp_path):
     """A real `python -m vaelab train` gets SIGINT mid-run: exit 130, a resume hint, and --resume finishes."""
     run = tmp_path / "cli-run"
-    args = ["data.source=mnist-sample", "data.limit=3000", "model.hidden=[32]", "model.latent_dim=2",
+    args = ["data.source=mnist-sample", "data.limit=1000", "model.hidden=[32]", "model.latent_dim=2",
             "train.epochs=50", "train.batch_size=16", "train.log_every=1", *QUICK]
     proc = subprocess.Popen([sys.executable, "-m", "vaelab", "train", *args, "--run-dir", str(run)],
                             env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

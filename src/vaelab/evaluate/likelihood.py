@@ -110,7 +110,14 @@ def importance_sampled(
 
 @torch.no_grad()
 def importance_sampled_shared(
-    model, x: torch.Tensor, y: torch.Tensor | None, k: int, targets: list[torch.Tensor], *, budget: int | None = None
+    model,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    k: int,
+    targets: list[torch.Tensor],
+    *,
+    budget: int | None = None,
+    layer_terms: dict | None = None,
 ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, torch.Tensor]:
     """The IWAE bound of several targets from ONE encoder pass on x and one set of k samples z ~ q(z|x).
 
@@ -119,6 +126,8 @@ def importance_sampled_shared(
     every family (all stochastic layers, flows). A factorized decoder runs once per sample; an autoregressive
     one once per target (it reads the target as context).
     Returns ([(log_px (B,), mean log p(t|z) (B,)) per target], KL (B,), top-layer posterior mean (B, D)), float64.
+    A dict passed as `layer_terms` receives "kl" (L, B) and "means", as `importance_sampled` gives them (the
+    proposal, hence both, is shared by every target).
     """
     budget = default_budget(x.device) if budget is None else budget
     joint, decode_bottom = joint_posterior(model, x, y)
@@ -127,7 +136,7 @@ def importance_sampled_shared(
     chunk = max(1, min(k, budget // max(1, b * pixels)))
     lse = [torch.full((b,), -math.inf, dtype=torch.float64, device=x.device) for _ in targets]
     sums = [torch.zeros(b, dtype=torch.float64, device=x.device) for _ in targets]
-    sum_kl = torch.zeros(b, dtype=torch.float64, device=x.device)
+    sum_layers: torch.Tensor | None = None  # per stochastic layer, (L, B)
     shared = not getattr(model, "autoregressive", False)
     done = 0
     while done < k:
@@ -143,10 +152,14 @@ def importance_sampled_shared(
             log_px_z = model.likelihood.log_prob(p, tk).view(kc, b).double()
             lse[i] = torch.logaddexp(lse[i], torch.logsumexp(log_px_z - log_q_minus_p, dim=0))
             sums[i] += log_px_z.sum(0)
-        sum_kl += torch.stack([t.double() for t in lat.kl]).sum(0).sum(0)  # closed form where one exists
+        layers = torch.stack([t.double() for t in lat.kl]).sum(1)  # (L, B), closed form where one exists
+        sum_layers = layers if sum_layers is None else sum_layers + layers
         done += kc
     means = [m.float() for m in joint.layer_means()]
-    return [(lse[i] - math.log(k), sums[i] / k) for i in range(len(targets))], sum_kl / k, means[-1]
+    if layer_terms is not None:
+        layer_terms["kl"] = sum_layers / k
+        layer_terms["means"] = means
+    return [(lse[i] - math.log(k), sums[i] / k) for i in range(len(targets))], sum_layers.sum(0) / k, means[-1]
 
 
 @torch.no_grad()
@@ -176,9 +189,9 @@ def likelihood_terms_with_binarized(
     model.eval()
     use_y = labels is not None and getattr(model, "conditional", False)
     g = torch.Generator().manual_seed(seed + 1)
-    keys = ("log_px", "rec", "kl", "mean")
-    grey: dict[str, list[torch.Tensor]] = {key: [] for key in keys}
-    binary: dict[str, list[torch.Tensor]] = {key: [] for key in keys}
+    keys = ("log_px", "rec", "kl", "mean", "layer_kl", "layer_means")
+    grey: dict[str, list] = {key: [] for key in keys}
+    binary: dict[str, list] = {key: [] for key in keys}
     n = images.shape[0]
     with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device.type == "cuda" else []):
         torch.manual_seed(seed)
@@ -187,30 +200,40 @@ def likelihood_terms_with_binarized(
             xb = torch.bernoulli(x_cpu, generator=g).to(device)
             x = x_cpu.to(device)
             y = labels[s : s + batch_size].to(device) if use_y else None
+            # per stochastic layer too (KL and posterior means), so a hierarchical run keeps its per-layer
+            # active units and KL when evaluated with --binarized
             if encode_binary:
-                gl = importance_sampled(model, x, y, k, budget=budget)
-                bl = importance_sampled(model, xb, y, k, budget=budget)
-                rows = [(gl[0], -gl[1], gl[2], gl[3]), (bl[0], -bl[1], bl[2], bl[3])]
+                gd: dict = {}
+                bd: dict = {}
+                gl = importance_sampled(model, x, y, k, budget=budget, layer_terms=gd)
+                bl = importance_sampled(model, xb, y, k, budget=budget, layer_terms=bd)
+                rows = [(gl[0], -gl[1], gl[2], gl[3], gd["kl"], gd["means"]),
+                        (bl[0], -bl[1], bl[2], bl[3], bd["kl"], bd["means"])]
             else:
-                (gt, bt), kl, mean = importance_sampled_shared(model, x, y, k, [x, xb], budget=budget)
-                rows = [(gt[0], -gt[1], kl, mean), (bt[0], -bt[1], kl, mean)]
+                shared: dict = {}
+                (gt, bt), kl, mean = importance_sampled_shared(model, x, y, k, [x, xb], budget=budget, layer_terms=shared)
+                rows = [(gt[0], -gt[1], kl, mean, shared["kl"], shared["means"]),
+                        (bt[0], -bt[1], kl, mean, shared["kl"], shared["means"])]
             for out, row in zip((grey, binary), rows, strict=True):
                 for key, v in zip(keys, row, strict=True):
-                    out[key].append(v.cpu())
+                    out[key].append([m.cpu() for m in v] if key == "layer_means" else v.cpu())
             if progress is not None:
                 progress(min(s + batch_size, n), n)
     model.train(was_training)
     return _terms(grey, k), _terms(binary, k)
 
 
-def _terms(out: dict[str, list[torch.Tensor]], k: int) -> LikelihoodTerms:
-    cat = {key: (torch.cat(v) if v else torch.zeros(0)) for key, v in out.items()}
+def _terms(out: dict[str, list], k: int) -> LikelihoodTerms:
+    cat = {key: (torch.cat(out[key]) if out[key] else torch.zeros(0)) for key in ("log_px", "rec", "kl", "mean")}
+    layer_kl, layer_means = out["layer_kl"], out["layer_means"]
     return LikelihoodTerms(
         log_px=cat["log_px"].numpy().astype(np.float64),
         recon=cat["rec"].numpy().astype(np.float64),
         kl=cat["kl"].numpy().astype(np.float64),
         mean=cat["mean"].numpy(),
         k=k,
+        layer_kl=torch.cat(layer_kl, dim=1).numpy() if layer_kl else None,
+        layer_means=[torch.cat(ms).numpy() for ms in zip(*layer_means, strict=True)] if layer_means else None,
     )
 
 
