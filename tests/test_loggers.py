@@ -174,3 +174,29 @@ def test_the_tracker_is_not_part_of_a_study_s_identity():
     tracked = build_plan(None, ["data.source=mnist-sample", "train.logger=csv", "train.logger_project=x"], grid=["model.beta=0.5,1"])
     assert plain.fingerprint() == tracked.fingerprint()
     assert build_plan(None, ["data.source=mnist-sample", "model.beta=2"], grid=["model.latent_dim=2,3"]).fingerprint() != plain.fingerprint()
+
+
+def test_projector_and_latent_snapshots_never_hold_the_whole_split(tmp_path, monkeypatch):
+    """A memory-mapped folder's split is read in bounded chunks at the end of training: ImageSet.images
+    (the whole split as one tensor) is never asked for, and `train.save_latents=false` keeps no images."""
+    from vaelab.data.imageset import ImageSet
+    from vaelab.train.callbacks import LatentSnapshots
+
+    def whole(self):
+        raise AssertionError("the whole split was materialised")
+
+    cfg = tiny_config(tmp_path, "train.logger=tensorboard", "train.save_latents=false")
+    from vaelab.data import from_config
+
+    data = from_config(cfg.data)
+    held = LatentSnapshots()
+    monkeypatch.setattr(ImageSet, "images", property(whole))
+    run = Path(fit(cfg, data=data, quiet=True, callbacks=None)["run_dir"])
+    assert next((run / "tensorboard").glob("*/latents_val/sprite.png"), None) is not None
+    assert not (run / "latents").exists()
+
+    class Ctx:  # what on_fit_start reads
+        cfg = type("C", (), {"train": type("T", (), {"save_latents": False})()})()
+
+    held.on_fit_start(Ctx())
+    assert held.images is None

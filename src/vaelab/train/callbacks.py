@@ -155,6 +155,9 @@ class LatentSnapshots(Callback):
         self.limit = limit
 
     def on_fit_start(self, ctx):
+        self.images = None
+        if not ctx.cfg.train.save_latents:
+            return
         split = "val" if ctx.data.has_split("val") else "train"
         part = ctx.data.split(split)
         idx = spread(len(part), self.limit)
@@ -163,7 +166,7 @@ class LatentSnapshots(Callback):
 
     @torch.no_grad()
     def on_epoch_end(self, ctx, row):
-        if not ctx.cfg.train.save_latents:
+        if self.images is None:  # train.save_latents is off
             return
         model = ctx.model
         was = model.training

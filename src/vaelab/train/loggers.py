@@ -130,27 +130,31 @@ class TensorBoard(Callback):
         """The validation latent means (up to `projector_images`), labelled, with thumbnails, for the
         projector tab (PCA, t-SNE, UMAP in the browser)."""
         from ..data import to_float
+        from ..data.imageset import bounded_batch
 
         split = "val" if ctx.data.has_split("val") else "train"
         part = ctx.data.split(split)
         idx = spread(len(part), self.projector_images)
-        images = part.images[idx]
         labels = part.labels[idx] if part.labels is not None else None
         model = ctx.model
         was = model.training
         model.eval()
-        means = []
-        for s in range(0, len(images), 500):
-            x = to_float(images[s : s + 500].to(ctx.device))
-            y = labels[s : s + 500].to(ctx.device) if labels is not None and model.conditional else None
+        means, thumbs = [], []
+        # in bounded chunks gathered from the split (never the split itself: it may be a memory-mapped
+        # folder), so the memory of this step does not grow with the image size or the split's length
+        bs = bounded_batch(500, part.shape)
+        for s in range(0, len(idx), bs):
+            x = to_float(part.gather(idx[s : s + bs]).to(ctx.device))
+            y = labels[s : s + bs].to(ctx.device) if labels is not None and model.conditional else None
             means.append(model.encode(x, y).mean.float().cpu())
+            if max(x.shape[-2:]) > 32:  # the sprite holds every thumbnail in one image
+                x = torch.nn.functional.interpolate(x, size=(32, 32), mode="area")
+            thumbs.append(x.cpu())
         model.train(was)
         z = torch.cat(means)
         if not torch.isfinite(z).all():
             return
-        thumbs = to_float(images)
-        if max(thumbs.shape[-2:]) > 32:  # the sprite holds every thumbnail in one image
-            thumbs = torch.nn.functional.interpolate(thumbs, size=(32, 32), mode="area")
+        thumbs = torch.cat(thumbs)
         names = part.class_names
         meta = [names[int(k)] if names and int(k) < len(names) else str(int(k)) for k in labels] if labels is not None else None
         self.writer.add_embedding(z, metadata=meta, label_img=thumbs, global_step=ctx.state.step, tag=f"latents_{split}")
