@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -23,15 +22,9 @@ FOLDER = "anomaly"
 
 
 def _clean(v):
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    if isinstance(v, (np.floating, float)):
-        return float(v) if math.isfinite(float(v)) else None
-    if isinstance(v, np.integer):
-        return int(v)
-    return v
+    from ..evaluate.run import json_safe  # NumPy scalars and NaN/inf made strict JSON
+
+    return json_safe(v)
 
 
 def json_bytes(report: dict) -> bytes:

@@ -477,18 +477,19 @@ def _conditional_accuracy(
     return out
 
 
+def json_safe(v):
+    """`v` with NumPy scalars as Python numbers and NaN/inf as None, through dicts and lists (strict JSON)."""
+    if isinstance(v, dict):
+        return {k: json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_safe(x) for x in v]
+    if isinstance(v, (np.floating, float)):
+        return float(v) if math.isfinite(float(v)) else None
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
 def json_ready(result: dict) -> dict:
     """The result without its per-image arrays, with NaN/inf turned into None (strict JSON)."""
-
-    def clean(v):
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        if isinstance(v, (np.floating, float)):
-            return float(v) if math.isfinite(float(v)) else None
-        if isinstance(v, np.integer):
-            return int(v)
-        return v
-
-    return clean({k: v for k, v in result.items() if k != "per_image"})
+    return json_safe({k: v for k, v in result.items() if k != "per_image"})
