@@ -4,6 +4,8 @@ training, evaluation, summaries and figures that read batches by index from it."
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import pickle
 
 import numpy as np
@@ -190,3 +192,55 @@ def test_bounded_batches_keep_small_images_and_cap_large_ones(monkeypatch, tiny_
     monkeypatch.setattr(reconstruction, "SSIM_ELEMENTS", 784 * 5)  # SSIM in sub-batches of 5
     split = reconstruction.reconstruction_metrics(run.model, part.pixels, batch_size=64)
     assert np.allclose(whole["ssim"], split["ssim"], atol=1e-6) and np.allclose(whole["ssim_box7"], split["ssim_box7"], atol=1e-6)
+
+
+TRIM_PROBE = """
+import sys
+from vaelab.data import budget
+
+def anon():
+    for line in open("/proc/self/status"):
+        if line.startswith("RssAnon"):
+            return int(line.split()[1]) / 1024
+
+blocks = [bytearray(100_000) for _ in range(1500)]  # 150 MB of heap blocks (each below the mmap threshold)
+keep = blocks[::10]  # every tenth stays alive, so the heap's top cannot shrink by itself
+del blocks
+before = anon()
+ran = budget.release_free_memory(0)
+print(ran, before - anon())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim: Linux only")
+def test_release_free_memory_returns_a_fragmented_heap_to_the_kernel():
+    out = subprocess.run([sys.executable, "-c", TRIM_PROBE], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == "True"
+    assert float(out[1]) > 60  # of the ~135 MB freed inside the heap
+
+
+def test_release_free_memory_is_rate_limited(monkeypatch):
+    from vaelab.data import budget
+
+    calls = []
+    monkeypatch.setitem(budget._TRIM, "fn", calls.append)
+    monkeypatch.setitem(budget._TRIM, "last", 0.0)
+    assert budget.release_free_memory(60.0) is True
+    assert budget.release_free_memory(60.0) is False  # within the interval: nothing
+    assert calls == [0]
+    monkeypatch.setitem(budget._TRIM, "fn", False)  # no glibc (macOS, Windows): a no-op
+    assert budget.release_free_memory(0.0) is False
+
+
+def test_evaluation_loops_release_memory_batch_by_batch(monkeypatch, tiny_run):
+    from vaelab.evaluate import likelihood, reconstruction
+    from vaelab.run import load_run
+
+    counts = {"nll": 0, "rec": 0}
+    monkeypatch.setattr(likelihood, "release_free_memory", lambda: counts.__setitem__("nll", counts["nll"] + 1))
+    monkeypatch.setattr(reconstruction, "release_free_memory", lambda: counts.__setitem__("rec", counts["rec"] + 1))
+    model = load_run(tiny_run).model.eval()
+    images = torch.randint(0, 256, (10, *model.image_shape), dtype=torch.uint8)
+    likelihood.likelihood_terms(model, images, k=2, batch_size=4)
+    reconstruction.reconstruction_metrics(model, images, batch_size=4)
+    assert counts == {"nll": 3, "rec": 3}  # once per batch of 4, 4, 2

@@ -40,3 +40,43 @@ def check_memory(nbytes: float, what: str, hint: str) -> None:
     avail = available_memory()
     if avail is not None and nbytes > SHARE * avail:
         raise VaelabError(f"{what} would take {human_bytes(nbytes)} of memory, {human_bytes(avail)} are available", hint)
+
+
+# glibc keeps the memory of freed tensors in its heap and hands it back to the kernel only from the top of the
+# heap; a long evaluation loop over large images fragments that heap, so its resident memory crept up batch
+# after batch (50,000 x 256 px photos: `evaluate` peaked at 2.35 GB, of which malloc_trim returned 1.4 GB at
+# once). malloc_trim(0) also releases the free pages inside the heap (madvise). Elsewhere this is a no-op.
+_TRIM = {"fn": None, "last": 0.0}
+
+
+def release_free_memory(min_interval: float = 0.25) -> bool:
+    """Give the C heap's free pages back to the kernel (glibc's malloc_trim), at most every `min_interval`
+    seconds so that a fast loop pays nothing; True if it ran. Call it between the batches of long loops."""
+    import time
+
+    now = time.monotonic()
+    if now - _TRIM["last"] < min_interval:
+        return False
+    _TRIM["last"] = now
+    fn = _TRIM["fn"]
+    if fn is None:
+        fn = _TRIM["fn"] = _malloc_trim()
+    if fn is False:
+        return False
+    fn(0)
+    return True
+
+
+def _malloc_trim():
+    """glibc's malloc_trim, or False where there is none (macOS, Windows, musl)."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.malloc_trim
+    except (OSError, AttributeError):
+        return False

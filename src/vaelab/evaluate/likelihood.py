@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..data import to_float
+from ..data.budget import release_free_memory
 from ..models.hierarchy import joint_posterior
 
 # elements of a (k_chunk * B, C, H, W) tensor decoded at once: bounds memory whatever k and B are. A GPU
@@ -217,6 +218,7 @@ def likelihood_terms_with_binarized(
             for out, row in zip((grey, binary), rows, strict=True):
                 for key, v in zip(keys, row, strict=True):
                     out[key].append([m.cpu() for m in v] if key == "layer_means" else v.cpu())
+            release_free_memory()  # bounded memory over many batches of large images (see data.budget)
             if progress is not None:
                 progress(min(s + batch_size, n), n)
     model.train(was_training)
@@ -283,6 +285,7 @@ def likelihood_terms(
                 out[key].append(v.cpu())
             layer_kl.append(per_layer["kl"].cpu())
             layer_means.append([m.cpu() for m in per_layer["means"]])
+            release_free_memory()
             if progress is not None:
                 progress(min(s + batch_size, images.shape[0]), images.shape[0])
     model.train(was_training)

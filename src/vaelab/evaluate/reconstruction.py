@@ -19,6 +19,7 @@ import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from ..data import to_float
+from ..data.budget import release_free_memory
 from ..data.imageset import bounded_batch
 
 PSNR_CAP = 100.0  # dB, the PSNR of an image reconstructed exactly (MSE 0 would be infinite)
@@ -102,6 +103,7 @@ def reconstruction_metrics(model, images: torch.Tensor, labels: torch.Tensor | N
         step = bounded_batch(len(x), x.shape[1:], SSIM_ELEMENTS)
         for window, key in (("gaussian", "ssim"), ("box7", "ssim_box7")):
             out[key].append(torch.cat([ssim_per_image(r[i : i + step], x[i : i + step], window) for i in range(0, len(x), step)]).cpu())
+        release_free_memory()  # bounded memory over many batches of large images (see data.budget)
     return {k: (torch.cat(v).double().numpy() if v else np.zeros(0)) for k, v in out.items()}
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..data import ImageSet, load, to_float
+from ..data.budget import release_free_memory
 from ..data.imageset import bounded_batch
 from ..errors import VaelabError
 from ..latent.encode import check_fits, encode
@@ -344,6 +345,7 @@ def _features(fx, images, batch_size: int, tick=None) -> np.ndarray:
     parts = []
     for s in range(0, n, step):
         parts.append(fx.features(images[s : s + step], batch_size))
+        release_free_memory()  # bounded memory over many batches of large images (see data.budget)
         if tick is not None:
             tick(min(s + step, n), n)
     return np.concatenate(parts) if parts else fx.features(images, batch_size)
