@@ -137,6 +137,7 @@ def test_quick_families_end_to_end(tmp_path):
         assert "error" not in results[name], results[name]
         ev = json.loads((tmp_path / "q" / run / "eval" / "test.json").read_text())
         assert results[name]["nll"]["5"] == ev["nll"]["nll_binarized"]  # the table's number is the CLI's
+        assert results[name]["nll"]["2"] == ev["nll"]["nll_binarized_at_k"]["2"]  # the smaller k, from the same pass
         assert (tmp_path / "q" / run / "figures" / "curves.png").is_file()
     assert results["2layer"]["active_units"].endswith("of 100 + 50")  # per layer, z1 then z2
     assert "| IAF posterior (2 steps) |" in done.stdout

@@ -4,9 +4,9 @@ training, evaluation, summaries and figures that read batches by index from it."
 from __future__ import annotations
 
 import json
+import pickle
 import subprocess
 import sys
-import pickle
 
 import numpy as np
 import pytest

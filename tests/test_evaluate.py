@@ -116,6 +116,23 @@ def test_iwae_converges_to_the_closed_form_log_likelihood_from_below():
     assert ((log_px - exact) < 0.15).all()  # no single image above log p(x) by more than sampling noise
 
 
+def test_bounds_at_smaller_k_are_read_off_the_first_samples_of_one_pass():
+    from vaelab.evaluate.likelihood import _steps
+
+    assert _steps(10, 4, (3, 7)) == [3, 4, 3] and _steps(10, 4, ()) == [4, 4, 2] and _steps(5, 2, (0, 5, 9)) == [2, 2, 1]
+    model = _PPCA(mean_shift=0.15, std_scale=1.3)
+    x = model.sample_x(64)
+    one = 64 * x.shape[1]  # a budget of one sample per chunk: every run draws z in the same order
+    at = {3: None, 7: None}
+    torch.manual_seed(0)
+    with torch.no_grad():
+        full, *_ = importance_sampled(model, x, None, 10, budget=one, at=at)
+    for m in (3, 7):
+        alone, _ = _iwae(model, x, m, budget=one)
+        assert torch.allclose(at[m], alone, atol=1e-9), m  # L_k' of the first k' samples, exactly
+    assert torch.allclose(full, _iwae(model, x, 10, budget=one)[0], atol=1e-9)  # the k bound is unchanged
+
+
 def test_iwae_with_one_sample_is_the_elbo_in_expectation():
     model = _PPCA(mean_shift=0.3, std_scale=1.4)
     x = model.sample_x(4000)
@@ -415,6 +432,21 @@ def test_cli_evaluate_writes_the_contract(tiny_run, feature_net_dir, capsys, tmp
         assert per[key].shape == (150,)
     assert per["ssim"].mean() == pytest.approx(doc["recon_quality"]["ssim"])
     assert _hashes(tiny_run) == before  # the checkpoints are only read
+
+
+def test_cli_evaluate_reports_smaller_k_from_the_same_samples(tiny_run, capsys, tmp_path):
+    tiny_run = copy_run(tiny_run, tmp_path)
+    code, out, err = _cli(capsys, "evaluate", tiny_run, "--split", "val", "--nll-samples", "8", "--nll-also", "2",
+                          "--nll-also", "1", "--binarized", "--no-fid")
+    assert code == 0, err
+    assert "NLL, IWAE k=2" in out and "NLL, binarized data, k=1" in out
+    nll = json.loads((tiny_run / "eval" / "val.json").read_text())["nll"]
+    assert set(nll["nll_at_k"]) == set(nll["nll_binarized_at_k"]) == {"1", "2"}
+    # more samples, a tighter bound: averaged over 150 images, k = 8 sits below k = 2 below k = 1
+    assert nll["nll"] < nll["nll_at_k"]["2"] < nll["nll_at_k"]["1"]
+    assert nll["nll_binarized"] < nll["nll_binarized_at_k"]["2"] < nll["nll_binarized_at_k"]["1"]
+    code, out, err = _cli(capsys, "evaluate", tiny_run, "--split", "val", "--nll-samples", "8", "--nll-also", "8", "--no-fid")
+    assert code != 0 and "--nll-also 8 is not below --nll-samples 8" in out + err
 
 
 def test_cli_evaluate_no_fid(tiny_run, capsys, tmp_path):

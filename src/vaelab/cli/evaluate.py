@@ -17,6 +17,9 @@ def evaluate(
     split: Annotated[str | None, typer.Option(help="train, val or test (default: test; val when the data has none).")] = None,
     data: Annotated[str | None, typer.Option(help="Evaluate on this data spec instead of the run's own data.")] = None,
     nll_samples: Annotated[int, typer.Option(help="Importance samples k of the NLL (1000 or 5000 for papers).")] = 100,
+    nll_also: Annotated[
+        list[int] | None, typer.Option(help="Also the NLL at this smaller k, from the first k of the same samples (repeatable; free).")
+    ] = None,
     fid: Annotated[bool, typer.Option("--fid/--no-fid", help="FID, precision/recall and conditional accuracy (--no-fid skips them).")] = True,
     binarized: Annotated[bool, typer.Option("--binarized", help="Also the NLL on dynamically binarized images (Bernoulli models; the MNIST number of the literature), in the same pass.")] = False,
     features: Annotated[str, typer.Option(help="Feature-network folder, or 'auto' (cached; trained when missing).")] = "auto",
@@ -41,7 +44,7 @@ def evaluate(
 
       vaelab evaluate runs/mnist-148-z2
 
-      vaelab evaluate runs/mnist-mlp --nll-samples 5000 --binarized --split test
+      vaelab evaluate runs/mnist-mlp --nll-samples 5000 --nll-also 1000 --binarized --split test
 
       vaelab evaluate runs/fashion-z10 --no-fid
 
@@ -74,6 +77,7 @@ def evaluate(
         split=split,
         data=data,
         nll_samples=nll_samples,
+        nll_also=tuple(nll_also or ()),
         fid=fid,
         features=features,
         inception=inception,

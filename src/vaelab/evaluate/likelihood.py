@@ -31,6 +31,18 @@ def default_budget(device: torch.device) -> int:
     return CPU_BUDGET if device.type == "cpu" else DEFAULT_BUDGET
 
 
+def _steps(k: int, chunk: int, marks) -> list[int]:
+    """Chunk sizes that sum to k, each at most `chunk`, with a boundary at every mark below k: the bound at a
+    smaller k' is then read off the running log-sum-exp of the same samples (the first k' of k iid draws)."""
+    ends = sorted({int(m) for m in marks if 0 < int(m) < k} | {k})
+    steps, done = [], 0
+    for end in ends:
+        while done < end:
+            steps.append(min(chunk, end - done))
+            done += steps[-1]
+    return steps
+
+
 @dataclass
 class LikelihoodTerms:
     """Per-image values (N,) in nats, as numpy float64 arrays."""
@@ -42,6 +54,7 @@ class LikelihoodTerms:
     k: int
     layer_kl: np.ndarray | None = None  # (L, N) the KL of each stochastic layer, bottom first
     layer_means: list[np.ndarray] | None = None  # each layer's (N, D_l) posterior means, bottom first
+    log_px_at: dict[int, np.ndarray] | None = None  # L_k' at smaller k', from the first k' of the same samples
 
     @property
     def elbo_loss(self) -> np.ndarray:
@@ -63,6 +76,7 @@ def importance_sampled(
     target: torch.Tensor | None = None,
     budget: int | None = None,
     layer_terms: dict | None = None,
+    at: dict | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """IWAE bound of one batch. x: (B, C, H, W) in [0, 1] is encoded; `target` (default x) is scored;
     `budget`: elements decoded at once (None: `default_budget` of x's device).
@@ -71,7 +85,8 @@ def importance_sampled(
     stochastic layers (for two: log p(z_1|z_2) + log p(z_2) - log q(z_1, z_2|x)) and, for a flow posterior,
     log q of the flowed sample. Returns (log_px (B,), mean log p(x|z) over the k samples (B,), KL (B,),
     top-layer posterior mean (B, D)), float64. A dict passed as `layer_terms` receives "kl" (L, B), the KL of
-    each layer (bottom first), and "means", each layer's posterior means.
+    each layer (bottom first), and "means", each layer's posterior means. A dict `at` whose keys are smaller
+    k' receives L_k' (B,) of each, from the first k' of the same k samples (at no extra cost).
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -86,8 +101,7 @@ def importance_sampled(
     sum_kl = torch.zeros(b, dtype=torch.float64, device=x.device)  # the KL term (closed form where one exists)
     sum_layers: torch.Tensor | None = None  # per stochastic layer, (L, B)
     done = 0
-    while done < k:
-        kc = min(chunk, k - done)
+    for kc in _steps(k, chunk, at or ()):
         lat = joint.rsample(kc)  # every layer (kc, B, D_l), log q(z|x) and log p(z) of the whole stack
         flat = lat.z.reshape(kc * b, -1)
         yk = None if y is None else y.repeat(kc)  # (kc*B,) matches z's (kc, B) flattening
@@ -101,6 +115,8 @@ def importance_sampled(
         sum_layers = layers if sum_layers is None else sum_layers + layers
         sum_kl += layers.sum(0)
         done += kc
+        if at is not None and done in at:
+            at[done] = lse - math.log(done)
     log_px = lse - math.log(k)
     means = [m.float() for m in joint.layer_means()]
     if layer_terms is not None:
@@ -119,6 +135,7 @@ def importance_sampled_shared(
     *,
     budget: int | None = None,
     layer_terms: dict | None = None,
+    at: list[dict] | None = None,
 ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, torch.Tensor]:
     """The IWAE bound of several targets from ONE encoder pass on x and one set of k samples z ~ q(z|x).
 
@@ -128,7 +145,8 @@ def importance_sampled_shared(
     one once per target (it reads the target as context).
     Returns ([(log_px (B,), mean log p(t|z) (B,)) per target], KL (B,), top-layer posterior mean (B, D)), float64.
     A dict passed as `layer_terms` receives "kl" (L, B) and "means", as `importance_sampled` gives them (the
-    proposal, hence both, is shared by every target).
+    proposal, hence both, is shared by every target). `at`, one dict per target keyed by smaller k', receives
+    those bounds as in `importance_sampled`.
     """
     budget = default_budget(x.device) if budget is None else budget
     joint, decode_bottom = joint_posterior(model, x, y)
@@ -140,8 +158,7 @@ def importance_sampled_shared(
     sum_layers: torch.Tensor | None = None  # per stochastic layer, (L, B)
     shared = not getattr(model, "autoregressive", False)
     done = 0
-    while done < k:
-        kc = min(chunk, k - done)
+    for kc in _steps(k, chunk, at[0] if at else ()):
         lat = joint.rsample(kc)  # every layer; log q(z|x) and log p(z) of the whole stack
         flat = lat.z.reshape(kc * b, -1)
         yk = None if y is None else y.repeat(kc)
@@ -156,6 +173,9 @@ def importance_sampled_shared(
         layers = torch.stack([t.double() for t in lat.kl]).sum(1)  # (L, B), closed form where one exists
         sum_layers = layers if sum_layers is None else sum_layers + layers
         done += kc
+        for i, marks in enumerate(at or ()):
+            if done in marks:
+                marks[done] = lse[i] - math.log(done)
     means = [m.float() for m in joint.layer_means()]
     if layer_terms is not None:
         layer_terms["kl"] = sum_layers / k
@@ -175,6 +195,7 @@ def likelihood_terms_with_binarized(
     encode_binary: bool = False,
     budget: int | None = None,
     progress=None,
+    also: tuple[int, ...] = (),
 ) -> tuple[LikelihoodTerms, LikelihoodTerms]:
     """(grey-level terms, terms on dynamically binarized images) in one pass over the images.
 
@@ -183,7 +204,7 @@ def likelihood_terms_with_binarized(
     `encode_binary` (models trained on binarized images, the IWAE paper's protocol) the binary image is
     encoded for its own bound, as `likelihood_terms(binarized=True)` does. The binarization draws with
     seed + 1, the z samples with `seed`; the global RNG is untouched. `progress(done, total)` is called
-    after each batch.
+    after each batch. `also`: smaller k' whose bounds come from the first k' of the same samples (`log_px_at`).
     """
     device = next(model.parameters()).device
     was_training = model.training
@@ -191,8 +212,9 @@ def likelihood_terms_with_binarized(
     use_y = labels is not None and getattr(model, "conditional", False)
     g = torch.Generator().manual_seed(seed + 1)
     keys = ("log_px", "rec", "kl", "mean", "layer_kl", "layer_means")
-    grey: dict[str, list] = {key: [] for key in keys}
-    binary: dict[str, list] = {key: [] for key in keys}
+    grey: dict[str, list] = {key: [] for key in (*keys, "at")}
+    binary: dict[str, list] = {key: [] for key in (*keys, "at")}
+    marks = sorted({int(m) for m in also if 0 < int(m) < k})
     n = images.shape[0]
     with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device.type == "cuda" else []):
         torch.manual_seed(seed)
@@ -203,21 +225,23 @@ def likelihood_terms_with_binarized(
             y = labels[s : s + batch_size].to(device) if use_y else None
             # per stochastic layer too (KL and posterior means), so a hierarchical run keeps its per-layer
             # active units and KL when evaluated with --binarized
+            ats = [dict.fromkeys(marks), dict.fromkeys(marks)]
             if encode_binary:
                 gd: dict = {}
                 bd: dict = {}
-                gl = importance_sampled(model, x, y, k, budget=budget, layer_terms=gd)
-                bl = importance_sampled(model, xb, y, k, budget=budget, layer_terms=bd)
+                gl = importance_sampled(model, x, y, k, budget=budget, layer_terms=gd, at=ats[0])
+                bl = importance_sampled(model, xb, y, k, budget=budget, layer_terms=bd, at=ats[1])
                 rows = [(gl[0], -gl[1], gl[2], gl[3], gd["kl"], gd["means"]),
                         (bl[0], -bl[1], bl[2], bl[3], bd["kl"], bd["means"])]
             else:
                 shared: dict = {}
-                (gt, bt), kl, mean = importance_sampled_shared(model, x, y, k, [x, xb], budget=budget, layer_terms=shared)
+                (gt, bt), kl, mean = importance_sampled_shared(model, x, y, k, [x, xb], budget=budget, layer_terms=shared, at=ats)
                 rows = [(gt[0], -gt[1], kl, mean, shared["kl"], shared["means"]),
                         (bt[0], -bt[1], kl, mean, shared["kl"], shared["means"])]
-            for out, row in zip((grey, binary), rows, strict=True):
+            for out, row, at in zip((grey, binary), rows, ats, strict=True):
                 for key, v in zip(keys, row, strict=True):
                     out[key].append([m.cpu() for m in v] if key == "layer_means" else v.cpu())
+                out["at"].append({m: v.cpu() for m, v in at.items()})
             release_free_memory()  # bounded memory over many batches of large images (see data.budget)
             if progress is not None:
                 progress(min(s + batch_size, n), n)
@@ -236,7 +260,15 @@ def _terms(out: dict[str, list], k: int) -> LikelihoodTerms:
         k=k,
         layer_kl=torch.cat(layer_kl, dim=1).numpy() if layer_kl else None,
         layer_means=[torch.cat(ms).numpy() for ms in zip(*layer_means, strict=True)] if layer_means else None,
+        log_px_at=_at(out.get("at")),
     )
+
+
+def _at(parts: list[dict] | None) -> dict[int, np.ndarray] | None:
+    """Per-batch {k': (B,)} dicts -> {k': (N,)} float64, or None when no smaller k' was asked for."""
+    if not parts or not parts[0]:
+        return None
+    return {m: torch.cat([p[m] for p in parts]).numpy().astype(np.float64) for m in parts[0]}
 
 
 def binarize(images: torch.Tensor, seed: int) -> torch.Tensor:
@@ -258,13 +290,15 @@ def likelihood_terms(
     binarized: bool = False,
     budget: int | None = None,
     progress=None,
+    also: tuple[int, ...] = (),
 ) -> LikelihoodTerms:
     """Per-image IWAE bound, reconstruction and KL of a set of uint8 images (N, C, H, W), batched.
 
     With ``binarized`` the images are first binarised (Bernoulli draws with `seed`) and the model both
     encodes and scores the binary images: the standard protocol behind the MNIST NLL of the literature.
     The sampling of z uses `seed` too, and leaves the global RNG untouched. `images` may be a tensor or a
-    lazy view (`ImageSet.pixels`); `progress(done, total)` is called after each batch.
+    lazy view (`ImageSet.pixels`); `progress(done, total)` is called after each batch. `also`: smaller k'
+    whose bounds come from the first k' of the same samples (`LikelihoodTerms.log_px_at`).
     """
     device = next(model.parameters()).device
     was_training = model.training
@@ -274,13 +308,17 @@ def likelihood_terms(
     out: dict[str, list[torch.Tensor]] = {"log_px": [], "rec": [], "kl": [], "mean": []}
     layer_kl: list[torch.Tensor] = []
     layer_means: list[list[torch.Tensor]] = []
+    marks = sorted({int(m) for m in also if 0 < int(m) < k})
+    at_parts: list[dict] = []
     with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for s in range(0, images.shape[0], batch_size):
             x = (data[s : s + batch_size] if binarized else to_float(images[s : s + batch_size])).to(device)
             y = labels[s : s + batch_size].to(device) if use_y else None
             per_layer: dict = {}
-            log_px, log_px_z, kl, mean = importance_sampled(model, x, y, k, budget=budget, layer_terms=per_layer)
+            at = dict.fromkeys(marks)
+            log_px, log_px_z, kl, mean = importance_sampled(model, x, y, k, budget=budget, layer_terms=per_layer, at=at)
+            at_parts.append({m: v.cpu() for m, v in at.items()})
             for key, v in zip(("log_px", "rec", "kl", "mean"), (log_px, -log_px_z, kl, mean), strict=True):
                 out[key].append(v.cpu())
             layer_kl.append(per_layer["kl"].cpu())
@@ -298,6 +336,7 @@ def likelihood_terms(
         k=k,
         layer_kl=torch.cat(layer_kl, dim=1).numpy() if layer_kl else None,
         layer_means=[torch.cat(ms).numpy() for ms in zip(*layer_means, strict=True)] if layer_means else None,
+        log_px_at=_at(at_parts),
     )
 
 

@@ -41,6 +41,8 @@ def summary_rows(result: dict) -> list[tuple[str, str]]:
         ("bits/dim (ELBO)", _f(loss["bits_per_dim"], 4)),
         (f"NLL, IWAE k={nll['k']}", f"{_f(nll['nll'])} nats ({_f(nll['bits_per_dim'], 4)} bits/dim)"),
     ]
+    for m, v in (nll.get("nll_at_k") or {}).items():  # smaller k from the same samples (--nll-also)
+        rows.append((f"NLL, IWAE k={m}", f"{_f(v)} nats"))
     if nll.get("skipped"):  # a family without a bound to importance-sample (RAE, WAE, VQ)
         rows[1:5] = [("recon -log p(x|z), nats/image", _f(loss["recon"])), (f"objective (beta={loss['beta']:g})", _f(loss["objective"]))]
     vb = nll.get("vq_bound")
@@ -48,6 +50,8 @@ def summary_rows(result: dict) -> list[tuple[str, str]]:
         rows.append(("VQ bound -log p(x|z_q) - log p(z_q)", f"{_f(vb['nll'])} nats ({_f(vb['bits_per_dim'], 4)} bits/dim; code prior {_f(vb['code_nll'])} nats)"))
     if "nll_binarized" in nll:
         rows.append(("NLL, binarized data", f"{_f(nll['nll_binarized'])} nats (ELBO {_f(nll['elbo_binarized'])})"))
+        for m, v in (nll.get("nll_binarized_at_k") or {}).items():
+            rows.append((f"NLL, binarized data, k={m}", f"{_f(v)} nats"))
     rows += [
         ("MSE per pixel / PSNR", f"{rq['mse']:.5f} / {_f(rq['psnr'])} dB"),
         ("SSIM (Gaussian 11x11 / 7x7 box)", f"{_f(rq['ssim'], 4)} / {_f(rq['ssim_box7'], 4)}" if "ssim_box7" in rq else _f(rq["ssim"], 4)),

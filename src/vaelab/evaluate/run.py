@@ -5,7 +5,7 @@ CLI writes them to ``RUN/eval/<split>.json`` and ``RUN/eval/<split>_per_image.np
 into the run directory, and the checkpoints are only read.
 
     split, checkpoint, n_images, loss{elbo, objective, recon, kl, bits_per_dim, beta},
-    nll{k, nll, bits_per_dim, elbo, nll_binarized?, elbo_binarized?}, recon_quality{mse, psnr, ssim, ssim_box7, per_class},
+    nll{k, nll, bits_per_dim, elbo, nll_at_k?, nll_binarized?, elbo_binarized?, nll_binarized_at_k?}, recon_quality{mse, psnr, ssim, ssim_box7, per_class},
     active_units, fid{feature_net, n_generated, temperature, prior, gmm, recon, precision{..}, recall{..}} | null,
     conditional_accuracy{accuracy, per_class, n_per_class, temperature, gmm{accuracy, per_class}} (conditional
     models; z from the prior, and from a GMM per class), notes[]
@@ -140,6 +140,7 @@ def evaluate_run(
     data: ImageSet | str | None = None,
     nll_samples: int = 100,
     *,
+    nll_also: tuple[int, ...] = (),
     fid: bool = True,
     features=None,
     inception: str | Path | None = None,
@@ -165,9 +166,13 @@ def evaluate_run(
     `temperature` scales the spread of z for the generated images (prior, GMM sampler, conditional
     samples); 1 draws from the samplers themselves.
     `sampler` (a `latent.expost.SAMPLERS` name, e.g. maf) adds its FID column, with the run's cached fit.
+    `nll_also`: smaller k' whose bounds are read off the same samples (``nll_at_k``: the first k' of the k).
     """
     if nll_samples < 1:
         raise VaelabError(f"--nll-samples is {nll_samples}", "use k >= 1 importance samples (100 by default, 1000+ for papers)")
+    bad = [m for m in nll_also if not 1 <= int(m) < nll_samples]
+    if bad:
+        raise VaelabError(f"--nll-also {bad[0]} is not below --nll-samples {nll_samples}", "give smaller k' (e.g. --nll-samples 5000 --nll-also 1000)")
     if max_generated < 4:
         raise VaelabError(f"max_generated is {max_generated}", "generate at least 4 images for FID")
     say = progress or (lambda _msg: None)
@@ -209,11 +214,12 @@ def evaluate_run(
         say(f"ELBO and NLL (k={nll_samples}) on {len(part)} {split} images, grey-level and binarized")
         encode_binary = bool(getattr(run.config.train, "binarize", False))
         lt, lb = likelihood_terms_with_binarized(
-            model, part.pixels, labels, nll_samples, batch_size=batch_size, seed=seed, encode_binary=encode_binary, progress=tick
+            model, part.pixels, labels, nll_samples, batch_size=batch_size, seed=seed, encode_binary=encode_binary, progress=tick,
+            also=tuple(nll_also),
         )
     else:
         say(f"ELBO and NLL (k={nll_samples}) on {len(part)} {split} images")
-        lt = likelihood_terms(model, part.pixels, labels, nll_samples, batch_size=batch_size, seed=seed, progress=tick)
+        lt = likelihood_terms(model, part.pixels, labels, nll_samples, batch_size=batch_size, seed=seed, progress=tick, also=tuple(nll_also))
     elbo = float(np.mean(lt.elbo_loss))
     loss = {
         "elbo": elbo,
@@ -229,6 +235,8 @@ def evaluate_run(
         "bits_per_dim": bits_per_dim(float(np.mean(lt.nll)), dims),
         "elbo": elbo,
     }
+    if lt.log_px_at:  # the bound at smaller k, from the first k' of the same samples
+        nll["nll_at_k"] = {str(m): float(-np.mean(v)) for m, v in lt.log_px_at.items()}
     per_image: dict[str, np.ndarray] = {
         "labels": (labels.numpy() if labels is not None else np.full(len(part), -1)).astype(np.int64),
         "elbo": lt.elbo_loss,
@@ -262,6 +270,8 @@ def evaluate_run(
         nll["binarized_proposal"] = "q(z|binarized x)" if encode_binary else "q(z|x), shared with the grey-level pass"
         nll["nll_binarized"] = float(np.mean(lb.nll))
         nll["elbo_binarized"] = float(np.mean(lb.elbo_loss))
+        if lb.log_px_at:
+            nll["nll_binarized_at_k"] = {str(m): float(-np.mean(v)) for m, v in lb.log_px_at.items()}
         nll["binarize_seed"] = seed + 1
         per_image["nll_binarized"] = lb.nll
     if is_bernoulli:
