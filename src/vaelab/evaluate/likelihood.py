@@ -305,11 +305,8 @@ def likelihood_terms(
     model.eval()
     use_y = labels is not None and getattr(model, "conditional", False)
     data = binarize(images, seed + 1) if binarized else None
-    out: dict[str, list[torch.Tensor]] = {"log_px": [], "rec": [], "kl": [], "mean": []}
-    layer_kl: list[torch.Tensor] = []
-    layer_means: list[list[torch.Tensor]] = []
+    out: dict[str, list] = {key: [] for key in ("log_px", "rec", "kl", "mean", "layer_kl", "layer_means", "at")}
     marks = sorted({int(m) for m in also if 0 < int(m) < k})
-    at_parts: list[dict] = []
     with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for s in range(0, images.shape[0], batch_size):
@@ -318,26 +315,15 @@ def likelihood_terms(
             per_layer: dict = {}
             at = dict.fromkeys(marks)
             log_px, log_px_z, kl, mean = importance_sampled(model, x, y, k, budget=budget, layer_terms=per_layer, at=at)
-            at_parts.append({m: v.cpu() for m, v in at.items()})
-            for key, v in zip(("log_px", "rec", "kl", "mean"), (log_px, -log_px_z, kl, mean), strict=True):
+            for key, v in zip(("log_px", "rec", "kl", "mean", "layer_kl"), (log_px, -log_px_z, kl, mean, per_layer["kl"]), strict=True):
                 out[key].append(v.cpu())
-            layer_kl.append(per_layer["kl"].cpu())
-            layer_means.append([m.cpu() for m in per_layer["means"]])
+            out["layer_means"].append([m.cpu() for m in per_layer["means"]])
+            out["at"].append({m: v.cpu() for m, v in at.items()})
             release_free_memory()
             if progress is not None:
                 progress(min(s + batch_size, images.shape[0]), images.shape[0])
     model.train(was_training)
-    cat = {key: (torch.cat(v) if v else torch.zeros(0)) for key, v in out.items()}
-    return LikelihoodTerms(
-        log_px=cat["log_px"].numpy().astype(np.float64),
-        recon=cat["rec"].numpy().astype(np.float64),
-        kl=cat["kl"].numpy().astype(np.float64),
-        mean=cat["mean"].numpy(),
-        k=k,
-        layer_kl=torch.cat(layer_kl, dim=1).numpy() if layer_kl else None,
-        layer_means=[torch.cat(ms).numpy() for ms in zip(*layer_means, strict=True)] if layer_means else None,
-        log_px_at=_at(at_parts),
-    )
+    return _terms(out, k)
 
 
 def bits_per_dim(nats_per_image: float, dims: int) -> float:
