@@ -189,6 +189,29 @@ def test_bottom_up_inference_ignores_the_layer_above():
     assert not torch.equal(ladder._below(0, z_a)[0].mean, ladder._below(0, z_b)[0].mean)
 
 
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_glorot_init_draws_the_papers_uniform_and_leaves_the_flow_alone(arch):
+    import torch.nn as nn
+
+    over = ("model.stochastic_layers=2", "model.layer_hidden=[64]", "model.posterior=iaf", "model.flow_hidden=16", f"model.arch={arch}")
+    torch_init, glorot = model_for(*over), model_for(*over, "model.init=glorot")
+    nets = lambda m: [x for n in ("encoder", "decoder", "stack") for x in m.get_submodule(n).modules()  # noqa: E731
+                      if isinstance(x, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))]
+    assert len(nets(glorot)) >= 6
+    for layer, before in zip(nets(glorot), nets(torch_init), strict=True):
+        fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(layer.weight)
+        bound = math.sqrt(6 / (fan_in + fan_out))
+        w = layer.weight.detach()
+        assert w.abs().max() <= bound and w.abs().max() > 0.9 * bound  # U(-a, a), a Glorot & Bengio's
+        assert w.std() == pytest.approx(bound / math.sqrt(3), rel=0.15 if w.numel() >= 100 else 0.6)
+        if layer.bias is not None:
+            assert torch.count_nonzero(layer.bias) == 0
+        assert not torch.equal(w, before.weight)  # the default (model.init=torch) is PyTorch's own
+    # the IAF keeps its own start (the gate biases that make each step start near the identity)
+    for a, b in zip(glorot.posterior.parameters(), torch_init.posterior.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_iaf_log_determinant_matches_autograd_jacobian():
     torch.manual_seed(0)
     step = IAFStep(dim=4, context=3, hidden=9)

@@ -99,6 +99,7 @@ class ModelConfig:
     norm: str = "batch"  # encoder norm: batch | instance | none
     decoder_norm: str | None = None  # decoder norm; None means the same as `norm`
     activation: str = "leaky_relu"  # relu | leaky_relu | tanh
+    init: str = "torch"  # torch (PyTorch's default) | glorot (Glorot & Bengio 2010, as Burda et al. 2016's MLPs)
     decoder: str = "transpose"  # transpose | upsample (nearest upsample + conv)
     res_blocks: int = 0  # residual blocks (3x3 conv, norm, act, 3x3 conv + skip) after each resolution change
     dropout: float = 0.0
@@ -178,6 +179,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.norm": ("batch", "instance", "none"),
     "model.decoder_norm": ("batch", "instance", "none"),
     "model.activation": ("relu", "leaky_relu", "tanh"),
+    "model.init": ("torch", "glorot"),  # models.blocks.INITS
     "model.decoder": ("transpose", "upsample"),
     "train.optimizer": ("adam", "adamw"),
     "train.schedule": ("none", "cosine", "plateau"),

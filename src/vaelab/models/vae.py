@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from ..errors import VaelabError
 from ..pretrained import PretrainedMixin
 from .autoregressive import PixelCNNHead
-from .blocks import ARCHS
+from .blocks import ARCHS, INITS
 from .hierarchy import JointPosterior, StochasticStack, layer_dims
 from .likelihoods import build_likelihood
 from .objective import OBJECTIVES
@@ -74,6 +74,8 @@ class VAE(PretrainedMixin, nn.Module):
         self.head = (
             PixelCNNHead(cfg.channels, int(cfg.pixelcnn_channels), layers, int(cfg.pixelcnn_kernel)) if layers > 0 else None
         )
+        # last, so the other parts draw the same start whatever model.init is
+        INITS[getattr(cfg, "init", "torch")](self.encoder, self.decoder, self.stack)
 
     # -- properties --------------------------------------------------------------------------------------
     @property
