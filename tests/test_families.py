@@ -124,6 +124,25 @@ def test_vamp_prior_pseudo_inputs_are_images_and_learn():
     assert not any(k.startswith("prior.encoder") for k in model.state_dict())  # no duplicated weights
 
 
+def test_vamp_prior_codes_its_pseudo_inputs_once_per_state_of_the_weights_when_gradients_are_off():
+    model = model_for("model.prior=vamp", "model.prior_components=3")
+    calls = []
+    encode = model.prior._encode
+    model.prior.bind(lambda u: calls.append(1) or encode(u))
+    model.prior._encode.__self__ = model  # noqa: B010 (a lambda stands in for the bound method)
+    z = torch.randn(4, 3)
+    with torch.no_grad():
+        first = model.prior.log_prob(z)
+        assert torch.equal(model.prior.log_prob(z), first) and len(calls) == 1  # cached: one encoder pass
+        next(model.encoder.parameters()).add_(0.1)  # an optimizer step or a loaded state: a new version
+        moved = model.prior.log_prob(z)
+        assert len(calls) == 2 and not torch.equal(moved, first)
+    fresh = model.prior.log_prob(z)  # with gradients on it is never cached, and the gradient reaches u
+    assert len(calls) == 3 and torch.allclose(fresh, moved)
+    fresh.sum().backward()
+    assert model.prior.pseudo_logits.grad.abs().sum() > 0
+
+
 def test_vamp_prior_of_a_batch_norm_encoder_leaves_its_running_statistics_to_the_data():
     """A conv encoder with batch norm: the pseudo-inputs are coded with the running statistics in training as
     in evaluation, and never move them (they once pulled them away from the data: 700 nats of val KL)."""
