@@ -124,6 +124,21 @@ def test_vamp_prior_pseudo_inputs_are_images_and_learn():
     assert not any(k.startswith("prior.encoder") for k in model.state_dict())  # no duplicated weights
 
 
+def test_components_log_prob_by_matrix_products_equals_the_broadcast_form():
+    from vaelab.models.prior import _components_log_prob, _gaussian_log_prob
+
+    g = torch.Generator().manual_seed(0)
+    z = 3 * torch.randn(2, 7, 5, generator=g)
+    mean, logvar = 2 * torch.randn(11, 5, generator=g), torch.empty(11, 5).uniform_(-6, 2, generator=g)
+    direct = _gaussian_log_prob(z.double().unsqueeze(-2), mean.double(), logvar.double())  # (2, 7, 11)
+    fast = _components_log_prob(z, mean, logvar)
+    assert fast.shape == (2, 7, 11) and fast.dtype == torch.float32
+    assert torch.allclose(fast.double(), direct, rtol=1e-6, atol=1e-4)
+    mean.requires_grad_(True)
+    _components_log_prob(z, mean, logvar).sum().backward()  # differentiable: the VampPrior trains through it
+    assert mean.grad is not None and torch.isfinite(mean.grad).all()
+
+
 def test_vamp_prior_codes_its_pseudo_inputs_once_per_state_of_the_weights_when_gradients_are_off():
     model = model_for("model.prior=vamp", "model.prior_components=3")
     calls = []
